@@ -1,0 +1,46 @@
+# Two commands are the whole setup on a fresh clone: `make quickstart` and `make test`.
+# Each creates .venv when it is missing and installs what it needs.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The install is redone when pyproject.toml changes (the stamp carries its hash).
+STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
+# torch first, pinned: the build machines hold a local CPU wheel of this version, and an
+# unpinned torch (pulled in by stable-baselines3) would download a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+DATA   ?= data
+
+.PHONY: install quickstart test bench lint data clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --disable-pip-version-check $(TORCH)
+	$(PIP) install --quiet --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(DATA)/manifest.json: $(STAMP)
+	$(VENV)/bin/backtest data samples --dest $(DATA)
+
+data: $(DATA)/manifest.json
+
+quickstart: $(DATA)/manifest.json
+	$(VENV)/bin/backtest data info $(DATA)/SP500.parquet
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PIP) install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(PY) benchmarks/run_all.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy backtest strategies reports
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

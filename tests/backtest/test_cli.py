@@ -1,0 +1,104 @@
+"""The CLI: user mistakes exit non-zero with one message and no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from backtest.cli import main
+from backtest.data import load_bars
+
+BACKTEST = str(Path(sys.executable).with_name("backtest"))
+
+
+def _run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BACKTEST, *args], capture_output=True, text=True, cwd=cwd, timeout=120, check=False
+    )
+
+
+def test_console_script_writes_the_samples(tmp_path: Path) -> None:
+    result = _run("data", "samples", "--dest", str(tmp_path / "d"), "--symbol", "GOOG")
+    assert result.returncode == 0, result.stderr
+    assert "GOOG" in result.stdout and "2148" in result.stdout
+    assert len(load_bars(tmp_path / "d" / "GOOG.parquet")) == 2148
+    assert (tmp_path / "d" / "manifest.json").exists()
+
+
+def test_bad_file_exits_1_with_the_rule_and_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "date,open,high,low,close,volume\n2020-01-02,1,2,0.5,1.5,10\n2020-01-03,1,0.9,0.5,1.5,10\n"
+    )
+    result = _run("data", "import", str(bad), "--symbol", "X", "--dest", str(tmp_path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    assert str(bad) in result.stderr
+    assert "2020-01-03" in result.stderr
+    assert "high_below_body" in result.stderr and "Fix:" in result.stderr
+    assert not (tmp_path / "X.parquet").exists()
+
+
+def test_usage_errors_exit_2(tmp_path: Path) -> None:
+    result = _run("data", "import", str(tmp_path / "x.csv"))
+    assert result.returncode == 2
+    assert "--symbol" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["data", "import", "missing.csv", "--symbol", "X"], "no such file"),
+        (["data", "samples", "--symbol", "SPX"], "no such sample"),
+        (["data", "info", "nowhere"], "no such file or directory"),
+        (["data", "import-news", "missing.csv"], "no such file"),
+    ],
+)
+def test_user_mistakes_print_one_message(
+    args: list[str],
+    needle: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and needle in err and "Traceback" not in err
+
+
+def test_import_then_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    index = pd.date_range("2021-01-04", periods=10, freq="B", name="timestamp")
+    frame = pd.DataFrame(
+        {"open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5, "volume": 1000}, index=index
+    ).drop(index[4])
+    src = tmp_path / "abc.csv"
+    frame.reset_index().to_csv(src, index=False)
+    with pytest.raises(SystemExit) as info:
+        main(
+            [
+                "data",
+                "import",
+                str(src),
+                "--symbol",
+                "ABC",
+                "--calendar",
+                "XNYS",
+                "--dest",
+                str(tmp_path),
+            ]
+        )
+    assert info.value.code == 0
+    with pytest.raises(SystemExit) as info:
+        main(["data", "info", str(tmp_path / "ABC.parquet")])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "9" in out and "XNYS" in out
+    # 2021-01-08 was removed and 2021-01-18 (MLK day) is a holiday: one gap of one bar.
+    assert "1 run(s), 1 expected bar(s) missing" in out

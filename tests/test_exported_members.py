@@ -1,0 +1,31 @@
+"""Each module's public API is what its ``__all__`` says (as httpx tests its own)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+MODULES = [
+    "backtest.errors",
+    "backtest.calendars",
+    "backtest.data",
+    "backtest.samples",
+    "backtest.cli",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_all_lists_every_public_definition(name: str) -> None:
+    module = importlib.import_module(name)
+    exported = set(module.__all__)
+    assert all(hasattr(module, item) for item in exported)
+    defined = {
+        key
+        for key, value in vars(module).items()
+        if not key.startswith("_")
+        and (inspect.isclass(value) or inspect.isfunction(value))
+        and value.__module__ == name
+    }
+    assert defined <= exported, f"public but not in __all__: {sorted(defined - exported)}"
