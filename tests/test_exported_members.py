@@ -13,6 +13,14 @@ MODULES = [
     "backtest.data",
     "backtest.samples",
     "backtest.cli",
+    "backtest.config",
+    "backtest.engine",
+    "backtest.env",
+    "backtest.features",
+    "backtest.metrics",
+    "backtest.policy",
+    "strategies.base",
+    "strategies.baselines",
 ]
 
 

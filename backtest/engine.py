@@ -1,0 +1,650 @@
+"""The replay engine: several policies trade the same bars; one run directory records it all.
+
+``run(config)`` loads and validates the bars, computes the features once, and for each
+strategy steps a :class:`~backtest.env.TradingEnv` over the evaluated split: at the close
+of every bar the policy sees an :class:`~backtest.policy.Observation` (bars up to that
+close only) and returns a :class:`~backtest.policy.Decision`; the env applies the risk
+limits and fills it at the next open. LLM cost a decision reports is taken out of cash
+at the decision's bar, so equity is net of it.
+
+A run directory ``<output_dir>/<run_id>/`` holds:
+
+``manifest.json``      config, run id, data sha256, seed, package versions, git revision,
+                       warnings
+``ledger.parquet``     one row per strategy per bar (state at the bar's close, the fill
+                       at its open, the decision taken at its close)
+``decisions.parquet``  one row per decision: action, target, confidence, reasoning, signals
+``llm_calls.parquet``  one row per LLM call (empty for strategies without LLMs)
+``summary.json``       metrics per strategy, against the benchmark, on the same dates
+
+The run id is the sha256 of the canonical config (output directory excluded) and the
+data's sha256, so the same inputs always land in the same directory, and the ledgers are
+byte-identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from backtest.calendars import bar_close_times
+from backtest.config import STRATEGY_KINDS, RunConfig, StrategyConfig, canonical_json, config_hash
+from backtest.data import Bars, TextFeed, file_sha256, load_bars, load_text, split_by_date
+from backtest.env import TradingEnv
+from backtest.errors import ConfigError
+from backtest.features import Features, compute_features
+from backtest.policy import Decision, MarketView, Observation, Policy
+
+__all__ = ["LEDGER_COLUMNS", "LLM_CALL_COLUMNS", "RunResult", "build_policy", "run"]
+
+#: Columns of ``ledger.parquet`` in order.
+LEDGER_COLUMNS: tuple[str, ...] = (
+    "strategy",
+    "timestamp",
+    "close",
+    "target_position",
+    "position_units",
+    "exposure",
+    "fill_units",
+    "fill_price",
+    "exit_units",
+    "exit_price",
+    "exit_reason",
+    "fees_usd",
+    "financing_usd",
+    "cash_usd",
+    "equity_usd",
+    "llm_cost_usd",
+    "llm_calls",
+    "abstain",
+    "risk_event",
+)
+
+#: Columns of ``llm_calls.parquet`` and their Arrow types.
+LLM_CALL_COLUMNS: dict[str, pa.DataType] = {
+    "strategy": pa.string(),
+    "timestamp": pa.timestamp("ns", tz="UTC"),
+    "role": pa.string(),
+    "model_requested": pa.string(),
+    "model_served": pa.string(),
+    "provider": pa.string(),
+    "prompt_tokens": pa.int64(),
+    "cached_prompt_tokens": pa.int64(),
+    "completion_tokens": pa.int64(),
+    "cost_usd": pa.float64(),
+    "spend_usd": pa.float64(),
+    "cost_source": pa.string(),
+    "cache": pa.string(),
+    "fallback_from": pa.string(),
+    "retries": pa.int64(),
+    "error": pa.string(),
+    "latency_ms": pa.float64(),
+    "prompt_version": pa.string(),
+}
+
+_VERSIONED_PACKAGES = (
+    "hybrid-backtest",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "gymnasium",
+    "stable-baselines3",
+    "torch",
+    "openai",
+    "exchange-calendars",
+    "pydantic",
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything a run produced, as objects (the same data as the run directory).
+
+    Attributes:
+        run_id: Hash of the config and the data.
+        run_dir: Directory the artifacts were written to.
+        ledger: One row per strategy per bar.
+        decisions: One row per decision.
+        llm_calls: One row per LLM call.
+        summary: Metrics per strategy (``summary["strategies"][name]``).
+        manifest: What the run depended on.
+    """
+
+    run_id: str
+    run_dir: Path
+    ledger: pd.DataFrame
+    decisions: pd.DataFrame
+    llm_calls: pd.DataFrame
+    summary: dict[str, Any]
+    manifest: dict[str, Any]
+
+    def equity(self) -> pd.DataFrame:
+        """Equity curves, one column per strategy."""
+        return self.ledger.pivot(index="timestamp", columns="strategy", values="equity_usd")
+
+
+# ---------------------------------------------------------------------------- policies
+
+
+def build_policy(spec: StrategyConfig, index: int) -> Policy:
+    """Instantiate a strategy from its registry entry or ``module:Class`` path.
+
+    Raises:
+        ConfigError: Unknown kind, import failure or bad parameters, naming the key.
+    """
+    import difflib
+
+    target = STRATEGY_KINDS.get(spec.kind, spec.kind)
+    key = f"strategies[{index}]"
+    if ":" not in target:
+        close = difflib.get_close_matches(spec.kind, STRATEGY_KINDS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"{key}.kind: unknown strategy kind {spec.kind!r}.{hint} Fix: use one "
+            f"of {', '.join(STRATEGY_KINDS)} or a 'module:Class' path."
+        )
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"{key}.kind: cannot import {target!r} ({exc}). Fix: check the "
+            "module path and that the package is installed."
+        ) from exc
+    try:
+        policy = cls(spec.name, **spec.params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{key}.params: {exc}. Fix: correct the parameters of strategy "
+            f"{spec.name!r} ({target})."
+        ) from exc
+    if not isinstance(policy, Policy):
+        raise ConfigError(
+            f"{key}.kind: {target} does not implement the Policy protocol "
+            "(name, reset(seed=, market=), act(obs))."
+        )
+    return policy
+
+
+# ---------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class _Track:
+    """Per-bar arrays of one strategy, preallocated."""
+
+    n: int
+    target: np.ndarray = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        n = self.n
+        f = lambda: np.zeros(n)  # noqa: E731
+        self.target = np.full(n, np.nan)
+        self.units, self.exposure = f(), f()
+        self.fill_units, self.fill_price = f(), np.full(n, np.nan)
+        self.exit_units, self.exit_price = f(), np.full(n, np.nan)
+        self.exit_reason = [""] * n
+        self.fees, self.financing, self.cash, self.equity = f(), f(), f(), f()
+        self.llm_cost = f()
+        self.llm_calls = np.zeros(n, dtype=np.int64)
+        self.abstain = np.zeros(n, dtype=bool)
+        self.risk_event = [""] * n
+        self.decisions: list[Decision] = []
+
+
+def _record_state(track: _Track, k: int, env: TradingEnv) -> None:
+    track.units[k] = env.units
+    track.exposure[k] = env.exposure
+    track.fill_units[k] = env.fill_units
+    track.fill_price[k] = env.fill_price
+    track.exit_units[k] = env.exit_units
+    track.exit_price[k] = env.exit_price
+    track.exit_reason[k] = env.exit_reason
+    track.fees[k] = env.fees_usd
+    track.financing[k] = env.financing_usd
+    track.risk_event[k] = env.risk_event
+
+
+def _replay(
+    policy: Policy,
+    env: TradingEnv,
+    view: MarketView,
+    seed: int,
+    progress: Any = None,
+    task: Any = None,
+) -> tuple[_Track, bool]:
+    obs, _ = env.reset(seed=seed)
+    policy.reset(seed=seed, market=view)
+    start, stop = env.t, env.end_bar
+    track = _Track(stop - start)
+    _record_state(track, 0, env)
+    terminated = False
+    k = 0
+    step_every = max(1, (stop - start) // 100)
+    while True:
+        t = env.t
+        view._seek(t)
+        decision = policy.act(Observation(t, obs, env.exposure, env.equity, view))
+        track.decisions.append(decision)
+        calls = decision.llm_calls
+        if calls:
+            cost = math.fsum(float(getattr(c, "cost_usd", 0.0) or 0.0) for c in calls)
+            env.charge(cost)
+            track.llm_cost[k] = cost
+            track.llm_calls[k] = len(calls)
+        target = decision.target_position
+        track.target[k] = math.nan if target is None else target
+        track.abstain[k] = decision.abstain
+        track.cash[k] = env.cash
+        track.equity[k] = env.equity
+        if k + 1 >= track.n or terminated:
+            break
+        obs, _, terminated, _, _ = env.step_target(target)
+        k += 1
+        _record_state(track, k, env)
+        if progress is not None and k % step_every == 0:
+            progress.update(task, advance=step_every)
+    if k + 1 < track.n:
+        # Ruined: equity stays where it ended for the rest of the dates.
+        for column in (track.units, track.exposure, track.cash, track.equity):
+            column[k + 1 :] = column[k]
+    return track, terminated
+
+
+# ------------------------------------------------------------------------- artifacts
+
+
+def _data_hash(path: Path) -> str:
+    if path.is_file():
+        return file_sha256(path)
+    items = [f"{p.relative_to(path)}:{file_sha256(p)}" for p in sorted(path.rglob("*.parquet"))]
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value
+
+
+def _write_table(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    pq.write_table(table, path, compression="zstd")
+
+
+def _signals_json(decision: Decision) -> str:
+    if not decision.signals:
+        return ""
+    return json.dumps(
+        [
+            {
+                "agent": s.agent_name,
+                "signal": s.signal,
+                "confidence": s.confidence,
+                "abstain": s.abstain,
+                "features": dict(s.features),
+                "reasoning": s.reasoning,
+            }
+            for s in decision.signals
+        ],
+        sort_keys=True,
+        default=float,
+    )
+
+
+def _call_row(call: Any) -> dict[str, Any]:
+    if hasattr(call, "to_row"):
+        return dict(call.to_row())
+    if dataclasses.is_dataclass(call):
+        return dataclasses.asdict(call)  # type: ignore[arg-type]
+    return dict(call)
+
+
+# ------------------------------------------------------------------------------- run
+
+
+def _load_text_beside(path: Path, kind: str) -> TextFeed | None:
+    folder = path if path.is_dir() else path.parent
+    candidate = folder / f"{kind}.parquet"
+    return load_text(candidate, kind=kind) if candidate.exists() else None
+
+
+def _evaluation_range(config: RunConfig, bars: Bars) -> tuple[int, int]:
+    splits = config.splits
+    if splits.train_end is None or splits.validation_end is None:
+        return 0, len(bars)
+    split = split_by_date(
+        bars.frame.index, train_end=splits.train_end, validation_end=splits.validation_end
+    )
+    part: slice = getattr(split, splits.evaluate)
+    return part.start, part.stop
+
+
+def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> RunResult:
+    """Run every strategy of ``config`` over the same bars and write the run directory.
+
+    Args:
+        config: The run's configuration.
+        progress: Show a progress bar per strategy (for the CLI).
+        write: Write the run directory (``False`` keeps everything in memory).
+
+    Returns:
+        The ledger, decisions, LLM calls, summary and manifest as objects.
+
+    Raises:
+        BacktestError: Bad data or configuration, before any strategy runs.
+    """
+    from backtest import metrics
+
+    data_path = Path(config.data.path)
+    max_gap = None if config.data.max_gap is None else pd.Timedelta(config.data.max_gap)
+    bars = load_bars(
+        data_path,
+        symbol=config.data.symbol,
+        start=config.data.start,
+        end=config.data.end,
+        max_gap=max_gap,
+    )
+    data_sha = _data_hash(data_path)
+    run_id = config_hash(config, data_sha, exclude={"output_dir"})[:16]
+    start, stop = _evaluation_range(config, bars)
+    frame = bars.frame
+    features: Features = compute_features(
+        frame["open"].to_numpy(),
+        frame["high"].to_numpy(),
+        frame["low"].to_numpy(),
+        frame["close"].to_numpy(),
+        frame["volume"].to_numpy(),
+    )
+    timestamps = frame.index
+    view = MarketView(
+        timestamps_ns=timestamps.asi8,
+        close_times_ns=bar_close_times(timestamps, bars.frequency, bars.meta.calendar),
+        open_=frame["open"].to_numpy(),
+        high=frame["high"].to_numpy(),
+        low=frame["low"].to_numpy(),
+        close=frame["close"].to_numpy(),
+        volume=frame["volume"].to_numpy(),
+        symbol=bars.symbol,
+        frequency=bars.frequency,
+        news=_load_text_beside(data_path, "news"),
+        documents=_load_text_beside(data_path, "documents"),
+    )
+
+    specs = list(config.strategies)
+    if config.benchmark is not None and config.benchmark not in {s.name for s in specs}:
+        specs.append(StrategyConfig(name=config.benchmark, kind="buy_and_hold"))
+    policies = [build_policy(spec, i) for i, spec in enumerate(specs)]
+    seeds = [
+        int(s.generate_state(1)[0]) for s in np.random.SeedSequence(config.seed).spawn(len(specs))
+    ]
+    warnings: list[str] = []
+
+    tracks: dict[str, _Track] = {}
+    first_bar = None
+    bar_progress = None
+    if progress:
+        from rich.progress import Progress
+
+        bar_progress = Progress(transient=False)
+        bar_progress.start()
+    try:
+        for policy, spec, seed in zip(policies, specs, seeds, strict=True):
+            env = TradingEnv(bars, config.env, start=start, end=stop, features=features)
+            task = None
+            if bar_progress is not None:
+                task = bar_progress.add_task(f"{spec.name}", total=env.end_bar - env.first_bar)
+            track, ruined = _replay(policy, env, view, seed, bar_progress, task)
+            if ruined:
+                warnings.append(f"strategy {spec.name!r} lost its whole equity and stopped trading")
+            tracks[spec.name] = track
+            first_bar = env.first_bar
+    finally:
+        if bar_progress is not None:
+            bar_progress.stop()
+    assert first_bar is not None
+    if first_bar > start:
+        warnings.append(
+            f"the first {first_bar - start} bar(s) of the evaluated split only fill "
+            f"the {config.env.window}-bar feature window; trading starts at "
+            f"{timestamps[first_bar]}"
+        )
+
+    index = timestamps[first_bar:stop]
+    close = frame["close"].to_numpy()[first_bar:stop]
+    ledger = _ledger(tracks, index, close)
+    decisions = _decisions(tracks, index)
+    llm_calls = _llm_calls(tracks, index)
+
+    ppy = config.periods_per_year or metrics.periods_per_year(
+        bars.frequency, bars.meta.calendar, index
+    )
+    bench = tracks.get(config.benchmark) if config.benchmark else None
+    summary: dict[str, Any] = {
+        "run_id": run_id,
+        "symbol": bars.symbol,
+        "start": index[0].isoformat(),
+        "end": index[-1].isoformat(),
+        "bars": len(index),
+        "periods_per_year": ppy,
+        "benchmark": config.benchmark,
+        "strategies": {},
+    }
+    for name, track in tracks.items():
+        stats = metrics.summarize(
+            track.equity,
+            periods_per_year=ppy,
+            risk_free=config.risk_free_rate,
+            benchmark_equity=None if bench is None or name == config.benchmark else bench.equity,
+            position_units=track.units,
+            fill_units=_all_fills(track),
+            fill_price=_all_prices(track),
+            fees_usd=track.fees,
+        )
+        stats["llm_cost_usd"] = float(track.llm_cost.sum())
+        stats["llm_calls"] = int(track.llm_calls.sum())
+        stats["abstains"] = int(track.abstain.sum())
+        stats["decisions"] = len(track.decisions)
+        stats["final_equity_usd"] = float(track.equity[-1])
+        stats["risk_events"] = sum(1 for e in track.risk_event if e)
+        stats["stops"] = sum(1 for e in track.exit_reason if e)
+        summary["strategies"][name] = stats
+    summary = _json_safe(summary)
+
+    manifest = _json_safe(
+        {
+            "run_id": run_id,
+            "name": config.name,
+            "config": json.loads(canonical_json(config)),
+            "data": {
+                "path": str(data_path),
+                "sha256": data_sha,
+                "symbol": bars.symbol,
+                "frequency": bars.frequency,
+                "calendar": bars.meta.calendar,
+                "source": bars.meta.source,
+                "rows_loaded": len(bars),
+                "evaluated": [index[0].isoformat(), index[-1].isoformat()],
+            },
+            "seed": config.seed,
+            "strategy_seeds": dict(zip([s.name for s in specs], seeds, strict=True)),
+            "versions": _versions(),
+            "git_revision": _git_revision(),
+            "warnings": warnings,
+        }
+    )
+    run_dir = Path(config.output_dir) / run_id
+    if write:
+        _write_run_dir(run_dir, ledger, decisions, llm_calls, summary, manifest)
+    return RunResult(
+        run_id=run_id,
+        run_dir=run_dir,
+        ledger=ledger,
+        decisions=decisions,
+        llm_calls=llm_calls,
+        summary=summary,
+        manifest=manifest,
+    )
+
+
+def _all_fills(track: _Track) -> np.ndarray:
+    return track.fill_units + track.exit_units
+
+
+def _all_prices(track: _Track) -> np.ndarray:
+    # Notional per bar over units per bar: the VWAP of the bar's fills (turnover uses both).
+    notional = np.nan_to_num(np.abs(track.fill_units) * track.fill_price) + np.nan_to_num(
+        np.abs(track.exit_units) * track.exit_price
+    )
+    units = np.abs(track.fill_units) + np.abs(track.exit_units)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(units > 0, notional / units, np.nan)
+
+
+def _ledger(tracks: dict[str, _Track], index: pd.DatetimeIndex, close: np.ndarray) -> pd.DataFrame:
+    parts = []
+    for name, tr in tracks.items():
+        parts.append(
+            pd.DataFrame(
+                {
+                    "strategy": name,
+                    "timestamp": index,
+                    "close": close,
+                    "target_position": tr.target,
+                    "position_units": tr.units,
+                    "exposure": tr.exposure,
+                    "fill_units": tr.fill_units,
+                    "fill_price": tr.fill_price,
+                    "exit_units": tr.exit_units,
+                    "exit_price": tr.exit_price,
+                    "exit_reason": tr.exit_reason,
+                    "fees_usd": tr.fees,
+                    "financing_usd": tr.financing,
+                    "cash_usd": tr.cash,
+                    "equity_usd": tr.equity,
+                    "llm_cost_usd": tr.llm_cost,
+                    "llm_calls": tr.llm_calls,
+                    "abstain": tr.abstain,
+                    "risk_event": tr.risk_event,
+                }
+            )
+        )
+    ledger = pd.concat(parts, ignore_index=True)
+    ledger["strategy"] = ledger["strategy"].astype("string")
+    ledger["exit_reason"] = ledger["exit_reason"].astype("string")
+    ledger["risk_event"] = ledger["risk_event"].astype("string")
+    return ledger[list(LEDGER_COLUMNS)]
+
+
+def _decisions(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pd.DataFrame:
+    parts = []
+    for name, tr in tracks.items():
+        ds = tr.decisions
+        parts.append(
+            pd.DataFrame(
+                {
+                    "strategy": name,
+                    "timestamp": index[: len(ds)],
+                    "action": [d.action for d in ds],
+                    "target_position": [
+                        math.nan if d.target_position is None else d.target_position for d in ds
+                    ],
+                    "confidence": [d.confidence for d in ds],
+                    "abstain": [d.abstain for d in ds],
+                    "reasoning": [d.reasoning for d in ds],
+                    "signals": [_signals_json(d) for d in ds],
+                    "llm_calls": [len(d.llm_calls) for d in ds],
+                }
+            )
+        )
+    frame = pd.concat(parts, ignore_index=True)
+    for column in ("strategy", "action", "reasoning", "signals"):
+        frame[column] = frame[column].astype("string")
+    return frame
+
+
+def _llm_calls(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pd.DataFrame:
+    rows = []
+    for name, tr in tracks.items():
+        for k, decision in enumerate(tr.decisions):
+            for call in decision.llm_calls:
+                row = {c: None for c in LLM_CALL_COLUMNS}
+                row.update({k2: v for k2, v in _call_row(call).items() if k2 in LLM_CALL_COLUMNS})
+                row["strategy"] = name
+                row["timestamp"] = index[k]
+                rows.append(row)
+    schema = pa.schema([pa.field(c, t) for c, t in LLM_CALL_COLUMNS.items()])
+    if not rows:
+        return schema.empty_table().to_pandas()
+    return pa.Table.from_pylist(rows, schema=schema).to_pandas()
+
+
+def _write_run_dir(
+    run_dir: Path,
+    ledger: pd.DataFrame,
+    decisions: pd.DataFrame,
+    llm_calls: pd.DataFrame,
+    summary: dict[str, Any],
+    manifest: dict[str, Any],
+) -> None:
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    _write_table(ledger, staging / "ledger.parquet")
+    _write_table(decisions, staging / "decisions.parquet")
+    schema = pa.schema([pa.field(c, t) for c, t in LLM_CALL_COLUMNS.items()])
+    _write_table(llm_calls, staging / "llm_calls.parquet", schema=schema)
+    (staging / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    staging.rename(run_dir)
