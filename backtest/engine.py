@@ -34,6 +34,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,11 @@ class _Track:
         self.decisions: list[Decision] = []
 
 
+def _call_cost(call: Any) -> float:
+    value = call.get("cost_usd") if isinstance(call, Mapping) else getattr(call, "cost_usd", 0.0)
+    return float(value or 0.0)
+
+
 def _record_state(track: _Track, k: int, env: TradingEnv) -> None:
     track.units[k] = env.units
     track.exposure[k] = env.exposure
@@ -244,7 +250,7 @@ def _replay(
         track.decisions.append(decision)
         calls = decision.llm_calls
         if calls:
-            cost = math.fsum(float(getattr(c, "cost_usd", 0.0) or 0.0) for c in calls)
+            cost = math.fsum(_call_cost(c) for c in calls)
             env.charge(cost)
             track.llm_cost[k] = cost
             track.llm_calls[k] = len(calls)

@@ -538,7 +538,13 @@ def tracking_error(
         ConfigError: If the two series differ in length.
     """
     r, b = _paired(returns, benchmark_returns)
-    return annual_volatility(r - b, periods_per_year)
+    ppy = _check_ppy(periods_per_year)
+    # Active returns may fall below -100% (a wiped-out strategy against a rising
+    # benchmark), so they are not checked as returns.
+    active = r - b
+    if active.size < 2:
+        return math.nan
+    return _sample_std(active) * math.sqrt(ppy)
 
 
 def information_ratio(

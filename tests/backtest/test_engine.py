@@ -1,0 +1,356 @@
+"""The engine: determinism, no look-ahead for every policy, LLM cost, artifacts, oracles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import vectorbt as vbt
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from backtest import RunConfig, run
+from backtest.data import BarMeta, write_bars
+from backtest.engine import LEDGER_COLUMNS, LLM_CALL_COLUMNS
+from backtest.errors import ConfigError
+from backtest.features import compute_features
+from strategies.base import Decision, MarketView, Observation
+from tests.backtest.strategies_data import bar_frames
+
+ALL_BASELINES = [
+    {"name": "sma", "kind": "sma", "params": {"fast": 3, "slow": 8}},
+    {"name": "sma_short", "kind": "sma", "params": {"fast": 5, "slow": 12, "short": True}},
+    {"name": "random", "kind": "random"},
+    {"name": "buy_and_hold", "kind": "buy_and_hold"},
+]
+
+
+def _config(path: Path, out: Path, **overrides: object) -> RunConfig:
+    raw: dict[str, object] = {
+        "data": {"path": str(path), "max_gap": None},
+        "strategies": ALL_BASELINES,
+        "env": {"window": 5},
+        "output_dir": str(out),
+        "seed": 7,
+    }
+    raw.update(overrides)
+    return RunConfig.model_validate(raw)
+
+
+def _sp500_config(samples_dir: Path, out: Path, **overrides: object) -> RunConfig:
+    raw: dict[str, object] = {
+        "data": {"path": str(samples_dir / "SP500.parquet")},
+        "splits": {"train_end": "2013-01-01", "validation_end": "2016-01-01"},
+        "strategies": [
+            {"name": "sma", "kind": "sma", "params": {"fast": 10, "slow": 30}},
+            {"name": "random", "kind": "random"},
+        ],
+        "output_dir": str(out),
+        "seed": 3,
+    }
+    raw.update(overrides)
+    return RunConfig.model_validate(raw)
+
+
+# --------------------------------------------------------------------- determinism
+
+
+def test_same_inputs_give_byte_identical_artifacts(samples_dir: Path, tmp_path: Path) -> None:
+    a = run(_sp500_config(samples_dir, tmp_path / "a"))
+    b = run(_sp500_config(samples_dir, tmp_path / "b"))
+    assert a.run_id == b.run_id  # the output directory is not part of the id
+    for name in ("ledger.parquet", "decisions.parquet", "llm_calls.parquet", "summary.json"):
+        assert (a.run_dir / name).read_bytes() == (b.run_dir / name).read_bytes(), name
+    c = run(_sp500_config(samples_dir, tmp_path / "c", seed=4))
+    assert c.run_id != a.run_id
+    random_a = a.ledger[a.ledger.strategy == "random"]["equity_usd"].to_numpy()
+    random_c = c.ledger[c.ledger.strategy == "random"]["equity_usd"].to_numpy()
+    assert not np.array_equal(random_a, random_c)
+
+
+def test_run_directory_contents(samples_dir: Path, tmp_path: Path) -> None:
+    result = run(_sp500_config(samples_dir, tmp_path))
+    files = sorted(p.name for p in result.run_dir.iterdir())
+    assert files == [
+        "decisions.parquet",
+        "ledger.parquet",
+        "llm_calls.parquet",
+        "manifest.json",
+        "summary.json",
+    ]
+    assert not list(tmp_path.glob(".*tmp*"))
+    ledger = pq.read_table(result.run_dir / "ledger.parquet").to_pandas()
+    assert tuple(ledger.columns) == LEDGER_COLUMNS
+    assert set(ledger["strategy"]) == {"sma", "random", "buy_and_hold"}
+    calls = pq.read_table(result.run_dir / "llm_calls.parquet")
+    assert calls.num_rows == 0 and calls.schema.names == list(LLM_CALL_COLUMNS)
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["run_id"] == result.run_id
+    assert len(manifest["data"]["sha256"]) == 64
+    assert manifest["versions"]["numpy"] and manifest["versions"]["python"]
+    assert manifest["config"]["env"]["fee_bps"] == 1.0
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    # The test split: 2016-2018, every strategy on the same dates.
+    assert summary["start"].startswith("2016-01-04") and summary["end"].startswith("2018-12-31")
+    assert summary["periods_per_year"] == pytest.approx(251.63, abs=0.01)
+    sma = summary["strategies"]["sma"]
+    assert {"sharpe", "alpha", "beta", "information_ratio", "trade_count"} <= set(sma)
+    assert "alpha" not in summary["strategies"]["buy_and_hold"]
+    equity = result.equity()
+    assert list(equity.columns) == ["buy_and_hold", "random", "sma"]
+    assert equity.notna().all().all()
+
+
+def test_public_api_is_importable_from_the_package() -> None:
+    import backtest
+
+    assert backtest.run is run and backtest.RunConfig is RunConfig
+    assert set(backtest.__all__) == {"RunConfig", "RunResult", "run"}
+
+
+# ----------------------------------------------------------------------- look-ahead
+
+
+def _write(frame: pd.DataFrame, path: Path) -> Path:
+    return write_bars(frame, path, BarMeta(symbol="T", frequency="1d"))
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.large_base_example,
+    ],
+)
+@given(
+    frame=bar_frames(min_size=70, max_size=110),
+    cut=st.floats(0.1, 0.9),
+    factors=st.lists(st.floats(0.5, 2.0), min_size=110, max_size=110),
+)
+def test_changing_the_future_changes_nothing_before_it(
+    tmp_path_factory: pytest.TempPathFactory,
+    frame: pd.DataFrame,
+    cut: float,
+    factors: list[float],
+) -> None:
+    tmp = tmp_path_factory.mktemp("lookahead")
+    t = 45 + int(cut * (len(frame) - 47))  # a bar after the warm-up, before the end
+    future = frame.copy()
+    scale = np.ones(len(frame))
+    scale[t + 1 :] = factors[: len(frame) - t - 1]
+    for column in ("open", "high", "low", "close"):
+        future[column] = future[column].to_numpy() * scale
+    future["volume"] = future["volume"].to_numpy() * scale**2
+    # Features: bitwise identical up to t.
+    f1 = compute_features(
+        *(frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume"))
+    )
+    f2 = compute_features(
+        *(future[c].to_numpy() for c in ("open", "high", "low", "close", "volume"))
+    )
+    np.testing.assert_array_equal(f1.values[: t + 1], f2.values[: t + 1])
+    # Decisions and the ledger: identical for every bar up to t, for every policy.
+    a = run(_config(_write(frame, tmp / "a.parquet"), tmp / "ra"), write=False)
+    b = run(_config(_write(future, tmp / "b.parquet"), tmp / "rb"), write=False)
+    cutoff = frame.index[t]
+    for result in (a, b):
+        assert set(result.decisions["strategy"]) == {s["name"] for s in ALL_BASELINES}
+    for name in ("decisions", "ledger"):
+        before_a = getattr(a, name).loc[lambda f: f.timestamp <= cutoff].reset_index(drop=True)
+        before_b = getattr(b, name).loc[lambda f: f.timestamp <= cutoff].reset_index(drop=True)
+        pd.testing.assert_frame_equal(before_a, before_b)
+
+
+class PeekingPolicy:
+    """Tries to read the bar after the decision through the market view."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seen: list[int] = []
+
+    def reset(self, *, seed: int | None, market: MarketView) -> None:
+        self.seen.clear()
+
+    def act(self, obs: Observation) -> Decision:
+        closes = obs.market.close
+        self.seen.append(len(closes) - 1)
+        assert not closes.flags.writeable
+        assert obs.market.frame().index[-1] == obs.market.timestamp
+        return Decision(target_position=None)
+
+
+def test_market_view_ends_at_the_decision_bar(samples_dir: Path, tmp_path: Path) -> None:
+    policy = PeekingPolicy("peek")
+    from backtest import engine
+
+    original = engine.build_policy
+    engine.build_policy = lambda spec, i: policy if spec.name == "peek" else original(spec, i)
+    try:
+        result = run(
+            _sp500_config(
+                samples_dir, tmp_path, strategies=[{"name": "peek", "kind": "buy_and_hold"}]
+            ),
+            write=False,
+        )
+    finally:
+        engine.build_policy = original
+    ledger = result.ledger[result.ledger.strategy == "peek"]
+    assert policy.seen == sorted(policy.seen) and len(policy.seen) == len(ledger)
+    assert all(b - a == 1 for a, b in zip(policy.seen, policy.seen[1:], strict=False))
+
+
+# ------------------------------------------------------------------ LLM cost, abstain
+
+
+class CostlyPolicy:
+    """Long always; every decision reports one LLM call costing $0.25 (or an abstain)."""
+
+    def __init__(self, name: str, *, cost_usd: float = 0.25, abstain_every: int = 0) -> None:
+        self.name = name
+        self.cost_usd = cost_usd
+        self.abstain_every = abstain_every
+        self._k = 0
+
+    def reset(self, *, seed: int | None, market: MarketView) -> None:
+        self._k = 0
+
+    def act(self, obs: Observation) -> Decision:
+        self._k += 1
+        call = {
+            "role": "meta_orchestrator",
+            "model_requested": "deepseek/deepseek-chat",
+            "cost_usd": self.cost_usd,
+            "spend_usd": 0.0,
+            "prompt_tokens": 900,
+            "completion_tokens": 120,
+            "cache": "hit",
+        }
+        if self.abstain_every and self._k % self.abstain_every == 0:
+            return Decision(
+                target_position=None, abstain=True, reasoning="unparseable", llm_calls=(call,)
+            )
+        return Decision(target_position=1.0, action="BUY", llm_calls=(call,))
+
+
+def test_llm_cost_is_charged_against_equity(samples_dir: Path, tmp_path: Path) -> None:
+    path = "tests.backtest.test_engine:CostlyPolicy"
+    result = run(
+        _sp500_config(
+            samples_dir,
+            tmp_path,
+            strategies=[
+                {"name": "free", "kind": path, "params": {"cost_usd": 0.0}},
+                {"name": "paid", "kind": path, "params": {"cost_usd": 0.25, "abstain_every": 10}},
+            ],
+        )
+    )
+    ledger = result.ledger
+    free = ledger[ledger.strategy == "free"].reset_index(drop=True)
+    paid = ledger[ledger.strategy == "paid"].reset_index(drop=True)
+    n = len(paid)
+    assert paid["llm_cost_usd"].sum() == pytest.approx(0.25 * n)
+    assert paid["abstain"].sum() == n // 10
+    # With the same targets, net equity differs by the LLM bill (and the tiny effect the
+    # bill has on sizing), never by more than the bill itself.
+    gap = free["equity_usd"] - paid["equity_usd"]
+    assert (gap > 0).iloc[1:].all()
+    assert gap.iloc[-1] == pytest.approx(0.25 * n, rel=0.3)
+    calls = result.llm_calls
+    assert len(calls) == 2 * n
+    assert set(calls["role"]) == {"meta_orchestrator"}
+    assert calls[calls.strategy == "paid"]["cost_usd"].sum() == pytest.approx(0.25 * n)
+    summary = result.summary["strategies"]["paid"]
+    assert summary["llm_calls"] == n and summary["abstains"] == n // 10
+    decisions = result.decisions[result.decisions.strategy == "paid"]
+    assert decisions["abstain"].sum() == n // 10
+    assert (decisions[decisions.abstain]["reasoning"] == "unparseable").all()
+
+
+# ------------------------------------------------------------------ config mistakes
+
+
+def test_strategy_mistakes_name_the_key(samples_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"strategies\[0\]\.kind.*Did you mean 'sma'"):
+        run(_sp500_config(samples_dir, tmp_path, strategies=[{"name": "x", "kind": "smaa"}]))
+    with pytest.raises(ConfigError, match=r"strategies\[0\]\.params"):
+        run(
+            _sp500_config(
+                samples_dir,
+                tmp_path,
+                strategies=[{"name": "x", "kind": "sma", "params": {"fast": 30, "slow": 10}}],
+            )
+        )
+    with pytest.raises(ConfigError, match=r"cannot import"):
+        run(
+            _sp500_config(
+                samples_dir, tmp_path, strategies=[{"name": "x", "kind": "nowhere.module:Thing"}]
+            )
+        )
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="fee_bp"):
+        _sp500_config(samples_dir, tmp_path, env={"fee_bp": 1})
+
+
+def test_ruin_stops_trading_and_is_reported(tmp_path: Path) -> None:
+    index = pd.date_range("2020-01-01", periods=120, freq="1D", tz="UTC", name="timestamp").as_unit(
+        "ns"
+    )
+    close = 100 * np.exp(np.cumsum(np.r_[np.zeros(60), np.full(60, 0.15)]))
+    frame = pd.DataFrame(
+        {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "volume": 1.0},
+        index=index,
+    )
+    cfg = _config(
+        _write(frame, tmp_path / "up.parquet"),
+        tmp_path,
+        strategies=[{"name": "short3x", "kind": "buy_and_hold", "params": {"exposure": -3.0}}],
+        env={"window": 5, "risk": {"max_leverage": 3.0}},
+    )
+    result = run(cfg, write=False)
+    assert any("lost its whole equity" in w for w in result.manifest["warnings"])
+    equity = result.ledger[result.ledger.strategy == "short3x"]["equity_usd"].to_numpy()
+    assert equity[-1] <= 0 and np.all(equity[-5:] == equity[-1])
+
+
+# -------------------------------------------------------------------------- oracles
+
+
+def test_sma_crossover_matches_vectorbt_from_signals(samples_dir: Path, tmp_path: Path) -> None:
+    """Frictionless SMA(10/30) long/flat over the whole S&P 500 sample, against vectorbt."""
+    cfg = RunConfig.model_validate(
+        {
+            "data": {"path": str(samples_dir / "SP500.parquet")},
+            "strategies": [{"name": "sma", "kind": "sma", "params": {"fast": 10, "slow": 30}}],
+            "benchmark": None,
+            "env": {"fee_bps": 0, "spread_bps": 0, "slippage_bps": 0, "rebalance_band": 0},
+            "output_dir": str(tmp_path),
+        }
+    )
+    result = run(cfg, write=False)
+    ledger = result.ledger.set_index("timestamp")
+    frame = pd.read_parquet(samples_dir / "SP500.parquet").set_index("timestamp")
+    frame = frame.loc[ledger.index]
+    close = frame["close"]
+    fast, slow = close.rolling(10).mean(), close.rolling(30).mean()
+    # The engine only sees bars from its first decision on; vectorbt must too, but the SMA
+    # window reaches back, so compute the averages on the full history first.
+    full = pd.read_parquet(samples_dir / "SP500.parquet").set_index("timestamp")["close"]
+    fast = full.rolling(10).mean().loc[ledger.index]
+    slow = full.rolling(30).mean().loc[ledger.index]
+    above = (fast > slow).to_numpy()
+    entries = pd.Series(np.r_[False, above[:-1]], index=close.index)
+    exits = pd.Series(np.r_[False, ~above[:-1]], index=close.index)
+    portfolio = vbt.Portfolio.from_signals(
+        close, entries, exits, price=frame["open"], init_cash=100_000.0, fees=0.0
+    )
+    np.testing.assert_allclose(
+        ledger["equity_usd"].to_numpy(), portfolio.value().to_numpy(), rtol=1e-9
+    )
+    assert result.summary["strategies"]["sma"]["trade_count"] == int(portfolio.orders.count())
