@@ -108,6 +108,9 @@ class BarMeta:
         source_sha256: sha256 of the source file's bytes.
         source_timezone: Time zone the source's naive timestamps were read in.
         notes: Free text carried into reports (e.g. "price index, no dividends").
+        periods_per_year: Bars per year under the calendar, computed once at import
+            (see :func:`backtest.metrics.periods_per_year`) so runs need not rebuild the
+            calendar; None in files written before it was recorded.
     """
 
     symbol: str
@@ -117,6 +120,7 @@ class BarMeta:
     source_sha256: str = ""
     source_timezone: str = "UTC"
     notes: str = ""
+    periods_per_year: float | None = None
 
     def to_json(self) -> bytes:
         """Serialise to the canonical JSON stored in the Parquet schema metadata."""
@@ -329,7 +333,14 @@ def validate_bars(
             row=row,
             count=count,
         )
-    if frequency is not None and max_gap is not None and len(frame) > 1:
+    if (
+        frequency is not None
+        and max_gap is not None
+        and len(frame) > 1
+        # A gap spans two consecutive bars: none can exceed max_gap if no step does, and
+        # then the calendar (slow to build) need not be consulted.
+        and int(steps.max()) > max_gap.value
+    ):
         gaps, _ = find_gaps(index, frequency, calendar)
         too_long = [g for g in gaps if g.span > max_gap]
         if too_long:
@@ -573,6 +584,8 @@ def import_bars(
         else infer_frequency(frame.index, source=src)
     )
     validate_bars(frame, source=src, frequency=freq, calendar=calendar, max_gap=max_gap)
+    from backtest.metrics import periods_per_year
+
     meta = BarMeta(
         symbol=symbol,
         frequency=freq,
@@ -581,6 +594,7 @@ def import_bars(
         source_sha256=file_sha256(path),
         source_timezone=tz or "UTC",
         notes=notes,
+        periods_per_year=periods_per_year(freq, calendar, frame.index),
     )
     out = write_bars(frame, Path(dest) / f"{_safe_name(symbol)}.parquet", meta)
     return out, Bars(frame=frame, meta=meta, path=str(out))

@@ -25,6 +25,7 @@ byte-identical.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -33,7 +34,6 @@ import math
 import os
 import platform
 import shutil
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,45 +186,59 @@ def build_policy(spec: StrategyConfig, index: int) -> Policy:
 # ---------------------------------------------------------------------------- the loop
 
 
-@dataclass
 class _Track:
-    """Per-bar arrays of one strategy, preallocated."""
+    """Per-bar records of one strategy.
 
-    n: int
-    target: np.ndarray = dataclasses.field(init=False)
+    Dense values (position, cash, equity, target) are appended every bar; events (fills,
+    exits, fees, financing, risk interventions, LLM calls, abstains) are rare and are
+    written into arrays that start at their no-event values.
+    """
 
-    def __post_init__(self) -> None:
-        n = self.n
-        f = lambda: np.zeros(n)  # noqa: E731
-        self.target = np.full(n, np.nan)
-        self.units, self.exposure = f(), f()
-        self.fill_units, self.fill_price = f(), np.full(n, np.nan)
-        self.exit_units, self.exit_price = f(), np.full(n, np.nan)
-        self.exit_reason = [""] * n
-        self.fees, self.financing, self.cash, self.equity = f(), f(), f(), f()
-        self.llm_cost = f()
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.target: list[float] = []
+        self.units: list[float] = []
+        self.exposure: list[float] = []
+        self.cash: list[float] = []
+        self.equity: list[float] = []
+        self.fill_units = np.zeros(n)
+        self.fill_price = np.full(n, np.nan)
+        self.exit_units = np.zeros(n)
+        self.exit_price = np.full(n, np.nan)
+        self.fees = np.zeros(n)
+        self.financing = np.zeros(n)
+        self.llm_cost = np.zeros(n)
         self.llm_calls = np.zeros(n, dtype=np.int64)
         self.abstain = np.zeros(n, dtype=bool)
+        self.exit_reason = [""] * n
         self.risk_event = [""] * n
         self.decisions: list[Decision] = []
+
+    def event(self, k: int, env: TradingEnv) -> None:
+        """Record what happened at bar ``k`` besides marking to market."""
+        self.fill_units[k] = env.fill_units
+        self.fill_price[k] = env.fill_price
+        self.exit_units[k] = env.exit_units
+        self.exit_price[k] = env.exit_price
+        self.fees[k] = env.fees_usd
+        self.financing[k] = env.financing_usd
+        self.exit_reason[k] = env.exit_reason
+        self.risk_event[k] = env.risk_event
+
+    def finish(self) -> None:
+        """Pad a ruined run with its final state, then turn the lists into arrays."""
+        missing = self.n - len(self.equity)
+        self.target.extend([math.nan] * missing)
+        for name in ("units", "exposure", "cash", "equity"):
+            values = getattr(self, name)
+            values.extend([values[-1]] * missing)
+            setattr(self, name, np.asarray(values, dtype=np.float64))
+        self.target = np.asarray(self.target, dtype=np.float64)  # type: ignore[assignment]
 
 
 def _call_cost(call: Any) -> float:
     value = call.get("cost_usd") if isinstance(call, Mapping) else getattr(call, "cost_usd", 0.0)
     return float(value or 0.0)
-
-
-def _record_state(track: _Track, k: int, env: TradingEnv) -> None:
-    track.units[k] = env.units
-    track.exposure[k] = env.exposure
-    track.fill_units[k] = env.fill_units
-    track.fill_price[k] = env.fill_price
-    track.exit_units[k] = env.exit_units
-    track.exit_price[k] = env.exit_price
-    track.exit_reason[k] = env.exit_reason
-    track.fees[k] = env.fees_usd
-    track.financing[k] = env.financing_usd
-    track.risk_event[k] = env.risk_event
 
 
 def _replay(
@@ -235,42 +249,57 @@ def _replay(
     progress: Any = None,
     task: Any = None,
 ) -> tuple[_Track, bool]:
-    obs, _ = env.reset(seed=seed)
+    env.reset(seed=seed)
     policy.reset(seed=seed, market=view)
     start, stop = env.t, env.end_bar
-    track = _Track(stop - start)
-    _record_state(track, 0, env)
+    tr = _Track(stop - start)
+    # Bound methods, fetched once: this loop runs once per bar per strategy.
+    act, advance, observe, seek = policy.act, env.advance, env.observation_for, view._seek
+    rec_target, rec_units, rec_exposure = tr.target.append, tr.units.append, tr.exposure.append
+    rec_cash, rec_equity, rec_decision = tr.cash.append, tr.equity.append, tr.decisions.append
     terminated = False
-    k = 0
     step_every = max(1, (stop - start) // 100)
+    t = start
     while True:
-        t = env.t
-        view._seek(t)
-        decision = policy.act(Observation(t, obs, env.exposure, env.equity, view))
-        track.decisions.append(decision)
+        # State at bar t's close (after the fill at its open, exits and financing).
+        k = t - start
+        if env.fill_units or env.exit_units or env.fees_usd or env.financing_usd or env.risk_event:
+            tr.event(k, env)
+        seek(t)
+        exposure = env.exposure
+        unrealised = env.unrealised()
+        decision = act(
+            Observation(
+                t,
+                lambda t=t, e=exposure, u=unrealised: observe(t, e, u),
+                exposure,
+                env.equity,
+                view,
+            )
+        )
+        rec_decision(decision)
         calls = decision.llm_calls
         if calls:
             cost = math.fsum(_call_cost(c) for c in calls)
             env.charge(cost)
-            track.llm_cost[k] = cost
-            track.llm_calls[k] = len(calls)
+            tr.llm_cost[k] = cost
+            tr.llm_calls[k] = len(calls)
+        if decision.abstain:
+            tr.abstain[k] = True
         target = decision.target_position
-        track.target[k] = math.nan if target is None else target
-        track.abstain[k] = decision.abstain
-        track.cash[k] = env.cash
-        track.equity[k] = env.equity
-        if k + 1 >= track.n or terminated:
+        rec_target(math.nan if target is None else target)
+        rec_units(env.units)
+        rec_exposure(env.exposure)
+        rec_cash(env.cash)
+        rec_equity(env.equity)
+        if t + 1 >= stop or terminated:
             break
-        obs, _, terminated, _, _ = env.step_target(target)
-        k += 1
-        _record_state(track, k, env)
-        if progress is not None and k % step_every == 0:
+        terminated = advance(target)
+        t += 1
+        if progress is not None and (t - start) % step_every == 0:
             progress.update(task, advance=step_every)
-    if k + 1 < track.n:
-        # Ruined: equity stays where it ended for the rest of the dates.
-        for column in (track.units, track.exposure, track.cash, track.equity):
-            column[k + 1 :] = column[k]
-    return track, terminated
+    tr.finish()
+    return tr, terminated
 
 
 # ------------------------------------------------------------------------- artifacts
@@ -283,21 +312,32 @@ def _data_hash(path: Path) -> str:
     return hashlib.sha256("\n".join(items).encode()).hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
 def _git_revision() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
+    """The commit of the source tree this package runs from, read from .git (no subprocess)."""
+    for folder in Path(__file__).resolve().parents:
+        git = folder / ".git"
+        if not git.is_dir():
+            continue
+        try:
+            head = (git / "HEAD").read_text().strip()
+            if not head.startswith("ref: "):
+                return head or None
+            ref = head[5:]
+            if (git / ref).is_file():
+                return (git / ref).read_text().strip() or None
+            packed = git / "packed-refs"
+            if packed.is_file():
+                for line in packed.read_text().splitlines():
+                    if line.endswith(" " + ref):
+                        return line.split(" ", 1)[0]
+        except OSError:
+            return None
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return None
 
 
+@functools.lru_cache(maxsize=1)
 def _versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in _VERSIONED_PACKAGES:
@@ -412,7 +452,9 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
     timestamps = frame.index
     view = MarketView(
         timestamps_ns=timestamps.asi8,
-        close_times_ns=bar_close_times(timestamps, bars.frequency, bars.meta.calendar),
+        # Only policies that read news, documents or the decision time need close times,
+        # and deriving them may build an exchange calendar: do it on first use.
+        close_times_ns=lambda: bar_close_times(timestamps, bars.frequency, bars.meta.calendar),
         open_=frame["open"].to_numpy(),
         high=frame["high"].to_numpy(),
         low=frame["low"].to_numpy(),
@@ -469,8 +511,10 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
     decisions = _decisions(tracks, index)
     llm_calls = _llm_calls(tracks, index)
 
-    ppy = config.periods_per_year or metrics.periods_per_year(
-        bars.frequency, bars.meta.calendar, index
+    ppy = (
+        config.periods_per_year
+        or bars.meta.periods_per_year
+        or metrics.periods_per_year(bars.frequency, bars.meta.calendar, index)
     )
     bench = tracks.get(config.benchmark) if config.benchmark else None
     summary: dict[str, Any] = {
@@ -521,7 +565,7 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
             },
             "seed": config.seed,
             "strategy_seeds": dict(zip([s.name for s in specs], seeds, strict=True)),
-            "versions": _versions(),
+            "versions": dict(_versions()),
             "git_revision": _git_revision(),
             "warnings": warnings,
         }

@@ -141,6 +141,8 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
         self._cap = cfg.max_participation
         self._sl = cfg.stop_loss
         self._tp = cfg.take_profit
+        self._has_exits = cfg.stop_loss is not None or cfg.take_profit is not None
+        self._has_financing = bool(cfg.borrow_rate or cfg.margin_rate or cfg.cash_rate)
         self._dsr = cfg.reward == "differential_sharpe"
         self._eta = cfg.dsr_eta
 
@@ -167,6 +169,7 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
         self.units = 0.0
         self.entry_price = math.nan
         self.equity = self.cash
+        self._exposure = 0.0
         self._trade_day = -1
         self._trades_today = 0
         self._dsr_a = 0.0
@@ -192,9 +195,7 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
     @property
     def exposure(self) -> float:
         """Signed position value over equity at the current close."""
-        if self.equity <= 0:
-            return 0.0
-        return self.units * self._close[self._t] / self.equity
+        return self._exposure
 
     def _unrealised(self) -> float:
         if self.units == 0.0 or self.equity <= 0:
@@ -202,26 +203,30 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
         return self.units * (self._close[self._t] - self.entry_price) / self.equity
 
     def _observation(self) -> np.ndarray:
-        t = self._t
+        return self.observation_for(self._t, self._exposure, self._unrealised())
+
+    def observation_for(self, t: int, exposure: float, unrealised: float) -> np.ndarray:
+        """The observation vector at bar ``t`` for a given exposure and unrealised P&L."""
         obs = np.empty(self._obs_dim, dtype=np.float32)
         obs[:-2] = self._feat[t - self._window + 1 : t + 1].reshape(-1)
-        obs[-2] = self.exposure
-        obs[-1] = self._unrealised()
+        obs[-2] = exposure
+        obs[-1] = unrealised
         return obs
 
+    def unrealised(self) -> float:
+        """Unrealised P&L of the open position as a fraction of equity."""
+        return self._unrealised()
+
     def _info(self) -> dict[str, Any]:
+        # Small on purpose: a dict is built every step. The rest of the step's record
+        # (fill units, exits, financing, risk events) is on the env's attributes.
         return {
             "t": self._t,
             "equity": self.equity,
             "cash": self.cash,
             "position": self.units,
-            "exposure": self.exposure,
-            "fill_units": self.fill_units,
             "fill_price": self.fill_price,
             "fees": self.fees_usd,
-            "financing": self.financing_usd,
-            "exit_reason": self.exit_reason,
-            "risk_event": self.risk_event,
         }
 
     # ----------------------------------------------------------------- gymnasium API
@@ -255,46 +260,87 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
         Args:
             target: Signed target exposure (fraction of equity), or None / NaN for HOLD.
         """
-        if self._t + 1 >= self._stop:
-            raise RuntimeError("step() called after the episode ended; call reset() first")
-        self._clear_step_record()
         previous_equity = self.equity
+        terminated = self.advance(target)
+        t = self._t
+        equity = self.equity
+        if self._dsr:
+            reward = self._reward(previous_equity)
+        else:
+            ratio = equity / previous_equity if previous_equity > 0.0 else 0.0
+            reward = math.log(ratio if ratio > _MIN_EQUITY_RATIO else _MIN_EQUITY_RATIO)
+        obs = np.empty(self._obs_dim, dtype=np.float32)
+        obs[:-2] = self._feat[t - self._window + 1 : t + 1].reshape(-1)
+        obs[-2] = self._exposure
+        units = self.units
+        obs[-1] = (
+            units * (self._close[t] - self.entry_price) / equity
+            if units != 0.0 and equity > 0.0
+            else 0.0
+        )
+        info = {
+            "t": t,
+            "equity": equity,
+            "cash": self.cash,
+            "position": units,
+            "fill_price": self.fill_price,
+            "fees": self.fees_usd,
+        }
+        return obs, reward, terminated, not terminated and t + 1 >= self._stop, info
+
+    def advance(self, target: float | None) -> bool:
+        """Do the accounting of one step (no observation, reward or info); return ruin.
+
+        The engine calls this directly; :meth:`step_target` wraps it for gymnasium.
+        """
         n = self._t + 1
+        if n >= self._stop:
+            raise RuntimeError("step() called after the episode ended; call reset() first")
+        self.fill_units = self.exit_units = self.fees_usd = self.financing_usd = 0.0
+        self.fill_price = self.exit_price = self.target_applied = math.nan
+        self.exit_reason = self.risk_event = ""
+        previous_equity = self.equity
         o = self._open[n]
         equity_open = self.cash + self.units * o
-        if equity_open > 0 and target is not None and target == target:
-            target = self._apply_risk(float(target), equity_open, n)
+        if equity_open > 0.0 and target is not None and target == target:
+            target = self._apply_risk(target, equity_open, n)
             if target is not None:
                 self.target_applied = target
                 self._trade_to(target, equity_open, o, n)
-        if self.units != 0.0 and (self._sl is not None or self._tp is not None):
+        if self._has_exits and self.units != 0.0:
             self._check_exit(n, o)
         self._t = n
         close = self._close[n]
+        if self._has_financing:
+            self._finance(close, self._dt_years[n])
+        units = self.units
+        equity = self.cash + units * close
+        self.equity = equity
+        self._exposure = units * close / equity if equity > 0.0 else 0.0
+        return equity <= 0.0 or equity <= previous_equity * _MIN_EQUITY_RATIO
+
+    def _finance(self, close: float, dt: float) -> None:
+        if dt <= 0.0:
+            return
+        cfg = self.config
         financing = 0.0
-        dt = self._dt_years[n]
-        if dt > 0.0:
-            cfg = self.config
-            if self.units < 0.0 and cfg.borrow_rate:
-                financing += cfg.borrow_rate * -self.units * close * dt
-            if self.cash < 0.0 and cfg.margin_rate:
-                financing += cfg.margin_rate * -self.cash * dt
-            elif self.cash > 0.0 and cfg.cash_rate:
-                financing -= cfg.cash_rate * self.cash * dt
+        if self.units < 0.0 and cfg.borrow_rate:
+            financing += cfg.borrow_rate * -self.units * close * dt
+        if self.cash < 0.0 and cfg.margin_rate:
+            financing += cfg.margin_rate * -self.cash * dt
+        elif self.cash > 0.0 and cfg.cash_rate:
+            financing -= cfg.cash_rate * self.cash * dt
         if financing:
             self.cash -= financing
             self.financing_usd = financing
-        self.equity = self.cash + self.units * close
-        terminated = self.equity <= previous_equity * _MIN_EQUITY_RATIO or self.equity <= 0.0
-        reward = self._reward(previous_equity)
-        truncated = not terminated and n + 1 >= self._stop
-        return self._observation(), reward, terminated, truncated, self._info()
 
     def charge(self, usd: float) -> None:
         """Take a cost outside trading (such as LLM spend) out of cash now."""
         if usd:
             self.cash -= usd
             self.equity -= usd
+            close = self._close[self._t]
+            self._exposure = self.units * close / self.equity if self.equity > 0.0 else 0.0
 
     # --------------------------------------------------------------------- internals
 

@@ -25,7 +25,7 @@ trade frequency) are applied after the policy decides, whatever it asked for.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -148,7 +148,7 @@ class MarketView:
         self,
         *,
         timestamps_ns: np.ndarray,
-        close_times_ns: np.ndarray,
+        close_times_ns: np.ndarray | Callable[[], np.ndarray],
         open_: np.ndarray,
         high: np.ndarray,
         low: np.ndarray,
@@ -167,13 +167,25 @@ class MarketView:
             self._arrays[name] = frozen
         self._ts_ns = np.array(timestamps_ns, dtype=np.int64, copy=True)
         self._ts_ns.setflags(write=False)
-        self._close_ns = np.array(close_times_ns, dtype=np.int64, copy=True)
-        self._close_ns.setflags(write=False)
+        self._close_ns: np.ndarray | Callable[[], np.ndarray] = close_times_ns
+        if not callable(close_times_ns):
+            self._close_ns = self._frozen_times(close_times_ns)
         self._news = news
         self._documents = documents
         self.symbol = symbol
         self.frequency = frequency
         self._t = -1
+
+    @staticmethod
+    def _frozen_times(values: np.ndarray) -> np.ndarray:
+        frozen = np.array(values, dtype=np.int64, copy=True)
+        frozen.setflags(write=False)
+        return frozen
+
+    def _close_times(self) -> np.ndarray:
+        if callable(self._close_ns):
+            self._close_ns = self._frozen_times(self._close_ns())
+        return self._close_ns
 
     def _seek(self, t: int) -> None:
         # The engine moves the view forward; policies only read.
@@ -192,7 +204,7 @@ class MarketView:
     @property
     def decision_time(self) -> pd.Timestamp:
         """When the current bar's close is known: the latest instant a decision may use."""
-        return pd.Timestamp(int(self._close_ns[self._t]), tz="UTC")
+        return pd.Timestamp(int(self._close_times()[self._t]), tz="UTC")
 
     def __len__(self) -> int:
         return self._t + 1
@@ -241,33 +253,74 @@ class MarketView:
         """News whose ``available_at`` is no later than the decision time."""
         if self._news is None:
             return pd.DataFrame(columns=["available_at", "headline", "text", "source"])
-        return self._news.visible(int(self._close_ns[self._t]), limit=limit)
+        return self._news.visible(int(self._close_times()[self._t]), limit=limit)
 
     def documents(self, limit: int | None = None) -> pd.DataFrame:
         """Documents whose ``available_at`` is no later than the decision time."""
         if self._documents is None:
             return pd.DataFrame(columns=["available_at", "headline", "text", "source"])
-        return self._documents.visible(int(self._close_ns[self._t]), limit=limit)
+        return self._documents.visible(int(self._close_times()[self._t]), limit=limit)
 
 
-@dataclass(frozen=True, slots=True)
 class Observation:
-    """What a policy is shown at the close of bar ``t``.
+    """What a policy is shown at the close of bar ``t`` (read-only).
 
     Attributes:
         t: Index of the bar in the dataset.
-        features: The environment's observation vector (a copy; the same array a DRL
-            agent is trained on).
+        features: The environment's observation vector (a fresh copy; the same vector a
+            DRL agent is trained on). Built on first access, so policies that never read
+            it do not pay for it.
         position: Current exposure as a fraction of equity, at the close.
         equity_usd: Current equity at the close.
         market: Bars and text up to and including bar ``t``.
     """
 
-    t: int
-    features: np.ndarray
-    position: float
-    equity_usd: float
-    market: MarketView
+    __slots__ = ("_equity", "_features", "_make", "_market", "_position", "_t")
+
+    def __init__(
+        self,
+        t: int,
+        features: np.ndarray | Callable[[], np.ndarray],
+        position: float,
+        equity_usd: float,
+        market: MarketView,
+    ) -> None:
+        self._t = t
+        if callable(features):
+            self._features, self._make = None, features
+        else:
+            self._features, self._make = features, None
+        self._position = position
+        self._equity = equity_usd
+        self._market = market
+
+    @property
+    def t(self) -> int:
+        """Index of the bar in the dataset."""
+        return self._t
+
+    @property
+    def features(self) -> np.ndarray:
+        """The observation vector (window of features, exposure, unrealised P&L)."""
+        if self._features is None:
+            assert self._make is not None
+            self._features = self._make()
+        return self._features
+
+    @property
+    def position(self) -> float:
+        """Current exposure as a fraction of equity."""
+        return self._position
+
+    @property
+    def equity_usd(self) -> float:
+        """Current equity in dollars."""
+        return self._equity
+
+    @property
+    def market(self) -> MarketView:
+        """Bars and text up to and including bar ``t``."""
+        return self._market
 
 
 @runtime_checkable

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from backtest.data import BarMeta, file_sha256, read_bars_file, validate_bars, write_bars
 from backtest.errors import SourceMissingError
+from backtest.metrics import periods_per_year
 
 __all__ = ["SAMPLES", "Sample", "write_samples"]
 
@@ -136,6 +137,7 @@ def write_samples(dest: str | Path = "data", symbols: tuple[str, ...] | None = N
             source_sha256=file_sha256(source_file),
             source_timezone="UTC",
             notes=sample.notes,
+            periods_per_year=periods_per_year(sample.frequency, sample.calendar, frame.index),
         )
         out = write_bars(frame, dest / f"{sample.symbol}.parquet", meta)
         manifest["datasets"][sample.symbol] = {

@@ -180,30 +180,29 @@ def make_vectorbt(path: str, detail: bool = False) -> Callable[[], Any]:
 
 
 def our_sma_config(path: str) -> Any:
-    """The project's run config for this benchmark, or None while it is not written.
+    """The project's run config: SMA(10/30) long/flat on the whole file, no costs.
 
-    TODO(lead): build the config for ``backtest.run``: instrument = the Parquet file at
-    ``path`` (whole range), policy = SMA(10/30) long-only crossover baseline (target
-    exposure 1.0 when SMA10 > SMA30 at bar t's close, else 0.0), initial capital 100,000,
-    fee_bps = spread_bps = slippage_bps = 0, fills at t+1's open, no cassette / LLM, no
-    report rendering. Note the accounting conventions above (whole vs fractional shares,
-    first decision bar, how the last open position is valued) when cross-checking the
-    final equity against the peers; then also adapt :func:`_our_final_equity`.
+    Fractional units (the peers buy whole shares), fills at t+1's open, the run directory
+    written to a temporary folder (writing the artifacts is part of a run, so it is timed).
     """
-    return None
+    import tempfile
+
+    from backtest import RunConfig
+
+    return RunConfig.model_validate(
+        {
+            "data": {"path": str(path)},
+            "strategies": [{"name": "sma", "kind": "sma", "params": {"fast": FAST, "slow": SLOW}}],
+            "benchmark": None,
+            "env": {"fee_bps": 0, "spread_bps": 0, "slippage_bps": 0, "rebalance_band": 0},
+            "output_dir": tempfile.mkdtemp(prefix="bench-sma-"),
+        }
+    )
 
 
 def _our_final_equity(result: Any) -> float:
-    """Final equity from whatever ``backtest.run`` returns (TODO(lead): pin this down)."""
-    for attr in ("final_equity", "equity_final"):
-        if hasattr(result, attr):
-            return float(getattr(result, attr))
-    if isinstance(result, dict) and "final_equity" in result:
-        return float(result["final_equity"])
-    ledger = getattr(result, "ledger", None)
-    if ledger is not None and "equity" in getattr(ledger, "columns", ()):
-        return float(ledger["equity"].iloc[-1])
-    raise TypeError(f"cannot find a final equity in {type(result).__name__}")
+    """Final equity of the SMA strategy from a :class:`backtest.engine.RunResult`."""
+    return float(result.summary["strategies"]["sma"]["final_equity_usd"])
 
 
 def make_ours(path: str, detail: bool = False) -> Callable[[], Any] | None:

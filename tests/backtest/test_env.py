@@ -40,7 +40,16 @@ def _run_targets(env: TradingEnv, targets: list[float | None]) -> pd.DataFrame:
             break
         _, _, terminated, _, info = env.step_target(target)
         rows.append(
-            {**info, "exit_units": env.exit_units, "exit_price": env.exit_price, "target": target}
+            {
+                **info,
+                "fill_units": env.fill_units,
+                "exposure": env.exposure,
+                "financing": env.financing_usd,
+                "risk_event": env.risk_event,
+                "exit_units": env.exit_units,
+                "exit_price": env.exit_price,
+                "target": target,
+            }
         )
         if terminated:
             break
