@@ -703,13 +703,13 @@ def load_bars(
     if isinstance(target, list) and len(target) > 1:
         # Files of one dataset may come back in any order; sort by time, then check uniqueness.
         table = table.sort_by("timestamp")
-    frame = table.to_pandas()
-    frame = frame.set_index(
-        pd.DatetimeIndex(frame.pop("timestamp")).tz_convert("UTC").as_unit("ns")
-    )
-    frame.index.name = "timestamp"
-    for column in frame.columns:
-        frame[column] = frame[column].astype(np.float64)
+    index = pd.DatetimeIndex(table.column("timestamp").to_pandas(), name="timestamp")
+    columns = {
+        name: table.column(name).to_numpy().astype(np.float64, copy=False)
+        for name in names
+        if name != "timestamp"
+    }
+    frame = pd.DataFrame(columns, index=index.tz_convert("UTC").as_unit("ns"), copy=False)
     validate_bars(
         frame, source=source, frequency=meta.frequency, calendar=meta.calendar, max_gap=max_gap
     )
@@ -721,12 +721,10 @@ def load_bars(
 def adjust_for_corporate_actions(frame: pd.DataFrame) -> pd.DataFrame:
     """Apply the corporate-action rule of this module's docstring; return a new frame."""
     factor = frame["adj_close"].to_numpy() / frame["close"].to_numpy()
-    out = frame.drop(columns=["adj_close"]).copy()
-    for column in ("open", "high", "low", "close"):
-        out[column] = out[column].to_numpy() * factor
-    out["volume"] = out["volume"].to_numpy() / factor
-    out["adj_factor"] = factor
-    return out
+    columns = {c: frame[c].to_numpy() * factor for c in ("open", "high", "low", "close")}
+    columns["volume"] = frame["volume"].to_numpy() / factor
+    columns["adj_factor"] = factor
+    return pd.DataFrame(columns, index=frame.index, copy=False)
 
 
 def _utc(value: str | pd.Timestamp) -> pd.Timestamp:

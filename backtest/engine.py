@@ -44,6 +44,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from backtest._env_nb import (
+    CASH,
+    ENTRY,
+    EQUITY,
+    EXIT_UNITS,
+    EXPOSURE,
+    FEES,
+    FILL_UNITS,
+    FINANCING,
+    RISK_CODE,
+    UNITS,
+)
 from backtest.calendars import bar_close_times
 from backtest.config import STRATEGY_KINDS, RunConfig, StrategyConfig, canonical_json, config_hash
 from backtest.data import Bars, TextFeed, file_sha256, load_bars, load_text, split_by_date
@@ -117,23 +129,37 @@ _VERSIONED_PACKAGES = (
 class RunResult:
     """Everything a run produced, as objects (the same data as the run directory).
 
+    The tables are held as Arrow tables (what the run directory stores); the pandas views
+    ``ledger``, ``decisions`` and ``llm_calls`` are built on first access.
+
     Attributes:
         run_id: Hash of the config and the data.
         run_dir: Directory the artifacts were written to.
-        ledger: One row per strategy per bar.
-        decisions: One row per decision.
-        llm_calls: One row per LLM call.
+        tables: ``ledger``, ``decisions`` and ``llm_calls`` as Arrow tables.
         summary: Metrics per strategy (``summary["strategies"][name]``).
         manifest: What the run depended on.
     """
 
     run_id: str
     run_dir: Path
-    ledger: pd.DataFrame
-    decisions: pd.DataFrame
-    llm_calls: pd.DataFrame
+    tables: dict[str, pa.Table]
     summary: dict[str, Any]
     manifest: dict[str, Any]
+
+    @functools.cached_property
+    def ledger(self) -> pd.DataFrame:
+        """One row per strategy per bar (columns :data:`LEDGER_COLUMNS`)."""
+        return self.tables["ledger"].to_pandas()
+
+    @functools.cached_property
+    def decisions(self) -> pd.DataFrame:
+        """One row per decision: action, target, confidence, abstain, reasoning, signals."""
+        return self.tables["decisions"].to_pandas()
+
+    @functools.cached_property
+    def llm_calls(self) -> pd.DataFrame:
+        """One row per LLM call (columns :data:`LLM_CALL_COLUMNS`)."""
+        return self.tables["llm_calls"].to_pandas()
 
     def equity(self) -> pd.DataFrame:
         """Equity curves, one column per strategy."""
@@ -257,23 +283,29 @@ def _replay(
     act, advance, observe, seek = policy.act, env.advance, env.observation_for, view._seek
     rec_target, rec_units, rec_exposure = tr.target.append, tr.units.append, tr.exposure.append
     rec_cash, rec_equity, rec_decision = tr.cash.append, tr.equity.append, tr.decisions.append
+
     terminated = False
     step_every = max(1, (stop - start) // 100)
+    snapshot = env._state.tolist  # the env's state vector is reused across steps
+    closes = env.bars.frame["close"].tolist()
     t = start
     while True:
         # State at bar t's close (after the fill at its open, exits and financing).
         k = t - start
-        if env.fill_units or env.exit_units or env.fees_usd or env.financing_usd or env.risk_event:
+        s = snapshot()
+        if s[FILL_UNITS] or s[EXIT_UNITS] or s[FEES] or s[FINANCING] or s[RISK_CODE]:
             tr.event(k, env)
         seek(t)
-        exposure = env.exposure
-        unrealised = env.unrealised()
+        units, equity, exposure = s[UNITS], s[EQUITY], s[EXPOSURE]
+        unrealised = (
+            units * (closes[t] - s[ENTRY]) / equity if units != 0.0 and equity > 0.0 else 0.0
+        )
         decision = act(
             Observation(
                 t,
                 lambda t=t, e=exposure, u=unrealised: observe(t, e, u),
                 exposure,
-                env.equity,
+                equity,
                 view,
             )
         )
@@ -284,14 +316,15 @@ def _replay(
             env.charge(cost)
             tr.llm_cost[k] = cost
             tr.llm_calls[k] = len(calls)
+            s = snapshot()
         if decision.abstain:
             tr.abstain[k] = True
         target = decision.target_position
         rec_target(math.nan if target is None else target)
-        rec_units(env.units)
-        rec_exposure(env.exposure)
-        rec_cash(env.cash)
-        rec_equity(env.equity)
+        rec_units(s[UNITS])
+        rec_exposure(s[EXPOSURE])
+        rec_cash(s[CASH])
+        rec_equity(s[EQUITY])
         if t + 1 >= stop or terminated:
             break
         terminated = advance(target)
@@ -358,11 +391,6 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, np.generic):
         return _json_safe(value.item())
     return value
-
-
-def _write_table(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
-    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
-    pq.write_table(table, path, compression="zstd")
 
 
 def _signals_json(decision: Decision) -> str:
@@ -507,9 +535,11 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
 
     index = timestamps[first_bar:stop]
     close = frame["close"].to_numpy()[first_bar:stop]
-    ledger = _ledger(tracks, index, close)
-    decisions = _decisions(tracks, index)
-    llm_calls = _llm_calls(tracks, index)
+    tables = {
+        "ledger": _ledger_table(tracks, index, close),
+        "decisions": _decisions_table(tracks, index),
+        "llm_calls": _llm_calls_table(tracks, index),
+    }
 
     ppy = (
         config.periods_per_year
@@ -572,15 +602,9 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
     )
     run_dir = Path(config.output_dir) / run_id
     if write:
-        _write_run_dir(run_dir, ledger, decisions, llm_calls, summary, manifest)
+        _write_run_dir(run_dir, tables, summary, manifest)
     return RunResult(
-        run_id=run_id,
-        run_dir=run_dir,
-        ledger=ledger,
-        decisions=decisions,
-        llm_calls=llm_calls,
-        summary=summary,
-        manifest=manifest,
+        run_id=run_id, run_dir=run_dir, tables=tables, summary=summary, manifest=manifest
     )
 
 
@@ -598,101 +622,167 @@ def _all_prices(track: _Track) -> np.ndarray:
         return np.where(units > 0, notional / units, np.nan)
 
 
-def _ledger(tracks: dict[str, _Track], index: pd.DatetimeIndex, close: np.ndarray) -> pd.DataFrame:
+_TIMESTAMP = pa.timestamp("ns", tz="UTC")
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("strategy", pa.string()),
+        ("timestamp", _TIMESTAMP),
+        ("close", pa.float64()),
+        ("target_position", pa.float64()),
+        ("position_units", pa.float64()),
+        ("exposure", pa.float64()),
+        ("fill_units", pa.float64()),
+        ("fill_price", pa.float64()),
+        ("exit_units", pa.float64()),
+        ("exit_price", pa.float64()),
+        ("exit_reason", pa.string()),
+        ("fees_usd", pa.float64()),
+        ("financing_usd", pa.float64()),
+        ("cash_usd", pa.float64()),
+        ("equity_usd", pa.float64()),
+        ("llm_cost_usd", pa.float64()),
+        ("llm_calls", pa.int64()),
+        ("abstain", pa.bool_()),
+        ("risk_event", pa.string()),
+    ]
+)
+DECISION_SCHEMA = pa.schema(
+    [
+        ("strategy", pa.string()),
+        ("timestamp", _TIMESTAMP),
+        ("action", pa.string()),
+        ("target_position", pa.float64()),
+        ("confidence", pa.float64()),
+        ("abstain", pa.bool_()),
+        ("reasoning", pa.string()),
+        ("signals", pa.string()),
+        ("llm_calls", pa.int64()),
+    ]
+)
+LLM_CALL_SCHEMA = pa.schema([pa.field(c, t) for c, t in LLM_CALL_COLUMNS.items()])
+
+
+def _repeat(value: str, n: int) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(n, dtype=np.int32)), pa.array([value])
+    ).cast(pa.string())
+
+
+def _floats(values: np.ndarray) -> pa.Array:
+    # NaN stays NaN (no fill price, HOLD target); it is not turned into null.
+    return pa.array(values, type=pa.float64())
+
+
+def _ledger_table(
+    tracks: dict[str, _Track], index: pd.DatetimeIndex, close: np.ndarray
+) -> pa.Table:
+    ts = pa.array(index.asi8, type=pa.int64()).cast(_TIMESTAMP)
+    closes = pa.array(close, type=pa.float64())
     parts = []
     for name, tr in tracks.items():
+        n = len(index)
         parts.append(
-            pd.DataFrame(
-                {
-                    "strategy": name,
-                    "timestamp": index,
-                    "close": close,
-                    "target_position": tr.target,
-                    "position_units": tr.units,
-                    "exposure": tr.exposure,
-                    "fill_units": tr.fill_units,
-                    "fill_price": tr.fill_price,
-                    "exit_units": tr.exit_units,
-                    "exit_price": tr.exit_price,
-                    "exit_reason": tr.exit_reason,
-                    "fees_usd": tr.fees,
-                    "financing_usd": tr.financing,
-                    "cash_usd": tr.cash,
-                    "equity_usd": tr.equity,
-                    "llm_cost_usd": tr.llm_cost,
-                    "llm_calls": tr.llm_calls,
-                    "abstain": tr.abstain,
-                    "risk_event": tr.risk_event,
-                }
+            pa.Table.from_arrays(
+                [
+                    _repeat(name, n),
+                    ts,
+                    closes,
+                    _floats(tr.target),
+                    _floats(tr.units),
+                    _floats(tr.exposure),
+                    _floats(tr.fill_units),
+                    _floats(tr.fill_price),
+                    _floats(tr.exit_units),
+                    _floats(tr.exit_price),
+                    pa.array(tr.exit_reason, type=pa.string()),
+                    _floats(tr.fees),
+                    _floats(tr.financing),
+                    _floats(tr.cash),
+                    _floats(tr.equity),
+                    _floats(tr.llm_cost),
+                    pa.array(tr.llm_calls, type=pa.int64()),
+                    pa.array(tr.abstain, type=pa.bool_()),
+                    pa.array(tr.risk_event, type=pa.string()),
+                ],
+                schema=LEDGER_SCHEMA,
             )
         )
-    ledger = pd.concat(parts, ignore_index=True)
-    ledger["strategy"] = ledger["strategy"].astype("string")
-    ledger["exit_reason"] = ledger["exit_reason"].astype("string")
-    ledger["risk_event"] = ledger["risk_event"].astype("string")
-    return ledger[list(LEDGER_COLUMNS)]
+    return pa.concat_tables(parts)
 
 
-def _decisions(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pd.DataFrame:
+def _decision_row(d: Decision) -> tuple[Any, ...]:
+    target = math.nan if d.target_position is None else float(d.target_position)
+    return (
+        d.action,
+        target,
+        float(d.confidence),
+        bool(d.abstain),
+        d.reasoning,
+        _signals_json(d),
+        len(d.llm_calls),
+    )
+
+
+def _decisions_table(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pa.Table:
     parts = []
     for name, tr in tracks.items():
         ds = tr.decisions
+        # Baselines hand back the same few Decision objects bar after bar: convert each once.
+        seen: dict[int, tuple[Any, ...]] = {}
+        rows = []
+        for d in ds:
+            row = seen.get(id(d))
+            if row is None:
+                row = seen[id(d)] = _decision_row(d)
+            rows.append(row)
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 7
+        n = len(ds)
         parts.append(
-            pd.DataFrame(
-                {
-                    "strategy": name,
-                    "timestamp": index[: len(ds)],
-                    "action": [d.action for d in ds],
-                    "target_position": [
-                        math.nan if d.target_position is None else d.target_position for d in ds
-                    ],
-                    "confidence": [d.confidence for d in ds],
-                    "abstain": [d.abstain for d in ds],
-                    "reasoning": [d.reasoning for d in ds],
-                    "signals": [_signals_json(d) for d in ds],
-                    "llm_calls": [len(d.llm_calls) for d in ds],
-                }
+            pa.Table.from_arrays(
+                [
+                    _repeat(name, n),
+                    pa.array(index.asi8[:n], type=pa.int64()).cast(_TIMESTAMP),
+                    pa.array(columns[0], type=pa.string()),
+                    pa.array(columns[1], type=pa.float64()),
+                    pa.array(columns[2], type=pa.float64()),
+                    pa.array(columns[3], type=pa.bool_()),
+                    pa.array(columns[4], type=pa.string()),
+                    pa.array(columns[5], type=pa.string()),
+                    pa.array(columns[6], type=pa.int64()),
+                ],
+                schema=DECISION_SCHEMA,
             )
         )
-    frame = pd.concat(parts, ignore_index=True)
-    for column in ("strategy", "action", "reasoning", "signals"):
-        frame[column] = frame[column].astype("string")
-    return frame
+    return pa.concat_tables(parts)
 
 
-def _llm_calls(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pd.DataFrame:
+def _llm_calls_table(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pa.Table:
     rows = []
     for name, tr in tracks.items():
+        if not tr.llm_calls.any():
+            continue
         for k, decision in enumerate(tr.decisions):
             for call in decision.llm_calls:
-                row = {c: None for c in LLM_CALL_COLUMNS}
-                row.update({k2: v for k2, v in _call_row(call).items() if k2 in LLM_CALL_COLUMNS})
+                row = dict.fromkeys(LLM_CALL_COLUMNS)
+                row.update({c: v for c, v in _call_row(call).items() if c in LLM_CALL_COLUMNS})
                 row["strategy"] = name
                 row["timestamp"] = index[k]
                 rows.append(row)
-    schema = pa.schema([pa.field(c, t) for c, t in LLM_CALL_COLUMNS.items()])
     if not rows:
-        return schema.empty_table().to_pandas()
-    return pa.Table.from_pylist(rows, schema=schema).to_pandas()
+        return LLM_CALL_SCHEMA.empty_table()
+    return pa.Table.from_pylist(rows, schema=LLM_CALL_SCHEMA)
 
 
 def _write_run_dir(
-    run_dir: Path,
-    ledger: pd.DataFrame,
-    decisions: pd.DataFrame,
-    llm_calls: pd.DataFrame,
-    summary: dict[str, Any],
-    manifest: dict[str, Any],
+    run_dir: Path, tables: dict[str, pa.Table], summary: dict[str, Any], manifest: dict[str, Any]
 ) -> None:
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}")
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-    _write_table(ledger, staging / "ledger.parquet")
-    _write_table(decisions, staging / "decisions.parquet")
-    schema = pa.schema([pa.field(c, t) for c, t in LLM_CALL_COLUMNS.items()])
-    _write_table(llm_calls, staging / "llm_calls.parquet", schema=schema)
+    for name, table in tables.items():
+        pq.write_table(table, staging / f"{name}.parquet", compression="zstd")
     (staging / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     if run_dir.exists():

@@ -199,6 +199,8 @@ def test_levered_accounting_matches_an_independent_recomputation(
         o, c = frame["open"].iloc[n], frame["close"].iloc[n]
         target = row["target"]
         du = row["fill_units"]
+        equity_open = cash + units * o
+        fee = 0.0
         if du:
             side = math.copysign(1.0, du)
             assert row["fill_price"] == pytest.approx(o * (1 + side * half), rel=1e-12)
@@ -207,10 +209,16 @@ def test_levered_accounting_matches_an_independent_recomputation(
             units += du
             # After costs the exposure at the open's mid price is exactly the target.
             assert units * o / (cash + units * o) == pytest.approx(target, rel=1e-9, abs=1e-9)
+        elif equity_open <= 0:
+            # Underwater at the open: liquidated there, whatever the target.
+            assert row["exit_units"] == pytest.approx(-units, rel=1e-12)
+            price = row["exit_price"]
+            assert price == pytest.approx(o * (1 - math.copysign(1.0, units) * half), rel=1e-12)
+            fee = abs(units) * price * fee_bps / 1e4 + fixed
+            cash += units * price - fee
+            units = 0.0
         else:
-            fee = 0.0
             # No fill: HOLD, or already at the target (up to numerical dust).
-            equity_open = cash + units * o
             assert pd.isna(target) or abs(target - units * o / equity_open) < 1e-6
         assert row["fees"] == pytest.approx(fee, rel=1e-12, abs=1e-12)
         years = (frame.index[n] - frame.index[t]) / pd.Timedelta(days=365)
@@ -390,3 +398,23 @@ def test_differential_sharpe_reward_is_finite_and_signed() -> None:
 def test_range_too_short_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"env\.window"):
         TradingEnv(_bars(_flat_frame(40)), EnvConfig(window=30))
+
+
+def test_discrete_actions_accept_integers_only(samples_dir: Path) -> None:
+    env = TradingEnv(load_bars(samples_dir / "SP500.parquet"))
+    env.reset(seed=0)
+    for action in (np.int64(2), 1, np.array(0), np.array([2])):
+        env.step(action)
+    for bad in (-1, 3, np.array([1, 2]), 1.5):
+        with pytest.raises(ValueError, match="is not in Discrete"):
+            env.step(bad)
+
+
+def test_stepping_past_the_end_is_an_error() -> None:
+    env = TradingEnv(_bars(_flat_frame(40)), EnvConfig(window=2))
+    env.reset(seed=0)
+    truncated = False
+    while not truncated:
+        *_, truncated, _ = env.step(1)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(1)
