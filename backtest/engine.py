@@ -64,30 +64,58 @@ from backtest.errors import ConfigError
 from backtest.features import Features, compute_features
 from backtest.policy import Decision, MarketView, Observation, Policy
 
-__all__ = ["LEDGER_COLUMNS", "LLM_CALL_COLUMNS", "RunResult", "build_policy", "run"]
+__all__ = [
+    "DECISION_SCHEMA",
+    "LEDGER_COLUMNS",
+    "LEDGER_SCHEMA",
+    "LLM_CALL_COLUMNS",
+    "LLM_CALL_SCHEMA",
+    "RunResult",
+    "build_policy",
+    "run",
+]
 
-#: Columns of ``ledger.parquet`` in order.
-LEDGER_COLUMNS: tuple[str, ...] = (
-    "strategy",
-    "timestamp",
-    "close",
-    "target_position",
-    "position_units",
-    "exposure",
-    "fill_units",
-    "fill_price",
-    "exit_units",
-    "exit_price",
-    "exit_reason",
-    "fees_usd",
-    "financing_usd",
-    "cash_usd",
-    "equity_usd",
-    "llm_cost_usd",
-    "llm_calls",
-    "abstain",
-    "risk_event",
+_TIMESTAMP = pa.timestamp("ns", tz="UTC")
+#: Schema of ``ledger.parquet``, one row per strategy per bar.
+LEDGER_SCHEMA = pa.schema(
+    [
+        ("strategy", pa.string()),
+        ("timestamp", _TIMESTAMP),
+        ("close", pa.float64()),
+        ("target_position", pa.float64()),
+        ("position_units", pa.float64()),
+        ("exposure", pa.float64()),
+        ("fill_units", pa.float64()),
+        ("fill_price", pa.float64()),
+        ("exit_units", pa.float64()),
+        ("exit_price", pa.float64()),
+        ("exit_reason", pa.string()),
+        ("fees_usd", pa.float64()),
+        ("financing_usd", pa.float64()),
+        ("cash_usd", pa.float64()),
+        ("equity_usd", pa.float64()),
+        ("llm_cost_usd", pa.float64()),
+        ("llm_calls", pa.int64()),
+        ("abstain", pa.bool_()),
+        ("risk_event", pa.string()),
+    ]
 )
+#: Schema of ``decisions.parquet``, one row per decision.
+DECISION_SCHEMA = pa.schema(
+    [
+        ("strategy", pa.string()),
+        ("timestamp", _TIMESTAMP),
+        ("action", pa.string()),
+        ("target_position", pa.float64()),
+        ("confidence", pa.float64()),
+        ("abstain", pa.bool_()),
+        ("reasoning", pa.string()),
+        ("signals", pa.string()),
+        ("llm_calls", pa.int64()),
+    ]
+)
+#: Columns of ``ledger.parquet`` in order.
+LEDGER_COLUMNS: tuple[str, ...] = tuple(LEDGER_SCHEMA.names)
 
 #: Columns of ``llm_calls.parquet`` and their Arrow types.
 LLM_CALL_COLUMNS: dict[str, pa.DataType] = {
@@ -622,43 +650,6 @@ def _all_prices(track: _Track) -> np.ndarray:
         return np.where(units > 0, notional / units, np.nan)
 
 
-_TIMESTAMP = pa.timestamp("ns", tz="UTC")
-LEDGER_SCHEMA = pa.schema(
-    [
-        ("strategy", pa.string()),
-        ("timestamp", _TIMESTAMP),
-        ("close", pa.float64()),
-        ("target_position", pa.float64()),
-        ("position_units", pa.float64()),
-        ("exposure", pa.float64()),
-        ("fill_units", pa.float64()),
-        ("fill_price", pa.float64()),
-        ("exit_units", pa.float64()),
-        ("exit_price", pa.float64()),
-        ("exit_reason", pa.string()),
-        ("fees_usd", pa.float64()),
-        ("financing_usd", pa.float64()),
-        ("cash_usd", pa.float64()),
-        ("equity_usd", pa.float64()),
-        ("llm_cost_usd", pa.float64()),
-        ("llm_calls", pa.int64()),
-        ("abstain", pa.bool_()),
-        ("risk_event", pa.string()),
-    ]
-)
-DECISION_SCHEMA = pa.schema(
-    [
-        ("strategy", pa.string()),
-        ("timestamp", _TIMESTAMP),
-        ("action", pa.string()),
-        ("target_position", pa.float64()),
-        ("confidence", pa.float64()),
-        ("abstain", pa.bool_()),
-        ("reasoning", pa.string()),
-        ("signals", pa.string()),
-        ("llm_calls", pa.int64()),
-    ]
-)
 LLM_CALL_SCHEMA = pa.schema([pa.field(c, t) for c, t in LLM_CALL_COLUMNS.items()])
 
 
