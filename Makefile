@@ -29,7 +29,7 @@ $(DATA)/manifest.json: $(STAMP)
 data: $(DATA)/manifest.json
 
 quickstart: $(DATA)/manifest.json
-	$(VENV)/bin/backtest data info $(DATA)/SP500.parquet
+	$(VENV)/bin/backtest run experiments/quickstart.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q

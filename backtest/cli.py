@@ -223,6 +223,72 @@ def _data_info(
         console.print(gap_table)
 
 
+@app.command("run")
+def _run(
+    experiment: Annotated[Path, typer.Argument(help="Experiment TOML file.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for run directories (overrides output_dir).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a key: --set env.fee_bps=2 (repeatable)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Run every strategy of an experiment over the same bars; write the run directory."""
+    from backtest.config import load_experiment
+    from backtest.engine import run as run_experiment
+
+    config = load_experiment(experiment, set_ or (), output_dir=out)
+    result = run_experiment(config, progress=progress)
+    summary = result.summary
+    table = Table(
+        title=f"{config.name}: {summary['symbol']} {summary['start'][:10]} to "
+        f"{summary['end'][:10]} ({summary['bars']} bars)"
+    )
+    show_llm = any(
+        stats.get("llm_calls") or stats.get("llm_cost_usd")
+        for stats in summary["strategies"].values()
+    )
+    columns = ["strategy", "return", "Sharpe", "max DD", "trades", "fees $"]
+    columns += ["LLM $"] if show_llm else []
+    columns += ["equity $"]
+    for column in columns:
+        if column == "strategy":
+            table.add_column(column, overflow="fold", min_width=12)
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{value:+.1%}"
+
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    for name, stats in summary["strategies"].items():
+        row = [
+            escape(f"{name}*" if name == summary["benchmark"] else name),
+            pct(stats.get("total_return")),
+            num(stats.get("sharpe"), ".2f"),
+            pct(stats.get("max_drawdown")),
+            num(stats.get("trade_count"), "d"),
+            num(stats.get("fees_usd"), ",.0f"),
+        ]
+        if show_llm:
+            row.append(num(stats.get("llm_cost_usd"), ",.2f"))
+        row.append(num(stats.get("final_equity_usd"), ",.0f"))
+        table.add_row(*row)
+    console.print(table)
+    if summary["benchmark"]:
+        console.print(
+            "* benchmark. Every metric (alpha and beta against the benchmark among them) is "
+            "in summary.json."
+        )
+    for warning in result.manifest.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    console.print(f"Run {result.run_id} written to {result.run_dir}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; turn a user mistake into one message and exit status 1."""
     try:

@@ -12,11 +12,26 @@ to a user's own policy.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import re
+import tomllib
+import typing
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from backtest.errors import ConfigError
 
 __all__ = [
     "STRATEGY_KINDS",
@@ -29,6 +44,9 @@ __all__ = [
     "StrategyConfig",
     "canonical_json",
     "config_hash",
+    "explain_validation_error",
+    "load_experiment",
+    "parse_override",
 ]
 
 #: Built-in strategy kinds and the class each one names.
@@ -176,6 +194,7 @@ class RunConfig(Frozen):
     data: DataConfig
     splits: SplitsConfig = SplitsConfig()
     env: EnvConfig = EnvConfig()
+    risk: RiskConfig = RiskConfig()
     strategies: tuple[StrategyConfig, ...]
     benchmark: str | None = "buy_and_hold"
     seed: int = Field(0, ge=0)
@@ -185,6 +204,8 @@ class RunConfig(Frozen):
 
     @model_validator(mode="after")
     def _unique_names(self) -> RunConfig:
+        if "risk" in self.env.model_fields_set:
+            raise ValueError("put risk limits in the top-level [risk] table, not in [env.risk]")
         names = [s.name for s in self.strategies]
         duplicated = sorted({n for n in names if names.count(n) > 1})
         if duplicated:
@@ -194,16 +215,190 @@ class RunConfig(Frozen):
         return self
 
 
-def canonical_json(model: BaseModel, *, exclude: set[str] | None = None) -> str:
+Exclude = set[str] | dict[str, Any] | None
+
+
+def canonical_json(model: BaseModel, *, exclude: Exclude = None) -> str:
     """The model as canonical JSON: sorted keys, no whitespace, every default spelled out."""
     return json.dumps(
         model.model_dump(mode="json", exclude=exclude), sort_keys=True, separators=(",", ":")
     )
 
 
-def config_hash(model: BaseModel, *extra: str, exclude: set[str] | None = None) -> str:
+def config_hash(model: BaseModel, *extra: str, exclude: Exclude = None) -> str:
     """sha256 of the canonical JSON plus any extra strings (such as data hashes)."""
     digest = hashlib.sha256(canonical_json(model, exclude=exclude).encode())
     for item in extra:
         digest.update(b"\0" + item.encode())
     return digest.hexdigest()
+
+
+# --------------------------------------------------------------------- experiment files
+
+_OVERRIDE_PART = re.compile(r"^([A-Za-z_][A-Za-z0-9_\-]*)((?:\[\d+\])*)$")
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """Split ``dotted.key[0].name=value`` into a key path and a TOML-typed value.
+
+    The value is read as a TOML value (``3``, ``0.5``, ``true``, ``"x"``, ``[1, 2]``); text
+    that is not valid TOML is taken as a plain string.
+
+    Raises:
+        ConfigError: The text has no ``=`` or the key is malformed.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(
+            f"--set {text!r}: expected KEY=VALUE. Fix: e.g. --set env.fee_bps=2 or "
+            "--set strategies[0].params.fast=20."
+        )
+    path: list[str | int] = []
+    for part in key.strip().split("."):
+        match = _OVERRIDE_PART.match(part)
+        if not match:
+            raise ConfigError(
+                f"--set {text!r}: {part!r} is not a key. Fix: use dotted names, with [i] to "
+                "pick an item of a list (strategies[0].name=...)."
+            )
+        path.append(match.group(1))
+        path.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group(2)))
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return path, value
+
+
+def _apply_override(raw: dict[str, Any], path: list[str | int], value: Any, text: str) -> None:
+    node: Any = raw
+    for depth, part in enumerate(path[:-1]):
+        nxt = path[depth + 1]
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                size = len(node) if isinstance(node, list) else 0
+                raise ConfigError(
+                    f"--set {text!r}: there is no item [{part}] at {_dotted(path[:depth])}. "
+                    f"Fix: use an index below {size}."
+                )
+            node = node[part]
+            continue
+        if part not in node:
+            node[part] = [] if isinstance(nxt, int) else {}
+        node = node[part]
+    last = path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or last >= len(node):
+            raise ConfigError(f"--set {text!r}: there is no item [{last}] to set.")
+        node[last] = value
+    else:
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {text!r}: {_dotted(path[:-1])} is not a table.")
+        node[last] = value
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _model_at(model: type[BaseModel], loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The config model that the key path ``loc`` points into, if any."""
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if current is None:
+            return None
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return None
+        current = _model_in(field.annotation)
+    return current
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def explain_validation_error(exc: ValidationError, source: str) -> ConfigError:
+    """Turn pydantic's errors into one message: file, dotted key, rule broken and the fix."""
+    problems = []
+    for error in exc.errors():
+        loc = [p for p in error["loc"] if isinstance(p, str | int)]
+        key = _dotted(loc)
+        kind = error["type"]
+        if kind == "extra_forbidden":
+            parent = _model_at(RunConfig, loc[:-1])
+            known = sorted(parent.model_fields) if parent else []
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{key}: unknown key.{hint} Known keys here: {', '.join(known)}.")
+        elif kind == "missing":
+            problems.append(f"{key}: required, but not set. Fix: add it.")
+        else:
+            got = error.get("input")
+            shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
+            problems.append(f"{key}: {error['msg']} (got {shown}).")
+    listing = "\n  - ".join(problems)
+    return ConfigError(f"{source}: {len(problems)} problem(s) in the configuration:\n  - {listing}")
+
+
+def load_experiment(
+    path: str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    output_dir: str | Path | None = None,
+) -> RunConfig:
+    """Read an experiment TOML file into a :class:`RunConfig`.
+
+    Relative paths inside the file (``data.path``, ``output_dir``) are relative to the
+    file's directory, so an experiment runs the same from any working directory; without
+    ``output_dir`` runs go to ``./runs``.
+
+    Args:
+        path: The ``.toml`` file.
+        overrides: ``dotted.key=value`` strings applied before validation (``--set``).
+        output_dir: Replaces ``output_dir`` (``--out``); relative to the working directory.
+
+    Raises:
+        ConfigError: The file is missing or not TOML, an override is malformed, or a key is
+            unknown, missing or of the wrong type (each named with the fix).
+    """
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{source}: no such experiment file. Fix: check the path.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{source}: not valid TOML ({exc}). Fix: correct the syntax there."
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot be read ({exc}).") from exc
+    for text in overrides:
+        key_path, value = parse_override(text)
+        _apply_override(raw, key_path, value, text)
+    base = path.resolve().parent
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        data["path"] = str((base / data["path"]).resolve())
+    if output_dir is not None:
+        raw["output_dir"] = str(Path(output_dir).resolve())
+    elif isinstance(raw.get("output_dir"), str):
+        raw["output_dir"] = str((base / raw["output_dir"]).resolve())
+    else:
+        raw["output_dir"] = str(Path("runs").resolve())
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise explain_validation_error(exc, source) from exc

@@ -359,6 +359,8 @@ def _replay(
         t += 1
         if progress is not None and (t - start) % step_every == 0:
             progress.update(task, advance=step_every)
+    if progress is not None:
+        progress.update(task, completed=stop - start)
     tr.finish()
     return tr, terminated
 
@@ -495,7 +497,9 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
         max_gap=max_gap,
     )
     data_sha = _data_hash(data_path)
-    run_id = config_hash(config, data_sha, exclude={"output_dir"})[:16]
+    # The data enters the id by its sha256, so where it lives (and where output goes) does not.
+    run_id = config_hash(config, data_sha, exclude={"output_dir": True, "data": {"path"}})[:16]
+    env_config = config.env.model_copy(update={"risk": config.risk})
     start, stop = _evaluation_range(config, bars)
     frame = bars.frame
     features: Features = compute_features(
@@ -541,7 +545,7 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
         bar_progress.start()
     try:
         for policy, spec, seed in zip(policies, specs, seeds, strict=True):
-            env = TradingEnv(bars, config.env, start=start, end=stop, features=features)
+            env = TradingEnv(bars, env_config, start=start, end=stop, features=features)
             task = None
             if bar_progress is not None:
                 task = bar_progress.add_task(f"{spec.name}", total=env.end_bar - env.first_bar)

@@ -311,7 +311,8 @@ def test_ruin_stops_trading_and_is_reported(tmp_path: Path) -> None:
         _write(frame, tmp_path / "up.parquet"),
         tmp_path,
         strategies=[{"name": "short3x", "kind": "buy_and_hold", "params": {"exposure": -3.0}}],
-        env={"window": 5, "risk": {"max_leverage": 3.0}},
+        env={"window": 5},
+        risk={"max_leverage": 3.0},
     )
     result = run(cfg, write=False)
     assert any("lost its whole equity" in w for w in result.manifest["warnings"])

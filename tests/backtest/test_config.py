@@ -1,0 +1,142 @@
+"""Experiment files: TOML loading, --set overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from backtest.cli import main
+from backtest.config import RunConfig, load_experiment, parse_override
+from backtest.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def experiment(tmp_path: Path, samples_dir: Path) -> Path:
+    """A copy of the quickstart experiment pointing at the session's sample data."""
+    text = (REPO / "experiments" / "quickstart.toml").read_text()
+    text = text.replace(
+        'path = "../data/SP500.parquet"', f'path = "{samples_dir / "SP500.parquet"}"'
+    )
+    text = text.replace('output_dir = "../runs"', 'output_dir = "runs"')
+    path = tmp_path / "exp" / "quickstart.toml"
+    path.parent.mkdir()
+    path.write_text(text)
+    return path
+
+
+def test_shipped_experiments_validate() -> None:
+    for path in sorted((REPO / "experiments").glob("*.toml")):
+        config = load_experiment(path)
+        assert isinstance(config, RunConfig), path
+        assert Path(config.data.path).is_absolute()
+        assert config.data.path.startswith(str(REPO / "data"))
+
+
+def test_relative_paths_are_relative_to_the_file(experiment: Path) -> None:
+    config = load_experiment(experiment)
+    assert config.output_dir == str(experiment.parent / "runs")
+    moved = load_experiment(experiment, output_dir="elsewhere")
+    assert moved.output_dir == str(Path("elsewhere").resolve())
+
+
+def test_overrides_reach_nested_keys_and_list_items(experiment: Path) -> None:
+    config = load_experiment(
+        experiment,
+        [
+            "env.fee_bps=2.5",
+            "strategies[1].params.fast=5",
+            "risk.allow_short=false",
+            "name=renamed",
+            'splits.evaluate="validation"',
+        ],
+    )
+    assert config.env.fee_bps == 2.5
+    assert config.strategies[1].params == {"fast": 5, "slow": 30}
+    assert config.risk.allow_short is False
+    assert config.name == "renamed"
+    assert config.splits.evaluate == "validation"
+
+
+@given(
+    key=st.from_regex(r"[a-z_]{1,8}(\.[a-z_]{1,8}){0,3}", fullmatch=True),
+    value=st.one_of(
+        st.integers(-(10**6), 10**6),
+        st.booleans(),
+        st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
+    ),
+)
+def test_override_values_keep_their_type(key: str, value: object) -> None:
+    text = str(value).lower() if isinstance(value, bool) else repr(value)
+    path, parsed = parse_override(f"{key}={text}")
+    assert path == key.split(".")
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_config_errors_name_file_key_and_fix(experiment: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_experiment(experiment, ["env.fee_bp=3", "splits.evaluate=tset", "seed=-1"])
+    message = str(info.value)
+    assert str(experiment) in message and "3 problem(s)" in message
+    assert "env.fee_bp: unknown key. Did you mean 'fee_bps'?" in message
+    assert "splits.evaluate" in message and "'test'" in message
+    assert "seed: Input should be greater than or equal to 0" in message
+    with pytest.raises(
+        ConfigError, match=r"strategies\[0\]\.nme: unknown key\. Did you mean 'name'"
+    ):
+        load_experiment(experiment, ["strategies[0].nme=x"])
+    with pytest.raises(ConfigError, match=r"no item \[9\]"):
+        load_experiment(experiment, ["strategies[9].name=x"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_experiment(experiment, ["env.fee_bps"])
+    with pytest.raises(ConfigError, match=r"\[risk\] table"):
+        load_experiment(experiment, ["env.risk.max_leverage=2"])
+    broken = experiment.with_name("broken.toml")
+    broken.write_text("[data\npath = 1\n")
+    with pytest.raises(ConfigError, match=r"broken\.toml: not valid TOML.*line 1"):
+        load_experiment(broken)
+    with pytest.raises(ConfigError, match="no such experiment file"):
+        load_experiment(experiment.with_name("missing.toml"))
+
+
+def test_cli_run_prints_the_summary_and_writes_the_run(
+    experiment: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", str(experiment), "--no-progress", "--set", "strategies[2].name=coin"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "buy_and_hold*" in out and "sma_10_30" in out and "coin" in out
+    runs = list((experiment.parent / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "ledger.parquet").exists()
+    assert f"Run {runs[0].name} written to" in out.replace("\n", " ")
+
+
+def test_cli_run_bad_key_exits_1_without_traceback(
+    experiment: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", str(experiment), "--set", "env.windw=10"])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "env.windw" in err and "Did you mean 'window'" in err and "Traceback" not in err
+
+
+def test_run_id_does_not_depend_on_where_the_data_lives(
+    experiment: Path, samples_dir: Path, tmp_path: Path
+) -> None:
+    from backtest import run
+
+    copy = tmp_path / "copy" / "SP500.parquet"
+    copy.parent.mkdir()
+    shutil.copy(samples_dir / "SP500.parquet", copy)
+    a = run(load_experiment(experiment), write=False)
+    b = run(load_experiment(experiment, [f'data.path="{copy}"']), write=False)
+    assert a.run_id == b.run_id
+    c = run(load_experiment(experiment, ["env.fee_bps=3"]), write=False)
+    assert c.run_id != a.run_id
