@@ -569,14 +569,10 @@ def information_ratio(
         ConfigError: If the two series differ in length.
     """
     r, b = _paired(returns, benchmark_returns)
-    ppy = _check_ppy(periods_per_year)
-    active = r - b
-    if active.size < 2:
+    error = tracking_error(r, b, periods_per_year)
+    if not error > 0.0:  # nan (fewer than 2 bars) or zero
         return math.nan
-    deviation = _sample_std(active)
-    if deviation == 0.0:
-        return math.nan
-    return float(np.mean(active)) * ppy / (deviation * math.sqrt(ppy))
+    return float(np.mean(r - b)) * _check_ppy(periods_per_year) / error
 
 
 # ----------------------------------------------------------------------------------- summary

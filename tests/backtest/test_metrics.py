@@ -41,8 +41,6 @@ special cases in the property tests), and what we follow:
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import math
 import warnings
 from collections.abc import Iterator
@@ -135,23 +133,6 @@ def oracle_quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
-
-
-# ------------------------------------------------------------------------------ public API
-
-
-def test_all_lists_every_public_definition() -> None:
-    module = importlib.import_module("backtest.metrics")
-    exported = set(module.__all__)
-    assert all(hasattr(module, item) for item in exported)
-    defined = {
-        key
-        for key, value in vars(module).items()
-        if not key.startswith("_")
-        and (inspect.isclass(value) or inspect.isfunction(value))
-        and value.__module__ == "backtest.metrics"
-    }
-    assert defined == exported
 
 
 # ------------------------------------------------------------------------------ golden numbers
