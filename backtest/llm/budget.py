@@ -1,0 +1,146 @@
+"""LLM budgets, the seed's rule made exact and enforced before each call.
+
+Per simulated trading day: at ``alert_usd`` (``ALERT_THRESHOLD``, default $8) an alert event
+is recorded and logged; when a call would take the day past ``daily_usd``
+(``DAILY_LLM_BUDGET``, default $10) the router downgrades to the cheapest configured model.
+Per run: a call whose worst-case cost would take the run past ``max_run_usd`` is not made,
+and the decision abstains, so the hard cap is never exceeded.
+
+Budgets count ``cost_usd`` (the economic cost, identical on every replay), not ``spend_usd``,
+so a replayed run takes the same downgrades and stops as the recorded one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from backtest.errors import ConfigError
+
+__all__ = ["Budget", "BudgetConfig", "BudgetEvent", "Verdict"]
+
+logger = logging.getLogger(__name__)
+
+Verdict = Literal["ok", "downgrade", "stop"]
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {name}={raw!r} is not a number of dollars. "
+                          f"Fix: export {name}=10.0 or unset it.") from exc
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BudgetConfig:
+    """Limits in dollars of ``cost_usd``.
+
+    Attributes:
+        daily_usd: Soft daily budget; past it the cheapest model is used.
+        alert_usd: Daily level at which an alert is recorded.
+        max_run_usd: Hard cap for the whole run (None: no cap).
+    """
+
+    daily_usd: float = 10.0
+    alert_usd: float = 8.0
+    max_run_usd: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("daily_usd", "alert_usd"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"llm.budget.{name} = {value!r}: a budget must be a positive "
+                                  "number of dollars. Fix: set it above 0.")
+        if self.max_run_usd is not None and not self.max_run_usd > 0:
+            raise ConfigError(f"llm.budget.max_run_usd = {self.max_run_usd!r}: must be > 0. "
+                              "Fix: set a positive cap, or leave it out for none.")
+        if self.alert_usd > self.daily_usd:
+            raise ConfigError(f"llm.budget.alert_usd ({self.alert_usd}) is above daily_usd "
+                              f"({self.daily_usd}). Fix: alert at or below the budget.")
+
+    @classmethod
+    def from_env(cls, max_run_usd: float | None = None) -> BudgetConfig:
+        """The seed's environment variables, ``DAILY_LLM_BUDGET`` and ``ALERT_THRESHOLD``."""
+        return cls(daily_usd=_env_float("DAILY_LLM_BUDGET", 10.0),
+                   alert_usd=_env_float("ALERT_THRESHOLD", 8.0), max_run_usd=max_run_usd)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetEvent:
+    """A budget threshold crossed: ``alert``, ``downgrade`` or ``stop``."""
+
+    day: str
+    kind: Literal["alert", "downgrade", "stop"]
+    spent_usd: float
+    limit_usd: float
+    model: str = ""
+
+
+@dataclass
+class Budget:
+    """Spend so far and the verdict for the next call. Deterministic: state is only the
+    costs charged, in order."""
+
+    config: BudgetConfig = field(default_factory=BudgetConfig)
+    run_usd: float = 0.0
+    events: list[BudgetEvent] = field(default_factory=list)
+    _day: str = ""
+    _day_usd: float = 0.0
+    _alerted: bool = False
+
+    def _roll(self, day: str) -> None:
+        if day != self._day:
+            self._day, self._day_usd, self._alerted = day, 0.0, False
+
+    @property
+    def day_usd(self) -> float:
+        """Cost charged so far on the current day."""
+        return self._day_usd
+
+    def check(self, day: str, estimate_usd: float, *, model: str = "") -> Verdict:
+        """Decide, before a call, whether it may go ahead.
+
+        Args:
+            day: The simulated trading day (e.g. the bar's date).
+            estimate_usd: Worst-case cost of the call (prompt counted conservatively plus
+                ``max_tokens`` of output).
+            model: The model the call would use, for the event record.
+
+        Returns:
+            ``stop`` when the run cap would be passed (the call must not be made),
+            ``downgrade`` when the day's budget would be passed (use the cheapest model),
+            else ``ok``.
+        """
+        self._roll(day)
+        cap = self.config.max_run_usd
+        if cap is not None and self.run_usd + estimate_usd > cap:
+            self.events.append(BudgetEvent(day, "stop", self.run_usd, cap, model))
+            logger.warning("LLM run budget: $%.4f spent, a call of up to $%.4f would pass the "
+                           "$%.2f cap; the decision abstains", self.run_usd, estimate_usd, cap)
+            return "stop"
+        if self._day_usd + estimate_usd > self.config.daily_usd:
+            self.events.append(BudgetEvent(day, "downgrade", self._day_usd,
+                                           self.config.daily_usd, model))
+            return "downgrade"
+        return "ok"
+
+    def charge(self, day: str, cost_usd: float) -> None:
+        """Add a call's cost; record (and log) the daily alert the first time it is crossed."""
+        self._roll(day)
+        self.run_usd += cost_usd
+        self._day_usd += cost_usd
+        # A nano-dollar of slack: eight calls of $0.10 reach an $0.80 alert.
+        if not self._alerted and self._day_usd >= self.config.alert_usd - 1e-9:
+            self._alerted = True
+            self.events.append(BudgetEvent(day, "alert", self._day_usd, self.config.alert_usd))
+            logger.warning("LLM daily budget: $%.2f spent on %s, alert level $%.2f (budget "
+                           "$%.2f)", self._day_usd, day, self.config.alert_usd,
+                           self.config.daily_usd)

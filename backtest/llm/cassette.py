@@ -1,0 +1,533 @@
+"""The cassette: every LLM answer (and every error) recorded, so a run replays exactly and offline.
+
+A cassette is a directory of append-only shard files, one per writing process
+(``shard-<host>-<pid>-<random>.tsv``), so several processes can record into one cassette at
+once without touching each other's bytes. Each line is one recording::
+
+    <key>\\t<crc32 of the payload, 8 hex>\\t<payload: canonical JSON>\\n
+
+The key is the sha256 of the canonical request (:func:`request_key`): model, messages
+(an image replaced by the hash of what it was drawn from and the renderer's version),
+sampling parameters, response format, seed, tools, stop, provider preferences, the sample
+index and the attempt number. Never the API key, headers or base URL. Every string written
+is scrubbed of the values of the API-key environment variables and of key-shaped text.
+
+A line is flushed (and fsynced) before the call that produced it returns, so a writer
+killed with SIGKILL loses at most the call in flight; its torn last line (no newline) is
+ignored on open and reported by :meth:`Cassette.verify`. Any other damaged line (bad
+checksum, bad JSON) raises :class:`~backtest.errors.CassetteError` naming the file and line.
+
+Opening reads every shard and indexes keys without parsing payloads (a payload is parsed on
+first lookup), so a cassette of 100,000 recordings opens in well under a second. When two
+shards hold the same key (two processes recorded the same call), the first in sorted shard
+order wins, deterministically; :meth:`Cassette.merge` compacts shards into one and reports
+such conflicts.
+
+Record modes follow vcrpy: ``none`` (replay only; a miss is an error), ``once`` (record into
+an empty cassette, else replay only), ``new_episodes`` (replay hits, record misses), ``all``
+(record every call, never replay).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import socket
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from backtest.errors import CassetteError, ConfigError
+
+__all__ = [
+    "RECORD_MODES",
+    "SECRET_ENV_VARS",
+    "Cassette",
+    "CassetteStats",
+    "Recording",
+    "canonical_request",
+    "request_key",
+    "scrub",
+]
+
+RecordMode = Literal["none", "once", "new_episodes", "all"]
+RECORD_MODES: tuple[str, ...] = ("none", "once", "new_episodes", "all")
+#: Environment variables whose values are never written anywhere.
+SECRET_ENV_VARS: tuple[str, ...] = (
+    "OPENROUTER_API_KEY",
+    "DEEPSEEK_API_KEY",
+    "QWEN_API_KEY",
+    "DASHSCOPE_API_KEY",
+    "MOONSHOT_API_KEY",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+)
+_KEY_SHAPES = re.compile(
+    r"(sk-or-v1-[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_\-]{16,}|Bearer\s+[A-Za-z0-9._\-]{8,})"
+)
+_REDACTED = "[REDACTED]"
+_SHARD_GLOB = "shard-*.tsv"
+_KEY_FIELDS = (
+    "model",
+    "messages",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "response_format",
+    "seed",
+    "tools",
+    "tool_choice",
+    "stop",
+    "provider",
+    "models",
+    "sample",
+    "attempt",
+)
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def _canonical_content(content: Any) -> Any:
+    if not isinstance(content, list):
+        return content
+    parts = []
+    for part in content:
+        if isinstance(part, Mapping) and part.get("type") == "image_url":
+            source = part.get("x_source")
+            if source is None:
+                # No source hash given: key on the image bytes themselves.
+                url = part.get("image_url", {})
+                url = url.get("url", "") if isinstance(url, Mapping) else str(url)
+                source = {"sha256": hashlib.sha256(url.encode()).hexdigest()}
+            parts.append({"type": "image", "source": source})
+        else:
+            parts.append(dict(part) if isinstance(part, Mapping) else part)
+    return parts
+
+
+def canonical_request(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a chat request that decide its answer, in canonical form.
+
+    Keeps :data:`_KEY_FIELDS` only (no API key, header or base URL can enter), drops
+    unset values, and replaces each image part by the hash of what it was drawn from
+    (its ``x_source`` field, set by the chart renderer) so a replay never renders a chart.
+    """
+    out: dict[str, Any] = {}
+    for name in _KEY_FIELDS:
+        value = request.get(name)
+        if value is None:
+            continue
+        if name == "messages":
+            value = [
+                {k: (_canonical_content(v) if k == "content" else v) for k, v in m.items()}
+                for m in value
+            ]
+        out[name] = value
+    return out
+
+
+def request_key(request: Mapping[str, Any]) -> str:
+    """sha256 (hex) of the canonical request's JSON (sorted keys, no whitespace)."""
+    payload = json.dumps(
+        canonical_request(request),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def _secret_values(extra_env: Iterable[str] = ()) -> list[str]:
+    values = []
+    for name in (*SECRET_ENV_VARS, *extra_env):
+        value = os.environ.get(name)
+        if value and len(value) >= 6:
+            values.append(value)
+    return sorted(set(values), key=len, reverse=True)
+
+
+def scrub(value: Any, secrets_: Iterable[str] = ()) -> Any:
+    """Return ``value`` with every secret and key-shaped string replaced by ``[REDACTED]``."""
+    known = list(secrets_)
+    if isinstance(value, str):
+        for secret in known:
+            if secret in value:
+                value = value.replace(secret, _REDACTED)
+        return _KEY_SHAPES.sub(_REDACTED, value)
+    if isinstance(value, Mapping):
+        return {
+            k: (
+                _REDACTED
+                if str(k).lower() in ("authorization", "api-key", "x-api-key")
+                else scrub(v, known)
+            )
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [scrub(v, known) for v in value]
+    return value
+
+
+# ------------------------------------------------------------------------ recordings
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """One recorded call: the canonical request and what came back.
+
+    Attributes:
+        key: The request key.
+        request: The canonical request.
+        outcome: ``"ok"`` (``response`` holds the response body) or ``"error"``
+            (``error`` holds ``type``, ``status``, ``message`` and ``retry_after``).
+        response: The raw response body as the provider sent it (JSON object).
+        error: What went wrong, when it did.
+        latency_ms: Wall time of the live call.
+        meta: Anything else the client stored (profile name, SDK version, cost).
+    """
+
+    key: str
+    request: dict[str, Any]
+    outcome: Literal["ok", "error"]
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    latency_ms: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON object stored on the recording's line."""
+        return {
+            "request": self.request,
+            "outcome": self.outcome,
+            "response": self.response,
+            "error": self.error,
+            "latency_ms": self.latency_ms,
+            "meta": self.meta,
+        }
+
+    @classmethod
+    def from_payload(cls, key: str, data: Mapping[str, Any]) -> Recording:
+        """Rebuild a recording from its stored JSON object."""
+        return cls(
+            key=key,
+            request=dict(data.get("request") or {}),
+            outcome=data.get("outcome", "ok"),
+            response=data.get("response"),
+            error=data.get("error"),
+            latency_ms=float(data.get("latency_ms") or 0.0),
+            meta=dict(data.get("meta") or {}),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CassetteStats:
+    """What :meth:`Cassette.stats` reports."""
+
+    recordings: int
+    shards: int
+    errors: int
+    models_requested: dict[str, int]
+    models_served: dict[str, set[str]]
+    duplicate_keys: int
+    torn_lines: int
+
+    @property
+    def mixed_snapshots(self) -> dict[str, set[str]]:
+        """Requested models that were served by more than one model id (snapshot drift)."""
+        return {m: s for m, s in self.models_served.items() if len(s) > 1}
+
+
+def _encode_line(key: str, payload: Mapping[str, Any]) -> bytes:
+    body = json.dumps(
+        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    ).encode()
+    return b"%s\t%08x\t%s\n" % (key.encode(), zlib.crc32(body), body)
+
+
+class Cassette:
+    """A directory of recordings, opened in one record mode.
+
+    Args:
+        path: The cassette directory (created when recording).
+        record_mode: ``none``, ``once``, ``new_episodes`` or ``all``.
+        fsync: fsync each recording before returning (what survives a power cut, not just
+            a killed process).
+        secret_env: Names of further environment variables whose values must never be
+            written (e.g. the config's ``api_key_env``).
+
+    Raises:
+        ConfigError: Unknown record mode.
+        CassetteError: A damaged shard.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        record_mode: RecordMode = "none",
+        *,
+        fsync: bool = True,
+        secret_env: Iterable[str] = (),
+    ) -> None:
+        if record_mode not in RECORD_MODES:
+            raise ConfigError(
+                f"llm.record_mode: {record_mode!r} is not a record mode. Fix: use one of "
+                f"{', '.join(RECORD_MODES)}."
+            )
+        self.path = Path(path)
+        self.fsync = fsync
+        self._secrets = _secret_values(secret_env)
+        self._index: dict[str, tuple[bytes, str, int]] = {}
+        self._parsed: dict[str, Recording] = {}
+        self._duplicates = 0
+        self._torn: list[tuple[str, int]] = []
+        self._shards: list[Path] = []
+        self._writer: Any = None
+        self._writer_path: Path | None = None
+        self._load()
+        was_empty = not self._index
+        self.record_mode: RecordMode = record_mode
+        # vcrpy's "once": record only into a cassette that had nothing in it.
+        self._can_record = record_mode in ("new_episodes", "all") or (
+            record_mode == "once" and was_empty
+        )
+        self._can_replay = record_mode != "all"
+
+    # ------------------------------------------------------------------ reading
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise CassetteError(
+                f"{self.path}: a cassette is a directory of shard files, not a file. Fix: "
+                "point llm.cassette at a directory."
+            )
+        self._shards = sorted(self.path.glob(_SHARD_GLOB))
+        for shard in self._shards:
+            self._index_shard(shard)
+
+    def _index_shard(self, shard: Path) -> None:
+        data = shard.read_bytes()
+        if not data:
+            return
+        lines = data.split(b"\n")
+        tail = lines.pop()  # b"" when the file ends with a newline
+        if tail:
+            # A writer died mid-line: that record never completed (the call in flight).
+            self._torn.append((str(shard), len(lines) + 1))
+        name = shard.name
+        index = self._index
+        for number, line in enumerate(lines, start=1):
+            if len(line) < 75 or line[64:65] != b"\t" or line[73:74] != b"\t":
+                raise CassetteError(
+                    f"{shard}:{number}: damaged recording (not '<key>\\t<crc>\\t<json>'). Fix: "
+                    "run `backtest cassette verify` and restore the shard from a copy, or "
+                    "delete the line and re-record that call."
+                )
+            key = line[:64].decode("ascii", "replace")
+            if key in index:
+                self._duplicates += 1
+                continue
+            index[key] = (line, name, number)
+
+    def _parse(self, key: str) -> Recording:
+        line, name, number = self._index[key]
+        body = line[74:]
+        if zlib.crc32(body) != int(line[65:73], 16):
+            raise CassetteError(
+                f"{self.path / name}:{number}: checksum mismatch for recording {key[:12]}... "
+                "(the line was altered or damaged). Fix: restore the shard or re-record."
+            )
+        try:
+            payload = json.loads(body)
+        except ValueError as exc:
+            raise CassetteError(
+                f"{self.path / name}:{number}: recording {key[:12]}... is not valid JSON ({exc})."
+            ) from exc
+        recording = Recording.from_payload(key, payload)
+        self._parsed[key] = recording
+        return recording
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def keys(self) -> Iterator[str]:
+        """Every recorded key, in index order."""
+        return iter(self._index)
+
+    @property
+    def can_record(self) -> bool:
+        """Whether a miss may be recorded in this mode."""
+        return self._can_record
+
+    @property
+    def can_replay(self) -> bool:
+        """Whether hits are served from the cassette in this mode."""
+        return self._can_replay
+
+    def get(self, key: str) -> Recording | None:
+        """The recording for ``key`` (None on a miss, or always in ``all`` mode)."""
+        if not self._can_replay or key not in self._index:
+            return None
+        recording = self._parsed.get(key)
+        return recording if recording is not None else self._parse(key)
+
+    # ------------------------------------------------------------------ writing
+
+    def _open_writer(self) -> Any:
+        self.path.mkdir(parents=True, exist_ok=True)
+        host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:32]
+        name = f"shard-{host}-{os.getpid()}-{secrets.token_hex(4)}.tsv"
+        self._writer_path = self.path / name
+        fd = os.open(self._writer_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._writer = os.fdopen(fd, "ab", buffering=0)
+        return self._writer
+
+    def record(self, recording: Recording) -> Recording:
+        """Append a recording to this process's shard, durably, and index it.
+
+        Returns:
+            The recording as written (scrubbed of secrets).
+
+        Raises:
+            CassetteError: The mode does not allow recording.
+        """
+        if not self._can_record:
+            raise CassetteError(
+                f"{self.path}: record mode {self.record_mode!r} does not record new calls."
+            )
+        payload = scrub(recording.payload(), self._secrets)
+        line = _encode_line(recording.key, payload)
+        writer = self._writer or self._open_writer()
+        writer.write(line)
+        if self.fsync:
+            os.fsync(writer.fileno())
+        stored = Recording.from_payload(recording.key, payload)
+        if recording.key not in self._index:
+            assert self._writer_path is not None
+            self._index[recording.key] = (line[:-1], self._writer_path.name, -1)
+        self._parsed[recording.key] = stored
+        return stored
+
+    def close(self) -> None:
+        """Close this process's shard."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> Cassette:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- maintenance
+
+    def recordings(self) -> Iterator[Recording]:
+        """Every recording, parsed and checked, in index order."""
+        for key in self._index:
+            yield self._parsed.get(key) or self._parse(key)
+
+    def verify(self) -> list[str]:
+        """Parse and checksum every line of every shard.
+
+        Returns:
+            Notes that are not errors: torn last lines of killed writers (the record in
+            flight), duplicate keys.
+
+        Raises:
+            CassetteError: The first damaged recording, with its file and line.
+        """
+        for _ in self.recordings():
+            pass
+        notes = [
+            f"{path}:{line}: torn last line (a writer stopped mid-record; that call was "
+            "not recorded)"
+            for path, line in self._torn
+        ]
+        if self._duplicates:
+            notes.append(f"{self._duplicates} duplicate key(s): the first in shard order is used")
+        return notes
+
+    def stats(self) -> CassetteStats:
+        """Counts of recordings, errors and models; flags mixed served snapshots."""
+        requested: dict[str, int] = {}
+        served: dict[str, set[str]] = {}
+        errors = 0
+        for recording in self.recordings():
+            model = str(recording.request.get("model", ""))
+            requested[model] = requested.get(model, 0) + 1
+            if recording.outcome == "error":
+                errors += 1
+            elif recording.response:
+                served.setdefault(model, set()).add(str(recording.response.get("model", "")))
+        return CassetteStats(
+            recordings=len(self._index),
+            shards=len(self._shards) + (1 if self._writer_path else 0),
+            errors=errors,
+            models_requested=dict(sorted(requested.items())),
+            models_served=served,
+            duplicate_keys=self._duplicates,
+            torn_lines=len(self._torn),
+        )
+
+    def export(self, out: str | Path) -> int:
+        """Write every recording as JSON lines (key, request, outcome...) sorted by key.
+
+        Returns:
+            The number of recordings written.
+        """
+        rows = sorted(self.recordings(), key=lambda r: r.key)
+        with open(out, "w", encoding="utf-8") as fh:
+            for recording in rows:
+                fh.write(
+                    json.dumps(
+                        {"key": recording.key, **recording.payload()},
+                        sort_keys=True,
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
+        return len(rows)
+
+    def merge(self) -> tuple[Path, int]:
+        """Compact every shard into one (sorted by key, duplicates dropped), atomically.
+
+        Returns:
+            The merged shard and the number of duplicate keys dropped.
+        """
+        self.close()
+        rows = sorted(self.recordings(), key=lambda r: r.key)
+        self.path.mkdir(parents=True, exist_ok=True)
+        target = self.path / "shard-merged.tsv"
+        tmp = self.path / ".merge.tmp"
+        with open(tmp, "wb") as fh:
+            for recording in rows:
+                fh.write(_encode_line(recording.key, recording.payload()))
+            fh.flush()
+            os.fsync(fh.fileno())
+        old = [p for p in self.path.glob(_SHARD_GLOB) if p != target]
+        tmp.replace(target)
+        for shard in old:
+            shard.unlink()
+        dropped = self._duplicates
+        self._index.clear()
+        self._parsed.clear()
+        self._duplicates = 0
+        self._torn.clear()
+        self._writer_path = None
+        self._load()
+        return target, dropped

@@ -1,0 +1,546 @@
+"""Every LLM call, through the official ``openai`` SDK, recorded in a cassette and priced.
+
+:class:`LLMClient` sends a :class:`ChatRequest` to a provider (OpenRouter by default;
+DeepSeek, Qwen/DashScope, Moonshot, or any OpenAI-compatible server such as vLLM,
+llama.cpp or Ollama by base URL), retries with exponential backoff and seeded jitter
+(honouring ``Retry-After``), and records every attempt, answers and errors alike, in the
+:class:`~backtest.llm.cassette.Cassette`. Replaying a cassette repeats the same attempts,
+errors and fallbacks, without sleeping and without opening a socket.
+
+API keys come only from environment variables (``OPENROUTER_API_KEY``, ``DEEPSEEK_API_KEY``,
+``QWEN_API_KEY``, ``MOONSHOT_API_KEY`` or one the config names); they are never written:
+the cassette scrubs them, and errors name the variable, never its value.
+
+Temperature 0 is not reproducible on OpenRouter (it may route to another provider or
+quantisation between calls): pin providers with ``provider={"order": [...],
+"allow_fallbacks": False}`` and give a ``models`` fallback list; both travel in
+``extra_body`` and are part of the cassette key.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from backtest.errors import CassetteMiss, ConfigError, LLMError, PricingError
+from backtest.llm.cassette import Cassette, Recording, canonical_request, request_key
+from backtest.llm.records import LLMCall, Usage
+
+__all__ = [
+    "PROFILES",
+    "CallContext",
+    "ChatRequest",
+    "ChatResult",
+    "LLMCallFailed",
+    "LLMClient",
+    "ProviderProfile",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderProfile:
+    """How to reach one provider.
+
+    Attributes:
+        name: Profile name used in configs.
+        base_url: The OpenAI-compatible endpoint.
+        api_key_env: Environment variable holding the key.
+        headers: Extra headers (OpenRouter's attribution headers).
+        reports_cost: Whether responses carry the provider's own cost (OpenRouter).
+    """
+
+    name: str
+    base_url: str
+    api_key_env: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    reports_cost: bool = False
+
+
+PROFILES: dict[str, ProviderProfile] = {
+    "openrouter": ProviderProfile(
+        "openrouter",
+        "https://openrouter.ai/api/v1",
+        "OPENROUTER_API_KEY",
+        {"HTTP-Referer": "https://github.com/hybrid-backtest", "X-Title": "hybrid-backtest"},
+        reports_cost=True,
+    ),
+    "deepseek": ProviderProfile("deepseek", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
+    "qwen": ProviderProfile(
+        "qwen", "https://dashscope-intl.aliyuncs.com/compatible-mode/v1", "QWEN_API_KEY"
+    ),
+    "moonshot": ProviderProfile("moonshot", "https://api.moonshot.ai/v1", "MOONSHOT_API_KEY"),
+    # vLLM, llama.cpp, Ollama, the test server: give base_url (and api_key_env if needed).
+    "openai_compatible": ProviderProfile("openai_compatible", "", "OPENAI_COMPATIBLE_API_KEY"),
+}
+
+_RETRYABLE = frozenset({"rate_limit", "server_error", "timeout", "connection", "malformed"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatRequest:
+    """One chat completion request, with everything that decides its answer.
+
+    Image parts of ``messages`` may carry ``x_source`` (the hash of the bars a chart was
+    drawn from and the renderer's version: what the cassette key uses) and ``x_render``
+    (a callable returning PNG bytes, called only when the request really goes out).
+    """
+
+    model: str
+    messages: tuple[Mapping[str, Any], ...]
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    response_format: Mapping[str, Any] | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+    tools: tuple[Mapping[str, Any], ...] | None = None
+    provider: Mapping[str, Any] | None = None
+    models: tuple[str, ...] | None = None
+    sample: int = 0
+
+    def as_dict(self, attempt: int) -> dict[str, Any]:
+        """The request as the cassette key sees it (attempt number included)."""
+        return {
+            "model": self.model,
+            "messages": [dict(m) for m in self.messages],
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "response_format": None if self.response_format is None else dict(self.response_format),
+            "seed": self.seed,
+            "stop": None if self.stop is None else list(self.stop),
+            "tools": None if self.tools is None else [dict(t) for t in self.tools],
+            "provider": None if self.provider is None else dict(self.provider),
+            "models": None if self.models is None else list(self.models),
+            "sample": self.sample,
+            "attempt": attempt,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallContext:
+    """Where a call comes from, for the ledger and for error messages."""
+
+    strategy: str = ""
+    timestamp: str = ""
+    role: str = ""
+    prompt_version: str = ""
+    fallback_from: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChatResult:
+    """A successful answer.
+
+    Attributes:
+        content: The message text.
+        finish_reason: Why generation stopped.
+        usage: Tokens (and the provider's reported cost) of the answer.
+        model_served: The model id the provider says it used.
+        provider: The upstream provider OpenRouter routed to.
+        call: The ledger record (``cost_usd``, ``spend_usd``, cache, retries...).
+        raw: The response body.
+    """
+
+    content: str
+    finish_reason: str
+    usage: Usage
+    model_served: str
+    provider: str
+    call: LLMCall
+    raw: Mapping[str, Any]
+
+
+class LLMCallFailed(LLMError):
+    """Every attempt of a call failed; carries the ledger record of the last one."""
+
+    def __init__(self, message: str, call: LLMCall, kind: str) -> None:
+        super().__init__(message)
+        self.call = call
+        self.kind = kind
+
+
+def _image_count(messages: Any) -> int:
+    count = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            count += sum(
+                1 for p in content if isinstance(p, Mapping) and p.get("type") == "image_url"
+            )
+    return count
+
+
+def _wire_messages(messages: Any) -> list[dict[str, Any]]:
+    """Messages as sent: images rendered now (only now) and the x_ fields removed."""
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if isinstance(part, Mapping) and part.get("type") == "image_url":
+                    render = part.get("x_render")
+                    if render is not None:
+                        png = render()
+                        url = "data:image/png;base64," + base64.b64encode(png).decode()
+                    else:
+                        url = part["image_url"]["url"]
+                    parts.append({"type": "image_url", "image_url": {"url": url}})
+                else:
+                    parts.append({k: v for k, v in dict(part).items() if not k.startswith("x_")})
+            message = {**message, "content": parts}
+        out.append(dict(message))
+    return out
+
+
+class LLMClient:
+    """Send chat requests through the openai SDK, with a cassette, retries and prices.
+
+    Args:
+        cassette: Where answers are replayed from and recorded to (None: live only).
+        profile: A key of :data:`PROFILES`.
+        base_url: Overrides the profile's base URL (required for ``openai_compatible``).
+        api_key_env: Overrides the profile's key variable.
+        prices: A :class:`backtest.llm.pricing.PriceTable` for ``cost_usd`` when the
+            provider does not report a cost; None leaves the table cost at 0 with
+            ``cost_source="unpriced"``.
+        timeout_s: Per-attempt timeout.
+        max_retries: Further attempts after the first, on 429, 5xx, timeouts, connection
+            errors and malformed bodies.
+        backoff_s: First backoff; doubles per attempt, capped at ``backoff_max_s``, with
+            seeded jitter; a ``Retry-After`` header wins when present.
+        seed: Seeds the jitter (per call, from the request key), never a global RNG.
+        sleep: How to wait between live attempts (tests pass a fake).
+        clock: Monotonic clock for latency.
+    """
+
+    def __init__(
+        self,
+        cassette: Cassette | None = None,
+        *,
+        profile: str = "openrouter",
+        base_url: str | None = None,
+        api_key_env: str | None = None,
+        prices: Any = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 3,
+        backoff_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        seed: int = 0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if profile not in PROFILES:
+            raise ConfigError(
+                f"llm.profile: unknown provider profile {profile!r}. Fix: use one of "
+                f"{', '.join(PROFILES)}."
+            )
+        base = PROFILES[profile]
+        self.profile = ProviderProfile(
+            base.name,
+            base_url or base.base_url,
+            api_key_env or base.api_key_env,
+            dict(base.headers),
+            base.reports_cost,
+        )
+        if not self.profile.base_url:
+            raise ConfigError(
+                "llm.base_url: the openai_compatible profile needs a base URL. Fix: set "
+                "llm.base_url (e.g. http://127.0.0.1:8000/v1 for vLLM)."
+            )
+        self.cassette = cassette
+        self.prices = prices
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.seed = seed
+        self._sleep = sleep
+        self._clock = clock
+        self._sdk: Any = None
+
+    # ----------------------------------------------------------------- the SDK
+
+    def _client(self) -> Any:
+        if self._sdk is None:
+            import openai
+
+            key = os.environ.get(self.profile.api_key_env)
+            if not key:
+                if self.profile.name != "openai_compatible":
+                    raise ConfigError(
+                        f"no API key: the environment variable {self.profile.api_key_env} is "
+                        f"not set for the {self.profile.name} profile. Fix: export "
+                        f"{self.profile.api_key_env}=..., or replay from a cassette "
+                        "(llm.record_mode = 'none'), or use the offline analyst."
+                    )
+                key = "unused"  # local servers usually need none
+            self._sdk = openai.OpenAI(
+                base_url=self.profile.base_url,
+                api_key=key,
+                max_retries=0,  # retries are ours, so each attempt is recorded
+                timeout=self.timeout_s,
+                default_headers=dict(self.profile.headers),
+            )
+        return self._sdk
+
+    def _live(self, request: ChatRequest, key: str, canonical: dict[str, Any]) -> Recording:
+        import openai
+
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": _wire_messages(request.messages),
+        }
+        for name in ("temperature", "top_p", "max_tokens", "seed"):
+            value = getattr(request, name)
+            if value is not None:
+                body[name] = value
+        if request.response_format is not None:
+            body["response_format"] = dict(request.response_format)
+        if request.stop is not None:
+            body["stop"] = list(request.stop)
+        if request.tools is not None:
+            body["tools"] = [dict(t) for t in request.tools]
+        extra: dict[str, Any] = {}
+        if request.provider is not None:
+            extra["provider"] = dict(request.provider)
+        if request.models is not None:
+            extra["models"] = list(request.models)
+        if self.profile.name == "openrouter":
+            extra["usage"] = {"include": True}  # OpenRouter then reports usage.cost
+        started = self._clock()
+        error: dict[str, Any] | None = None
+        response: dict[str, Any] | None = None
+        try:
+            raw = self._client().chat.completions.with_raw_response.create(
+                **body, extra_body=extra or None
+            )
+            try:
+                response = raw.parse().model_dump()
+            except (ValueError, TypeError) as exc:
+                error = {
+                    "kind": "malformed",
+                    "type": type(exc).__name__,
+                    "status": 200,
+                    "message": str(exc)[:500],
+                }
+        except openai.RateLimitError as exc:
+            error = self._status_error("rate_limit", exc)
+        except openai.APITimeoutError as exc:
+            error = {
+                "kind": "timeout",
+                "type": type(exc).__name__,
+                "status": None,
+                "message": str(exc)[:500],
+            }
+        except openai.APIConnectionError as exc:
+            error = {
+                "kind": "connection",
+                "type": type(exc).__name__,
+                "status": None,
+                "message": str(exc)[:500],
+            }
+        except openai.APIStatusError as exc:
+            kind = "server_error" if exc.status_code >= 500 else "client_error"
+            if exc.status_code == 404:
+                kind = "model_not_found"
+            error = self._status_error(kind, exc)
+        except openai.APIResponseValidationError as exc:
+            error = {
+                "kind": "malformed",
+                "type": type(exc).__name__,
+                "status": 200,
+                "message": str(exc)[:500],
+            }
+        latency_ms = (self._clock() - started) * 1000.0
+        if response is not None and not response.get("choices"):
+            error = {
+                "kind": "malformed",
+                "type": "NoChoices",
+                "status": 200,
+                "message": "the response has no choices",
+            }
+            response = None
+        return Recording(
+            key=key,
+            request=canonical,
+            outcome="ok" if error is None else "error",
+            response=response,
+            error=error,
+            latency_ms=round(latency_ms, 3),
+            meta={"profile": self.profile.name, "images": _image_count(request.messages)},
+        )
+
+    @staticmethod
+    def _status_error(kind: str, exc: Any) -> dict[str, Any]:
+        headers = getattr(getattr(exc, "response", None), "headers", {}) or {}
+        retry_after = headers.get("retry-after")
+        try:
+            retry_after_s = None if retry_after is None else float(retry_after)
+        except ValueError:
+            retry_after_s = None
+        return {
+            "kind": kind,
+            "type": type(exc).__name__,
+            "status": exc.status_code,
+            "message": str(exc)[:500],
+            "retry_after_s": retry_after_s,
+        }
+
+    # ------------------------------------------------------------------ calls
+
+    def _backoff(self, key: str, attempt: int, retry_after_s: float | None) -> float:
+        if retry_after_s is not None and retry_after_s >= 0:
+            return min(retry_after_s, self.backoff_max_s)
+        jitter = random.Random(f"{self.seed}:{key}:{attempt}").uniform(0.5, 1.0)
+        return min(self.backoff_s * (2.0**attempt) * jitter, self.backoff_max_s)
+
+    def _cost_of(
+        self, request: ChatRequest, recording: Recording, at: date | None
+    ) -> tuple[float, str]:
+        body = recording.response or {}
+        usage = Usage.from_openai(
+            body.get("usage"), image_inputs=int(recording.meta.get("images", 0))
+        )
+        if usage.reported_cost_usd is not None:
+            return float(usage.reported_cost_usd), "reported"
+        if self.prices is None:
+            return 0.0, "unpriced"
+        served = str(body.get("model") or request.model)
+        try:
+            cost = self.prices.cost(served, usage, at, prefer_reported=False)
+        except PricingError:
+            # A snapshot id the table does not know: price it as the model asked for.
+            cost = self.prices.cost(request.model, usage, at, prefer_reported=False)
+        return float(cost.cost_usd), "table"
+
+    def chat(
+        self, request: ChatRequest, context: CallContext | None = None, *, at: date | None = None
+    ) -> ChatResult:
+        """Send (or replay) one request; retry retryable failures.
+
+        Args:
+            request: What to ask.
+            context: Strategy, bar, role and prompt version, for the record and errors.
+            at: The call's date, to price it at the price in force then.
+
+        Raises:
+            CassetteMiss: Replay-only mode and the call was never recorded.
+            LLMCallFailed: Every attempt failed, or the failure is not retryable.
+            ConfigError: No API key for a call that must go live.
+        """
+        ctx = context or CallContext()
+        retries = 0
+        for attempt in range(self.max_retries + 1):
+            wire = request.as_dict(attempt)
+            canonical = canonical_request(wire)
+            key = request_key(wire)
+            recording = self.cassette.get(key) if self.cassette is not None else None
+            if recording is not None:
+                cache = "hit"
+            elif self.cassette is not None and not self.cassette.can_record:
+                raise CassetteMiss(
+                    f"cassette {self.cassette.path} (mode {self.cassette.record_mode!r}) has no "
+                    f"recording for strategy {ctx.strategy or '?'} at {ctx.timestamp or '?'}, "
+                    f"role {ctx.role or '?'}, model {request.model}, attempt {attempt} "
+                    f"(key {key[:12]}...). Fix: record it, e.g. `backtest run EXP.toml --set "
+                    f"llm.record_mode=new_episodes` with {self.profile.api_key_env} set."
+                )
+            else:
+                recording = self._live(request, key, canonical)
+                if recording.outcome == "ok":
+                    # Priced once, when recorded: every replay charges the same cost_usd.
+                    cost_usd, source = self._cost_of(request, recording, at)
+                    recording = dataclasses.replace(
+                        recording,
+                        meta={**recording.meta, "cost_usd": cost_usd, "cost_source": source},
+                    )
+                if self.cassette is not None:
+                    recording = self.cassette.record(recording)
+                    cache = "recorded"
+                else:
+                    cache = "live"
+            if recording.outcome == "ok":
+                return self._result(request, ctx, recording, cache, retries, at)
+            error = recording.error or {}
+            kind = str(error.get("kind", "error"))
+            if kind in _RETRYABLE and attempt < self.max_retries:
+                retries += 1
+                if cache != "hit":  # a replay repeats the attempts without waiting
+                    self._sleep(self._backoff(key, attempt, error.get("retry_after_s")))
+                continue
+            call = LLMCall(
+                role=ctx.role,
+                model_requested=request.model,
+                cache=cache,
+                retries=retries,
+                error=f"{kind}: {error.get('message', '')}"[:300],
+                latency_ms=recording.latency_ms,
+                prompt_version=ctx.prompt_version,
+                fallback_from=ctx.fallback_from,
+                cost_source="none",
+            )
+            raise LLMCallFailed(
+                f"{request.model} ({ctx.role or 'call'}): {kind} after {attempt + 1} attempt(s): "
+                f"{error.get('message', '')[:200]}",
+                call,
+                kind,
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _result(
+        self,
+        request: ChatRequest,
+        ctx: CallContext,
+        recording: Recording,
+        cache: str,
+        retries: int,
+        at: date | None,
+    ) -> ChatResult:
+        body = recording.response or {}
+        choice = (body.get("choices") or [{}])[0]
+        message = choice.get("message") or {}
+        usage = Usage.from_openai(
+            body.get("usage"), image_inputs=int(recording.meta.get("images", 0))
+        )
+        served = str(body.get("model") or request.model)
+        if "cost_usd" in recording.meta:
+            cost_usd = float(recording.meta["cost_usd"])
+            source = str(recording.meta.get("cost_source", "table"))
+        else:
+            cost_usd, source = self._cost_of(request, recording, at)
+        call = LLMCall(
+            role=ctx.role,
+            model_requested=request.model,
+            model_served=served,
+            provider=str(body.get("provider") or ""),
+            prompt_tokens=usage.prompt_tokens,
+            cached_prompt_tokens=usage.cached_prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=cost_usd,
+            spend_usd=0.0 if cache == "hit" else cost_usd,
+            cost_source=source,
+            cache=cache,
+            fallback_from=ctx.fallback_from,
+            retries=retries,
+            latency_ms=recording.latency_ms,
+            prompt_version=ctx.prompt_version,
+        )
+        content = message.get("content")
+        return ChatResult(
+            content="" if content is None else str(content),
+            finish_reason=str(choice.get("finish_reason") or ""),
+            usage=usage,
+            model_served=served,
+            provider=call.provider,
+            call=call,
+            raw=body,
+        )

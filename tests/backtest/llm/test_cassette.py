@@ -1,0 +1,267 @@
+"""The cassette store: keys, record modes, durability, concurrency, secrets, maintenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from backtest.errors import CassetteError, ConfigError
+from backtest.llm.cassette import Cassette, Recording, canonical_request, request_key, scrub
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def _request(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "model": "deepseek/deepseek-chat",
+        "messages": [{"role": "user", "content": "Regime of the S&P 500 today?"}],
+        "temperature": 0.3,
+        "max_tokens": 400,
+        "sample": 0,
+        "attempt": 0,
+    }
+    base.update(overrides)
+    return base
+
+
+def _recording(request: dict[str, object], content: str = "bull") -> Recording:
+    return Recording(
+        key=request_key(request),
+        request=canonical_request(request),
+        outcome="ok",
+        response={"model": request["model"], "choices": [{"message": {"content": content}}]},
+        latency_ms=12.5,
+    )
+
+
+# --------------------------------------------------------------------------------- keys
+
+
+def test_key_depends_on_what_decides_the_answer_and_nothing_else() -> None:
+    base = request_key(_request())
+    for change in ({"temperature": 0.0}, {"max_tokens": 401}, {"seed": 1}, {"top_p": 0.9},
+                   {"sample": 1}, {"attempt": 1}, {"model": "qwen/qwen-2.5-7b-instruct"},
+                   {"response_format": {"type": "json_object"}}, {"stop": ["\n"]},
+                   {"provider": {"order": ["DeepSeek"]}}, {"models": ["a", "b"]}):
+        assert request_key(_request(**change)) != base, change
+    # Secrets and transport never enter the key.
+    noisy = _request(api_key="sk-or-v1-abcdefabcdefabcdef", base_url="https://x",
+                     extra_headers={"Authorization": "Bearer sk-123"}, timeout=5)
+    assert request_key(noisy) == base
+    assert "api_key" not in json.dumps(canonical_request(noisy))
+
+
+def test_images_are_keyed_by_their_source_not_their_pixels() -> None:
+    def with_image(url: str, source: dict[str, str]) -> dict[str, object]:
+        return _request(messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Chart?"},
+            {"type": "image_url", "image_url": {"url": url}, "x_source": source}]}])
+
+    source = {"bars_sha256": "ab" * 32, "renderer": "candles-1"}
+    a = request_key(with_image("data:image/png;base64,AAAA", source))
+    b = request_key(with_image("data:image/png;base64,BBBB", source))
+    c = request_key(with_image("data:image/png;base64,AAAA", {**source, "renderer": "candles-2"}))
+    assert a == b != c
+
+
+@settings(max_examples=50)
+@given(st.dictionaries(st.sampled_from(["temperature", "top_p", "seed", "max_tokens"]),
+                       st.integers(0, 1000), min_size=1))
+def test_key_ignores_dict_order(params: dict[str, int]) -> None:
+    forward = _request(**params)
+    backward = dict(reversed(list(forward.items())))
+    assert request_key(forward) == request_key(backward)
+
+
+# -------------------------------------------------------------------------- modes
+
+
+def test_record_then_replay_in_every_mode(tmp_path: Path) -> None:
+    path = tmp_path / "c"
+    first = _recording(_request())
+    with Cassette(path, "once") as cassette:
+        assert cassette.can_record and cassette.get(first.key) is None
+        cassette.record(first)
+        assert cassette.get(first.key) == first
+    replay = Cassette(path, "none")
+    assert not replay.can_record and replay.get(first.key) == first
+    with pytest.raises(CassetteError, match="does not record"):
+        replay.record(_recording(_request(seed=3)))
+    assert not Cassette(path, "once").can_record  # not empty any more: replay only
+    with Cassette(path, "new_episodes") as more:
+        assert more.get(first.key) == first
+        more.record(_recording(_request(seed=3)))
+    assert len(Cassette(path, "none")) == 2
+    everything = Cassette(path, "all")
+    assert everything.get(first.key) is None and everything.can_record
+    with pytest.raises(ConfigError, match="record_mode"):
+        Cassette(path, "sometimes")  # type: ignore[arg-type]
+
+
+def test_errors_are_recorded_and_replayed(tmp_path: Path) -> None:
+    request = _request()
+    error = Recording(key=request_key(request), request=canonical_request(request),
+                      outcome="error", error={"kind": "rate_limit", "status": 429,
+                                              "retry_after_s": 2.0, "message": "slow down"})
+    with Cassette(tmp_path, "new_episodes") as cassette:
+        cassette.record(error)
+    assert Cassette(tmp_path, "none").get(error.key) == error
+
+
+# --------------------------------------------------------------------- durability
+
+
+def test_damaged_lines_are_reported_with_file_and_line(tmp_path: Path) -> None:
+    with Cassette(tmp_path, "new_episodes") as cassette:
+        for seed in range(3):
+            cassette.record(_recording(_request(seed=seed)))
+    shard = next(tmp_path.glob("shard-*.tsv"))
+    lines = shard.read_bytes().split(b"\n")
+    lines[1] = lines[1].replace(b"bull", b"bear")  # same length, wrong checksum
+    shard.write_bytes(b"\n".join(lines))
+    with pytest.raises(CassetteError, match=rf"{shard.name}:2: checksum mismatch"):
+        Cassette(tmp_path, "none").verify()
+    lines[1] = b"not a recording"
+    shard.write_bytes(b"\n".join(lines))
+    with pytest.raises(CassetteError, match=rf"{shard.name}:2: damaged recording"):
+        Cassette(tmp_path, "none")
+
+
+def test_a_torn_last_line_is_the_call_in_flight(tmp_path: Path) -> None:
+    with Cassette(tmp_path, "new_episodes") as cassette:
+        for seed in range(3):
+            cassette.record(_recording(_request(seed=seed)))
+    shard = next(tmp_path.glob("shard-*.tsv"))
+    data = shard.read_bytes()
+    shard.write_bytes(data[: data.rstrip(b"\n").rfind(b"\n") + 40])  # cut the 3rd record
+    cassette = Cassette(tmp_path, "none")
+    assert len(cassette) == 2
+    notes = cassette.verify()
+    assert len(notes) == 1 and f"{shard}:3: torn last line" in notes[0]
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from backtest.llm.cassette import Cassette, Recording, canonical_request, request_key
+    path, worker, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    cassette = Cassette(path, "new_episodes", fsync=False)
+    for i in range(count):
+        request = {"model": "m", "messages": [{"role": "user", "content": f"{worker}-{i}"}]}
+        key = request_key(request)
+        cassette.record(Recording(key=key, request=canonical_request(request), outcome="ok",
+                                  response={"choices": [{"message": {"content": "x" * 300}}]}))
+        print(key, flush=True)
+    """
+)
+
+
+def test_four_processes_record_into_one_cassette_without_loss(tmp_path: Path) -> None:
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), str(w), "150"],
+                              stdout=subprocess.PIPE, text=True, cwd=REPO) for w in range(4)]
+    written = set()
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        written |= set(out.split())
+    cassette = Cassette(tmp_path, "none")
+    assert len(written) == 600 and set(cassette.keys()) == written
+    assert cassette.verify() == []
+    assert len(list(tmp_path.glob("shard-*.tsv"))) == 4
+
+
+def test_sigkill_loses_at_most_the_call_in_flight(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), "9", "1000000"],
+                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None
+    confirmed = []
+    deadline = time.monotonic() + 60
+    while len(confirmed) < 300 and time.monotonic() < deadline:
+        confirmed.append(proc.stdout.readline().strip())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    cassette = Cassette(tmp_path, "none")
+    cassette.verify()  # no damaged line; at most a torn last one
+    keys = set(cassette.keys())
+    assert set(confirmed) <= keys  # every call whose record() returned survived
+
+
+# ------------------------------------------------------------------------ secrets
+
+
+def test_no_secret_is_ever_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "sk-or-v1-" + "7f3a9c" * 8
+    monkeypatch.setenv("OPENROUTER_API_KEY", secret)
+    monkeypatch.setenv("MY_PROVIDER_KEY", "plain-secret-value-123")
+    request = _request(messages=[{"role": "user", "content": f"echo {secret}"}])
+    recording = Recording(
+        key=request_key(request), request=canonical_request(request), outcome="error",
+        error={"kind": "client_error", "status": 401,
+               "message": f"Incorrect API key provided: {secret}; plain-secret-value-123",
+               "headers": {"Authorization": f"Bearer {secret}"}},
+        meta={"note": "Bearer abcdefgh12345678"})
+    with Cassette(tmp_path, "new_episodes", secret_env=["MY_PROVIDER_KEY"]) as cassette:
+        stored = cassette.record(recording)
+    assert secret not in json.dumps(stored.payload())
+    out = tmp_path / "export.jsonl"
+    Cassette(tmp_path, "none").export(out)
+    for path in [*tmp_path.glob("shard-*.tsv"), out]:
+        text = path.read_text()
+        assert secret not in text and "plain-secret-value-123" not in text
+        assert "abcdefgh12345678" not in text
+        assert "[REDACTED]" in text
+    assert scrub({"Authorization": "x"}) == {"Authorization": "[REDACTED]"}
+
+
+# -------------------------------------------------------------------- maintenance
+
+
+def test_merge_compacts_shards_and_export_sorts(tmp_path: Path) -> None:
+    for batch in range(3):
+        with Cassette(tmp_path, "new_episodes") as cassette:
+            for seed in range(batch * 5, batch * 5 + 6):  # one key overlaps each batch
+                if request_key(_request(seed=seed)) not in cassette:
+                    cassette.record(_recording(_request(seed=seed)))
+    before = Cassette(tmp_path, "none")
+    keys = set(before.keys())
+    target, _ = before.merge()
+    assert [p.name for p in tmp_path.glob("shard-*.tsv")] == [target.name]
+    after = Cassette(tmp_path, "none")
+    assert set(after.keys()) == keys and after.verify() == []
+    out = tmp_path / "all.jsonl"
+    assert after.export(out) == len(keys)
+    exported = [json.loads(line)["key"] for line in out.read_text().splitlines()]
+    assert exported == sorted(keys)
+    stats = after.stats()
+    assert stats.recordings == len(keys) and stats.errors == 0
+    assert stats.models_requested == {"deepseek/deepseek-chat": len(keys)}
+    assert stats.mixed_snapshots == {}
+
+
+def test_stats_flag_mixed_snapshots(tmp_path: Path) -> None:
+    with Cassette(tmp_path, "new_episodes") as cassette:
+        for seed, served in ((0, "deepseek/deepseek-chat-v3-0324"),
+                             (1, "deepseek/deepseek-chat-v3.1")):
+            request = _request(seed=seed)
+            cassette.record(Recording(key=request_key(request),
+                                      request=canonical_request(request), outcome="ok",
+                                      response={"model": served, "choices": []}))
+    mixed = Cassette(tmp_path, "none").stats().mixed_snapshots
+    assert mixed == {"deepseek/deepseek-chat": {"deepseek/deepseek-chat-v3-0324",
+                                                "deepseek/deepseek-chat-v3.1"}}
+
+
+def test_a_file_is_not_a_cassette(tmp_path: Path) -> None:
+    (tmp_path / "c.json").write_text("{}")
+    with pytest.raises(CassetteError, match="directory"):
+        Cassette(tmp_path / "c.json")
