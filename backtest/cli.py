@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 import typer
@@ -33,6 +33,8 @@ data_app = typer.Typer(
     help="Bring market history and point-in-time text in as Parquet.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+cassette_app = typer.Typer(help="Inspect and maintain LLM cassettes.", no_args_is_help=True)
+app.add_typer(cassette_app, name="cassette")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -221,6 +223,69 @@ def _data_info(
         for gap in longest:
             gap_table.add_row(str(gap.after), str(gap.before), str(gap.missing_bars), str(gap.span))
         console.print(gap_table)
+
+
+def _open_cassette(path: Path) -> Any:
+    from backtest.errors import CassetteError
+    from backtest.llm.cassette import Cassette
+
+    if not path.exists():
+        raise CassetteError(f"{path}: no such cassette. Fix: check the path (a directory).")
+    return Cassette(path, "none")
+
+
+@cassette_app.command("stats")
+def _cassette_stats(path: Annotated[Path, typer.Argument(help="Cassette directory.")]) -> None:
+    """Count recordings, errors and models; flag models served as mixed snapshots."""
+    stats = _open_cassette(path).stats()
+    table = Table(
+        title=f"{path}: {stats.recordings} recordings in {stats.shards} shard(s), "
+        f"{stats.errors} recorded errors"
+    )
+    table.add_column("model requested", overflow="fold")
+    table.add_column("recordings", justify="right")
+    table.add_column("served as", overflow="fold")
+    for model, count in stats.models_requested.items():
+        served = ", ".join(sorted(stats.models_served.get(model, set()))) or "-"
+        table.add_row(escape(model), str(count), escape(served))
+    console.print(table)
+    for model, snapshots in stats.mixed_snapshots.items():
+        console.print(
+            f"[yellow]warning:[/yellow] {escape(model)} was served by "
+            f"{len(snapshots)} different snapshots: {escape(', '.join(sorted(snapshots)))}"
+            "; replays are exact, but the recordings mix model versions."
+        )
+    if stats.duplicate_keys:
+        console.print(
+            f"{stats.duplicate_keys} duplicate key(s); `backtest cassette merge` compacts them."
+        )
+
+
+@cassette_app.command("verify")
+def _cassette_verify(path: Annotated[Path, typer.Argument(help="Cassette directory.")]) -> None:
+    """Check every recording's checksum and JSON; exit 1 on the first damaged one."""
+    cassette = _open_cassette(path)
+    notes = cassette.verify()
+    for note in notes:
+        console.print(f"note: {escape(note)}")
+    console.print(f"{path}: {len(cassette)} recordings verified.")
+
+
+@cassette_app.command("merge")
+def _cassette_merge(path: Annotated[Path, typer.Argument(help="Cassette directory.")]) -> None:
+    """Compact all shards into one, sorted by key, duplicates dropped."""
+    target, dropped = _open_cassette(path).merge()
+    console.print(f"Merged into {target} ({dropped} duplicate key(s) dropped).")
+
+
+@cassette_app.command("export")
+def _cassette_export(
+    path: Annotated[Path, typer.Argument(help="Cassette directory.")],
+    out: Annotated[Path, typer.Option(help="JSON-lines file to write.")] = Path("cassette.jsonl"),
+) -> None:
+    """Write every recording as sorted JSON lines, for review and diff."""
+    count = _open_cassette(path).export(out)
+    console.print(f"Wrote {count} recordings to {out}.")
 
 
 @app.command("run")

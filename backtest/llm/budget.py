@@ -34,8 +34,10 @@ def _env_float(name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError as exc:
-        raise ConfigError(f"environment variable {name}={raw!r} is not a number of dollars. "
-                          f"Fix: export {name}=10.0 or unset it.") from exc
+        raise ConfigError(
+            f"environment variable {name}={raw!r} is not a number of dollars. "
+            f"Fix: export {name}=10.0 or unset it."
+        ) from exc
     return value
 
 
@@ -57,20 +59,29 @@ class BudgetConfig:
         for name in ("daily_usd", "alert_usd"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
-                raise ConfigError(f"llm.budget.{name} = {value!r}: a budget must be a positive "
-                                  "number of dollars. Fix: set it above 0.")
+                raise ConfigError(
+                    f"llm.budget.{name} = {value!r}: a budget must be a positive "
+                    "number of dollars. Fix: set it above 0."
+                )
         if self.max_run_usd is not None and not self.max_run_usd > 0:
-            raise ConfigError(f"llm.budget.max_run_usd = {self.max_run_usd!r}: must be > 0. "
-                              "Fix: set a positive cap, or leave it out for none.")
+            raise ConfigError(
+                f"llm.budget.max_run_usd = {self.max_run_usd!r}: must be > 0. "
+                "Fix: set a positive cap, or leave it out for none."
+            )
         if self.alert_usd > self.daily_usd:
-            raise ConfigError(f"llm.budget.alert_usd ({self.alert_usd}) is above daily_usd "
-                              f"({self.daily_usd}). Fix: alert at or below the budget.")
+            raise ConfigError(
+                f"llm.budget.alert_usd ({self.alert_usd}) is above daily_usd "
+                f"({self.daily_usd}). Fix: alert at or below the budget."
+            )
 
     @classmethod
     def from_env(cls, max_run_usd: float | None = None) -> BudgetConfig:
         """The seed's environment variables, ``DAILY_LLM_BUDGET`` and ``ALERT_THRESHOLD``."""
-        return cls(daily_usd=_env_float("DAILY_LLM_BUDGET", 10.0),
-                   alert_usd=_env_float("ALERT_THRESHOLD", 8.0), max_run_usd=max_run_usd)
+        return cls(
+            daily_usd=_env_float("DAILY_LLM_BUDGET", 10.0),
+            alert_usd=_env_float("ALERT_THRESHOLD", 8.0),
+            max_run_usd=max_run_usd,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +134,18 @@ class Budget:
         cap = self.config.max_run_usd
         if cap is not None and self.run_usd + estimate_usd > cap:
             self.events.append(BudgetEvent(day, "stop", self.run_usd, cap, model))
-            logger.warning("LLM run budget: $%.4f spent, a call of up to $%.4f would pass the "
-                           "$%.2f cap; the decision abstains", self.run_usd, estimate_usd, cap)
+            logger.warning(
+                "LLM run budget: $%.4f spent, a call of up to $%.4f would pass the "
+                "$%.2f cap; the decision abstains",
+                self.run_usd,
+                estimate_usd,
+                cap,
+            )
             return "stop"
         if self._day_usd + estimate_usd > self.config.daily_usd:
-            self.events.append(BudgetEvent(day, "downgrade", self._day_usd,
-                                           self.config.daily_usd, model))
+            self.events.append(
+                BudgetEvent(day, "downgrade", self._day_usd, self.config.daily_usd, model)
+            )
             return "downgrade"
         return "ok"
 
@@ -141,6 +158,10 @@ class Budget:
         if not self._alerted and self._day_usd >= self.config.alert_usd - 1e-9:
             self._alerted = True
             self.events.append(BudgetEvent(day, "alert", self._day_usd, self.config.alert_usd))
-            logger.warning("LLM daily budget: $%.2f spent on %s, alert level $%.2f (budget "
-                           "$%.2f)", self._day_usd, day, self.config.alert_usd,
-                           self.config.daily_usd)
+            logger.warning(
+                "LLM daily budget: $%.2f spent on %s, alert level $%.2f (budget $%.2f)",
+                self._day_usd,
+                day,
+                self.config.alert_usd,
+                self.config.daily_usd,
+            )

@@ -265,3 +265,30 @@ def test_a_file_is_not_a_cassette(tmp_path: Path) -> None:
     (tmp_path / "c.json").write_text("{}")
     with pytest.raises(CassetteError, match="directory"):
         Cassette(tmp_path / "c.json")
+
+
+def test_cassette_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from backtest.cli import main
+
+    path = tmp_path / "c"
+    with Cassette(path, "new_episodes") as cassette:
+        for seed in range(3):
+            cassette.record(_recording(_request(seed=seed)))
+    for args in (["stats", str(path)], ["verify", str(path)], ["merge", str(path)],
+                 ["export", str(path), "--out", str(tmp_path / "x.jsonl")]):
+        with pytest.raises(SystemExit) as info:
+            main(["cassette", *args])
+        assert info.value.code == 0, args
+    out = capsys.readouterr().out
+    assert "3 recordings" in out and "deepseek/deepseek-chat" in out
+    assert len((tmp_path / "x.jsonl").read_text().splitlines()) == 3
+    shard = next(path.glob("shard-*.tsv"))
+    shard.write_bytes(shard.read_bytes().replace(b"bull", b"bear", 1))
+    with pytest.raises(SystemExit) as info:
+        main(["cassette", "verify", str(path)])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert "checksum mismatch" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as info:
+        main(["cassette", "stats", str(tmp_path / "nope")])
+    assert info.value.code == 1
