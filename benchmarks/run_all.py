@@ -19,6 +19,7 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
+import bench_cassette  # noqa: E402
 import bench_env  # noqa: E402
 import bench_sma  # noqa: E402
 from _data import sample_dir  # noqa: E402
@@ -51,6 +52,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run all benchmarks.")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved warm repeats")
     parser.add_argument("--data", default=None, help="directory holding SP500.parquet")
+    parser.add_argument(
+        "--cassette-calls",
+        type=int,
+        default=2000,
+        help="chat completions replayed by the cassette benchmark",
+    )
     args = parser.parse_args(argv)
 
     print(f"_{versions_line()}; {platform.machine()}, {platform.system()}_\n", flush=True)
@@ -59,6 +66,10 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             bench.main(["--repeats", str(args.repeats), "--data", str(data)])
             print(f"\n_{bench.__name__}: {time.perf_counter() - t0:.0f} s wall_\n", flush=True)
+    # vcrpy's replay grows with the square of the cassette: 2,000 calls take minutes.
+    t0 = time.perf_counter()
+    bench_cassette.main(["--calls", str(args.cassette_calls), "--repeats", "1"])
+    print(f"\n_bench_cassette: {time.perf_counter() - t0:.0f} s wall_\n", flush=True)
 
 
 if __name__ == "__main__":

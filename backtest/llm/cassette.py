@@ -9,7 +9,8 @@ once without touching each other's bytes. Each line is one recording::
 The key is the sha256 of the canonical request (:func:`request_key`): model, messages
 (an image replaced by the hash of what it was drawn from and the renderer's version),
 sampling parameters, response format, seed, tools, stop, provider preferences, the sample
-index and the attempt number. Never the API key, headers or base URL. Every string written
+index, the prompt template's version and the attempt number. Never the API key, headers or
+base URL. Every string written
 is scrubbed of the values of the API-key environment variables and of key-shaped text.
 
 A line is flushed (and fsynced) before the call that produced it returns, so a writer
@@ -85,6 +86,7 @@ _KEY_FIELDS = (
     "stop",
     "provider",
     "models",
+    "prompt_version",
     "sample",
     "attempt",
 )

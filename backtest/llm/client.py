@@ -34,6 +34,7 @@ from backtest.llm.cassette import Cassette, Recording, canonical_request, reques
 from backtest.llm.records import LLMCall, Usage
 
 __all__ = [
+    "JSON_OBJECT_ONLY",
     "PROFILES",
     "CallContext",
     "ChatRequest",
@@ -41,6 +42,8 @@ __all__ = [
     "LLMCallFailed",
     "LLMClient",
     "ProviderProfile",
+    "require_parameters",
+    "response_format_for",
 ]
 
 
@@ -87,6 +90,10 @@ _RETRYABLE = frozenset({"rate_limit", "server_error", "timeout", "connection", "
 class ChatRequest:
     """One chat completion request, with everything that decides its answer.
 
+    ``prompt_version`` (the template's version) is part of the cassette key, so editing a
+    prompt never replays answers to the old one. ``context`` is the structured market context
+    the prompt was written from; it is not sent, and only the offline analyst reads it.
+
     Image parts of ``messages`` may carry ``x_source`` (the hash of the bars a chart was
     drawn from and the renderer's version: what the cassette key uses) and ``x_render``
     (a callable returning PNG bytes, called only when the request really goes out).
@@ -103,7 +110,9 @@ class ChatRequest:
     tools: tuple[Mapping[str, Any], ...] | None = None
     provider: Mapping[str, Any] | None = None
     models: tuple[str, ...] | None = None
+    prompt_version: str = ""
     sample: int = 0
+    context: Mapping[str, Any] | None = None
 
     def as_dict(self, attempt: int) -> dict[str, Any]:
         """The request as the cassette key sees it (attempt number included)."""
@@ -119,6 +128,7 @@ class ChatRequest:
             "tools": None if self.tools is None else [dict(t) for t in self.tools],
             "provider": None if self.provider is None else dict(self.provider),
             "models": None if self.models is None else list(self.models),
+            "prompt_version": self.prompt_version or None,
             "sample": self.sample,
             "attempt": attempt,
         }
@@ -156,6 +166,27 @@ class ChatResult:
     provider: str
     call: LLMCall
     raw: Mapping[str, Any]
+
+
+#: Model-id prefixes whose providers accept only ``{"type": "json_object"}`` (no JSON schema).
+JSON_OBJECT_ONLY: tuple[str, ...] = ("deepseek/", "deepseek-", "moonshotai/", "moonshot-")
+
+
+def response_format_for(model: str, schema: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Ask for JSON by construction: a strict JSON schema where the model supports one,
+    ``json_object`` where it does not (DeepSeek, Moonshot); the parser still validates."""
+    if model.startswith(JSON_OBJECT_ONLY):
+        return {"type": "json_object"}
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": dict(schema), "strict": True},
+    }
+
+
+def require_parameters(provider: Mapping[str, Any] | None) -> dict[str, Any]:
+    """OpenRouter provider preferences that route only to providers honouring every
+    requested parameter (``response_format`` among them)."""
+    return {**dict(provider or {}), "require_parameters": True}
 
 
 class LLMCallFailed(LLMError):
@@ -395,6 +426,27 @@ class LLMClient:
             "retry_after_s": retry_after_s,
         }
 
+    def check_models(self, models: list[str]) -> None:
+        """Before a live run: every model id must be in the provider's model list.
+
+        Raises:
+            ConfigError: Naming each unknown id with the closest listed one.
+        """
+        import difflib
+
+        listed = {m.id for m in self._client().models.list()}
+        missing = [m for m in models if m not in listed]
+        if missing:
+            hints = []
+            for model in missing:
+                close = difflib.get_close_matches(model, sorted(listed), n=1, cutoff=0.5)
+                hints.append(f"{model!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ConfigError(
+                f"{self.profile.base_url} does not list model(s) {', '.join(hints)}. Fix: use "
+                "ids the provider lists (e.g. OpenRouter ids such as "
+                "'qwen/qwen2.5-vl-72b-instruct'), in the routing file."
+            )
+
     # ------------------------------------------------------------------ calls
 
     def _backoff(self, key: str, attempt: int, retry_after_s: float | None) -> float:
@@ -484,7 +536,7 @@ class LLMClient:
                 retries=retries,
                 error=f"{kind}: {error.get('message', '')}"[:300],
                 latency_ms=recording.latency_ms,
-                prompt_version=ctx.prompt_version,
+                prompt_version=request.prompt_version or ctx.prompt_version,
                 fallback_from=ctx.fallback_from,
                 cost_source="none",
             )
@@ -532,7 +584,7 @@ class LLMClient:
             fallback_from=ctx.fallback_from,
             retries=retries,
             latency_ms=recording.latency_ms,
-            prompt_version=ctx.prompt_version,
+            prompt_version=request.prompt_version or ctx.prompt_version,
         )
         content = message.get("content")
         return ChatResult(

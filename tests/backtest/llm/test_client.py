@@ -269,3 +269,30 @@ def test_missing_key_names_the_variable_not_a_value(monkeypatch: pytest.MonkeyPa
         LLMClient(None, profile="openrouterr")
     with pytest.raises(ConfigError, match="base URL"):
         LLMClient(None, profile="openai_compatible")
+
+
+def test_prompt_version_is_part_of_the_key(server: LLMTestServer, tmp_path: Path) -> None:
+    client, _ = _client(server, Cassette(tmp_path, "new_episodes"))
+    client.chat(_request(prompt_version="v1"), CTX)
+    replayer, _ = _client(server, Cassette(tmp_path, "none"))
+    assert replayer.chat(_request(prompt_version="v1"), CTX).call.prompt_version == "v1"
+    with pytest.raises(CassetteMiss):
+        replayer.chat(_request(prompt_version="v2"), CTX)
+
+
+def test_model_ids_are_checked_against_the_provider_list(server: LLMTestServer) -> None:
+    client, _ = _client(server)
+    client.check_models([MODEL])
+    with pytest.raises(ConfigError, match=r"'deepseek/deepseek-chatt' \(did you mean"):
+        client.check_models(["deepseek/deepseek-chatt"])
+
+
+def test_structured_output_requests() -> None:
+    from backtest.llm.client import require_parameters, response_format_for
+
+    schema = {"type": "object", "properties": {"signal": {"type": "number"}}}
+    assert response_format_for("deepseek/deepseek-chat", schema, "x") == {"type": "json_object"}
+    strict = response_format_for("qwen/qwen-2.5-72b-instruct", schema, "narrative")
+    assert strict["type"] == "json_schema" and strict["json_schema"]["strict"] is True
+    assert require_parameters({"order": ["DeepSeek"]}) == {"order": ["DeepSeek"],
+                                                          "require_parameters": True}
