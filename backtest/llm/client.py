@@ -355,14 +355,24 @@ class LLMClient:
                 **body, extra_body=extra or None
             )
             try:
-                response = raw.parse().model_dump()
-            except (ValueError, TypeError) as exc:
+                parsed = raw.parse()
+            except (ValueError, TypeError) as exc:  # json.JSONDecodeError is not wrapped
                 error = {
                     "kind": "malformed",
                     "type": type(exc).__name__,
                     "status": 200,
                     "message": str(exc)[:500],
                 }
+            else:
+                if hasattr(parsed, "model_dump"):
+                    response = parsed.model_dump()
+                else:  # a 200 whose content type is not JSON comes back as a plain string
+                    error = {
+                        "kind": "malformed",
+                        "type": type(parsed).__name__,
+                        "status": 200,
+                        "message": f"not a chat completion: {str(parsed)[:200]!r}",
+                    }
         except openai.RateLimitError as exc:
             error = self._status_error("rate_limit", exc)
         except openai.APITimeoutError as exc:
@@ -392,14 +402,23 @@ class LLMClient:
                 "message": str(exc)[:500],
             }
         latency_ms = (self._clock() - started) * 1000.0
-        if response is not None and not response.get("choices"):
-            error = {
-                "kind": "malformed",
-                "type": "NoChoices",
-                "status": 200,
-                "message": "the response has no choices",
-            }
-            response = None
+        if response is not None:
+            choices = response.get("choices") or []
+            problem = (
+                "the response has no choices"
+                if not choices
+                else None
+                if choices[0].get("finish_reason")
+                else "the answer has no finish_reason (cut off in transit)"
+            )
+            if problem is not None:
+                error = {
+                    "kind": "malformed",
+                    "type": "Truncated",
+                    "status": 200,
+                    "message": problem,
+                }
+                response = None
         return Recording(
             key=key,
             request=canonical,

@@ -28,8 +28,11 @@ def test_alert_then_downgrade_within_a_day_and_reset_the_next(
     assert budget.day_usd == 0.0
 
 
-@given(costs=st.lists(st.floats(0.0, 0.5), max_size=200), cap=st.floats(0.01, 5.0),
-       slack=st.floats(1.0, 3.0))
+@given(
+    costs=st.lists(st.floats(0.0, 0.5), max_size=200),
+    cap=st.floats(0.01, 5.0),
+    slack=st.floats(1.0, 3.0),
+)
 def test_the_hard_cap_is_never_exceeded(costs: list[float], cap: float, slack: float) -> None:
     budget = Budget(BudgetConfig(daily_usd=100.0, alert_usd=50.0, max_run_usd=cap))
     for i, cost in enumerate(costs):
@@ -41,9 +44,13 @@ def test_the_hard_cap_is_never_exceeded(costs: list[float], cap: float, slack: f
 
 
 def test_config_rejects_impossible_budgets(monkeypatch: pytest.MonkeyPatch) -> None:
-    for bad in ({"daily_usd": 0.0}, {"daily_usd": -1.0}, {"max_run_usd": 0.0},
-                {"alert_usd": 20.0, "daily_usd": 10.0}):
-        with pytest.raises(ConfigError, match="llm.budget"):
+    for bad in (
+        {"daily_usd": 0.0},
+        {"daily_usd": -1.0},
+        {"max_run_usd": 0.0},
+        {"alert_usd": 20.0, "daily_usd": 10.0},
+    ):
+        with pytest.raises(ConfigError, match=r"llm\.budget"):
             BudgetConfig(**bad)  # type: ignore[arg-type]
     monkeypatch.setenv("DAILY_LLM_BUDGET", "25")
     monkeypatch.setenv("ALERT_THRESHOLD", "20")

@@ -49,23 +49,44 @@ def _recording(request: dict[str, object], content: str = "bull") -> Recording:
 
 def test_key_depends_on_what_decides_the_answer_and_nothing_else() -> None:
     base = request_key(_request())
-    for change in ({"temperature": 0.0}, {"max_tokens": 401}, {"seed": 1}, {"top_p": 0.9},
-                   {"sample": 1}, {"attempt": 1}, {"model": "qwen/qwen-2.5-7b-instruct"},
-                   {"response_format": {"type": "json_object"}}, {"stop": ["\n"]},
-                   {"provider": {"order": ["DeepSeek"]}}, {"models": ["a", "b"]}):
+    for change in (
+        {"temperature": 0.0},
+        {"max_tokens": 401},
+        {"seed": 1},
+        {"top_p": 0.9},
+        {"sample": 1},
+        {"attempt": 1},
+        {"model": "qwen/qwen-2.5-7b-instruct"},
+        {"response_format": {"type": "json_object"}},
+        {"stop": ["\n"]},
+        {"provider": {"order": ["DeepSeek"]}},
+        {"models": ["a", "b"]},
+    ):
         assert request_key(_request(**change)) != base, change
     # Secrets and transport never enter the key.
-    noisy = _request(api_key="sk-or-v1-abcdefabcdefabcdef", base_url="https://x",
-                     extra_headers={"Authorization": "Bearer sk-123"}, timeout=5)
+    noisy = _request(
+        api_key="sk-or-v1-abcdefabcdefabcdef",
+        base_url="https://x",
+        extra_headers={"Authorization": "Bearer sk-123"},
+        timeout=5,
+    )
     assert request_key(noisy) == base
     assert "api_key" not in json.dumps(canonical_request(noisy))
 
 
 def test_images_are_keyed_by_their_source_not_their_pixels() -> None:
     def with_image(url: str, source: dict[str, str]) -> dict[str, object]:
-        return _request(messages=[{"role": "user", "content": [
-            {"type": "text", "text": "Chart?"},
-            {"type": "image_url", "image_url": {"url": url}, "x_source": source}]}])
+        return _request(
+            messages=[
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "Chart?"},
+                        {"type": "image_url", "image_url": {"url": url}, "x_source": source},
+                    ],
+                }
+            ]
+        )
 
     source = {"bars_sha256": "ab" * 32, "renderer": "candles-1"}
     a = request_key(with_image("data:image/png;base64,AAAA", source))
@@ -75,8 +96,13 @@ def test_images_are_keyed_by_their_source_not_their_pixels() -> None:
 
 
 @settings(max_examples=50)
-@given(st.dictionaries(st.sampled_from(["temperature", "top_p", "seed", "max_tokens"]),
-                       st.integers(0, 1000), min_size=1))
+@given(
+    st.dictionaries(
+        st.sampled_from(["temperature", "top_p", "seed", "max_tokens"]),
+        st.integers(0, 1000),
+        min_size=1,
+    )
+)
 def test_key_ignores_dict_order(params: dict[str, int]) -> None:
     forward = _request(**params)
     backward = dict(reversed(list(forward.items())))
@@ -110,9 +136,12 @@ def test_record_then_replay_in_every_mode(tmp_path: Path) -> None:
 
 def test_errors_are_recorded_and_replayed(tmp_path: Path) -> None:
     request = _request()
-    error = Recording(key=request_key(request), request=canonical_request(request),
-                      outcome="error", error={"kind": "rate_limit", "status": 429,
-                                              "retry_after_s": 2.0, "message": "slow down"})
+    error = Recording(
+        key=request_key(request),
+        request=canonical_request(request),
+        outcome="error",
+        error={"kind": "rate_limit", "status": 429, "retry_after_s": 2.0, "message": "slow down"},
+    )
     with Cassette(tmp_path, "new_episodes") as cassette:
         cassette.record(error)
     assert Cassette(tmp_path, "none").get(error.key) == error
@@ -167,8 +196,15 @@ _WRITER = textwrap.dedent(
 
 
 def test_four_processes_record_into_one_cassette_without_loss(tmp_path: Path) -> None:
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), str(w), "150"],
-                              stdout=subprocess.PIPE, text=True, cwd=REPO) for w in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(tmp_path), str(w), "150"],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for w in range(4)
+    ]
     written = set()
     for proc in procs:
         out, _ = proc.communicate(timeout=120)
@@ -181,8 +217,12 @@ def test_four_processes_record_into_one_cassette_without_loss(tmp_path: Path) ->
 
 
 def test_sigkill_loses_at_most_the_call_in_flight(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), "9", "1000000"],
-                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(tmp_path), "9", "1000000"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     assert proc.stdout is not None
     confirmed = []
     deadline = time.monotonic() + 60
@@ -205,11 +245,17 @@ def test_no_secret_is_ever_written(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("MY_PROVIDER_KEY", "plain-secret-value-123")
     request = _request(messages=[{"role": "user", "content": f"echo {secret}"}])
     recording = Recording(
-        key=request_key(request), request=canonical_request(request), outcome="error",
-        error={"kind": "client_error", "status": 401,
-               "message": f"Incorrect API key provided: {secret}; plain-secret-value-123",
-               "headers": {"Authorization": f"Bearer {secret}"}},
-        meta={"note": "Bearer abcdefgh12345678"})
+        key=request_key(request),
+        request=canonical_request(request),
+        outcome="error",
+        error={
+            "kind": "client_error",
+            "status": 401,
+            "message": f"Incorrect API key provided: {secret}; plain-secret-value-123",
+            "headers": {"Authorization": f"Bearer {secret}"},
+        },
+        meta={"note": "Bearer abcdefgh12345678"},
+    )
     with Cassette(tmp_path, "new_episodes", secret_env=["MY_PROVIDER_KEY"]) as cassette:
         stored = cassette.record(recording)
     assert secret not in json.dumps(stored.payload())
@@ -250,15 +296,23 @@ def test_merge_compacts_shards_and_export_sorts(tmp_path: Path) -> None:
 
 def test_stats_flag_mixed_snapshots(tmp_path: Path) -> None:
     with Cassette(tmp_path, "new_episodes") as cassette:
-        for seed, served in ((0, "deepseek/deepseek-chat-v3-0324"),
-                             (1, "deepseek/deepseek-chat-v3.1")):
+        for seed, served in (
+            (0, "deepseek/deepseek-chat-v3-0324"),
+            (1, "deepseek/deepseek-chat-v3.1"),
+        ):
             request = _request(seed=seed)
-            cassette.record(Recording(key=request_key(request),
-                                      request=canonical_request(request), outcome="ok",
-                                      response={"model": served, "choices": []}))
+            cassette.record(
+                Recording(
+                    key=request_key(request),
+                    request=canonical_request(request),
+                    outcome="ok",
+                    response={"model": served, "choices": []},
+                )
+            )
     mixed = Cassette(tmp_path, "none").stats().mixed_snapshots
-    assert mixed == {"deepseek/deepseek-chat": {"deepseek/deepseek-chat-v3-0324",
-                                                "deepseek/deepseek-chat-v3.1"}}
+    assert mixed == {
+        "deepseek/deepseek-chat": {"deepseek/deepseek-chat-v3-0324", "deepseek/deepseek-chat-v3.1"}
+    }
 
 
 def test_a_file_is_not_a_cassette(tmp_path: Path) -> None:
@@ -274,8 +328,12 @@ def test_cassette_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     with Cassette(path, "new_episodes") as cassette:
         for seed in range(3):
             cassette.record(_recording(_request(seed=seed)))
-    for args in (["stats", str(path)], ["verify", str(path)], ["merge", str(path)],
-                 ["export", str(path), "--out", str(tmp_path / "x.jsonl")]):
+    for args in (
+        ["stats", str(path)],
+        ["verify", str(path)],
+        ["merge", str(path)],
+        ["export", str(path), "--out", str(tmp_path / "x.jsonl")],
+    ):
         with pytest.raises(SystemExit) as info:
             main(["cassette", *args])
         assert info.value.code == 0, args

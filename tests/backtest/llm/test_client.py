@@ -294,5 +294,7 @@ def test_structured_output_requests() -> None:
     assert response_format_for("deepseek/deepseek-chat", schema, "x") == {"type": "json_object"}
     strict = response_format_for("qwen/qwen-2.5-72b-instruct", schema, "narrative")
     assert strict["type"] == "json_schema" and strict["json_schema"]["strict"] is True
-    assert require_parameters({"order": ["DeepSeek"]}) == {"order": ["DeepSeek"],
-                                                          "require_parameters": True}
+    assert require_parameters({"order": ["DeepSeek"]}) == {
+        "order": ["DeepSeek"],
+        "require_parameters": True,
+    }
