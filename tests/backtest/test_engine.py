@@ -222,15 +222,18 @@ class CostlyPolicy:
 
     def act(self, obs: Observation) -> Decision:
         self._k += 1
-        call = {
-            "role": "meta_orchestrator",
-            "model_requested": "deepseek/deepseek-chat",
-            "cost_usd": self.cost_usd,
-            "spend_usd": 0.0,
-            "prompt_tokens": 900,
-            "completion_tokens": 120,
-            "cache": "hit",
-        }
+        from backtest.llm.records import LLMCall
+
+        call = LLMCall(
+            role="meta_orchestrator",
+            model_requested="deepseek/deepseek-chat",
+            model_served="deepseek/deepseek-chat-v3-0324",
+            cost_usd=self.cost_usd,
+            spend_usd=0.0,
+            prompt_tokens=900,
+            completion_tokens=120,
+            cache="hit",
+        )
         if self.abstain_every and self._k % self.abstain_every == 0:
             return Decision(
                 target_position=None, abstain=True, reasoning="unparseable", llm_calls=(call,)
@@ -264,6 +267,8 @@ def test_llm_cost_is_charged_against_equity(samples_dir: Path, tmp_path: Path) -
     calls = result.llm_calls
     assert len(calls) == 2 * n
     assert set(calls["role"]) == {"meta_orchestrator"}
+    assert set(calls["cache"]) == {"hit"} and calls["prompt_tokens"].sum() == 900 * 2 * n
+    assert calls["spend_usd"].sum() == 0.0
     assert calls[calls.strategy == "paid"]["cost_usd"].sum() == pytest.approx(0.25 * n)
     summary = result.summary["strategies"]["paid"]
     assert summary["llm_calls"] == n and summary["abstains"] == n // 10
