@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from backtest.errors import CassetteError, ConfigError
 from backtest.llm.cassette import Cassette, Recording, canonical_request, request_key, scrub
+from backtest.llm.testing import LLMTestServer
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -182,58 +183,69 @@ def test_a_torn_last_line_is_the_call_in_flight(tmp_path: Path) -> None:
 _WRITER = textwrap.dedent(
     """
     import sys
-    from backtest.llm.cassette import Cassette, Recording, canonical_request, request_key
-    path, worker, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    cassette = Cassette(path, "new_episodes", fsync=False)
+    from backtest.llm.cassette import Cassette
+    from backtest.llm.client import CallContext, ChatRequest, LLMClient
+    path, worker, count, base_url = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+    client = LLMClient(Cassette(path, "new_episodes", fsync=False), profile="openai_compatible",
+                       base_url=base_url, max_retries=0)
     for i in range(count):
-        request = {"model": "m", "messages": [{"role": "user", "content": f"{worker}-{i}"}]}
-        key = request_key(request)
-        cassette.record(Recording(key=key, request=canonical_request(request), outcome="ok",
-                                  response={"choices": [{"message": {"content": "x" * 300}}]}))
-        print(key, flush=True)
+        request = ChatRequest(model="m", messages=({"role": "user", "content": f"{worker}-{i}"},))
+        result = client.chat(request, CallContext(role="narrative"))
+        print(result.content, flush=True)
     """
 )
 
 
+def _server() -> LLMTestServer:
+    return LLMTestServer(models={"m": lambda body: body["messages"][0]["content"]})
+
+
 def test_four_processes_record_into_one_cassette_without_loss(tmp_path: Path) -> None:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(tmp_path), str(w), "150"],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=REPO,
-        )
-        for w in range(4)
-    ]
-    written = set()
-    for proc in procs:
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0
-        written |= set(out.split())
+    with _server() as server:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _WRITER, str(tmp_path), str(w), "60", server.base_url],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=REPO,
+            )
+            for w in range(4)
+        ]
+        answered = set()
+        for proc in procs:
+            out, _ = proc.communicate(timeout=120)
+            assert proc.returncode == 0
+            answered |= set(out.split())
     cassette = Cassette(tmp_path, "none")
-    assert len(written) == 600 and set(cassette.keys()) == written
+    assert len(answered) == 240 and len(cassette) == 240
+    assert {r.response["choices"][0]["message"]["content"] for r in cassette.recordings()} == (
+        answered
+    )
     assert cassette.verify() == []
     assert len(list(tmp_path.glob("shard-*.tsv"))) == 4
 
 
 def test_sigkill_loses_at_most_the_call_in_flight(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(tmp_path), "9", "1000000"],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    assert proc.stdout is not None
-    confirmed = []
-    deadline = time.monotonic() + 60
-    while len(confirmed) < 300 and time.monotonic() < deadline:
-        confirmed.append(proc.stdout.readline().strip())
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    with _server() as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(tmp_path), "9", "100000", server.base_url],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        assert proc.stdout is not None
+        confirmed = []
+        deadline = time.monotonic() + 60
+        while len(confirmed) < 100 and time.monotonic() < deadline:
+            confirmed.append(proc.stdout.readline().strip())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        confirmed += proc.stdout.read().split()  # answers printed before the kill landed
     cassette = Cassette(tmp_path, "none")
     cassette.verify()  # no damaged line; at most a torn last one
-    keys = set(cassette.keys())
-    assert set(confirmed) <= keys  # every call whose record() returned survived
+    recorded = {r.response["choices"][0]["message"]["content"] for r in cassette.recordings()}
+    assert set(confirmed) <= recorded  # every call whose chat() returned survived
+    assert len(recorded) - len(set(confirmed)) <= 1  # at most the one recorded, not returned
 
 
 # ------------------------------------------------------------------------ secrets
