@@ -331,7 +331,7 @@ def _replay(
         decision = act(
             Observation(
                 t,
-                lambda t=t, e=exposure, u=unrealised: observe(t, e, u),
+                functools.partial(observe, t, exposure, unrealised),
                 exposure,
                 equity,
                 view,
@@ -663,7 +663,7 @@ def _repeat(value: str, n: int) -> pa.Array:
     ).cast(pa.string())
 
 
-def _floats(values: np.ndarray) -> pa.Array:
+def _floats(values: np.ndarray | list[float]) -> pa.Array:
     # NaN stays NaN (no fill price, HOLD target); it is not turned into null.
     return pa.array(values, type=pa.float64())
 

@@ -286,10 +286,12 @@ class Observation:
         market: MarketView,
     ) -> None:
         self._t = t
+        self._features: np.ndarray | None = None
+        self._make: Callable[[], np.ndarray] | None = None
         if callable(features):
-            self._features, self._make = None, features
+            self._make = features
         else:
-            self._features, self._make = features, None
+            self._features = features
         self._position = position
         self._equity = equity_usd
         self._market = market

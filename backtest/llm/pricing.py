@@ -389,6 +389,14 @@ class PriceTable:
         given and with this table's aliases resolved), and finally takes the model itself
         when ``other`` prices it.
 
+        Args:
+            other: The table to compare with.
+            model: A model of this table (or one of its aliases).
+            model_map: Explicit model -> model of ``other`` choices, consulted first.
+
+        Returns:
+            A model id ``other`` prices (or one of its aliases).
+
         Raises:
             PricingError: No equivalent is known.
         """
