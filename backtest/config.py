@@ -54,6 +54,7 @@ STRATEGY_KINDS: dict[str, str] = {
     "buy_and_hold": "strategies.baselines:BuyAndHold",
     "sma": "strategies.baselines:SMACrossover",
     "random": "strategies.baselines:RandomPolicy",
+    "drl": "strategies.drl:DRLPolicy",
 }
 
 

@@ -549,6 +549,9 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
             task = None
             if bar_progress is not None:
                 task = bar_progress.add_task(f"{spec.name}", total=env.end_bar - env.first_bar)
+            bind = getattr(policy, "bind", None)
+            if callable(bind):  # policies that train on the run's env (DRL) take its config
+                bind(env_config)
             track, ruined = _replay(policy, env, view, seed, bar_progress, task)
             if ruined:
                 warnings.append(f"strategy {spec.name!r} lost its whole equity and stopped trading")

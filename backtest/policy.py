@@ -327,7 +327,12 @@ class Observation:
 
 @runtime_checkable
 class Policy(Protocol):
-    """Anything that can trade: the engine knows nothing else about a strategy."""
+    """Anything that can trade: the engine knows nothing else about a strategy.
+
+    A policy that trains on the run's environment (DRL) may also define
+    ``bind(env_config)``; the engine calls it once, before ``reset``, with the run's
+    :class:`~backtest.config.EnvConfig` (risk limits included).
+    """
 
     name: str
 

@@ -27,6 +27,7 @@ MODULES = [
     "backtest.policy",
     "strategies.base",
     "strategies.baselines",
+    "strategies.drl",
 ]
 
 

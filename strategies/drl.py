@@ -1,0 +1,337 @@
+"""DRL-only policy: a stable-baselines3 agent (PPO by default, A2C, DQN) trained on the past.
+
+:class:`DRLPolicy` trains when it first decides, on the bars its
+:class:`~backtest.policy.MarketView` shows at that moment (every bar up to the first decision
+of the evaluated part, nothing later), so it cannot train on the future by construction. The
+older part of that history is the train split, the newer ``validation_fraction`` the
+validation split; an evaluation callback keeps the model that did best on validation.
+
+- Observations are normalised with statistics fitted on the train split only
+  (``VecNormalize``), saved with the model and frozen when trading.
+- Trading acts with ``deterministic=True``. The decision's confidence is the probability of
+  the chosen action (PPO, A2C on discrete actions), the softmax of the Q-values at the chosen
+  action (DQN, the seed's ``_get_q_value_confidence``), or for continuous actions
+  ``exp(-std)`` of the policy's Gaussian (1 when certain, falling as it spreads).
+- ``torch.set_num_threads(1)`` by default: on a busy 2-core machine torch's own threading was
+  measured 9x slower for PPO.
+- Trained models are cached under ``cache_dir`` keyed by the hash of everything training
+  depends on (the training bars' bytes, the environment config, the algorithm and its
+  settings, the seed, the timesteps and the package versions), so reruns and sweeps never
+  retrain the same thing.
+
+stable-baselines3 seeds Python's, numpy's and torch's global generators inside ``learn``;
+the project's own code never reads them, and training is seeded from the run's
+``SeedSequence`` child, so results repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from backtest.config import EnvConfig
+from backtest.data import BarMeta, Bars
+from backtest.env import TradingEnv
+from backtest.errors import ConfigError
+from strategies.base import Decision, MarketView, Observation
+
+__all__ = ["ALGORITHMS", "DRLPolicy", "TrainedAgent", "train_agent"]
+
+ALGORITHMS: tuple[str, ...] = ("PPO", "A2C", "DQN")
+_EPSILON = 1e-8
+_CLIP = 10.0
+
+
+class TrainedAgent:
+    """A trained model with its frozen observation statistics and manifest."""
+
+    def __init__(
+        self,
+        model: Any,
+        obs_mean: np.ndarray,
+        obs_var: np.ndarray,
+        manifest: dict[str, Any],
+        path: Path,
+    ) -> None:
+        self.model = model
+        self.obs_mean = obs_mean.astype(np.float32)
+        self.obs_scale = (1.0 / np.sqrt(obs_var + _EPSILON)).astype(np.float32)
+        self.manifest = manifest
+        self.path = path
+
+    def normalise(self, obs: np.ndarray) -> np.ndarray:
+        """Apply the train-split statistics, as ``VecNormalize`` does when frozen."""
+        return np.clip((obs - self.obs_mean) * self.obs_scale, -_CLIP, _CLIP)
+
+
+def _algorithm(name: str) -> Any:
+    import stable_baselines3 as sb3
+
+    if name not in ALGORITHMS:
+        raise ConfigError(
+            f"drl.algo: {name!r} is not supported. Fix: use one of {', '.join(ALGORITHMS)}."
+        )
+    return getattr(sb3, name)
+
+
+def _training_key(frame: pd.DataFrame, env_config: EnvConfig, settings: dict[str, Any]) -> str:
+    digest = hashlib.sha256()
+    digest.update(frame.index.asi8.tobytes())
+    for column in ("open", "high", "low", "close", "volume"):
+        digest.update(np.ascontiguousarray(frame[column].to_numpy(np.float64)).tobytes())
+    versions = {
+        p: importlib.metadata.version(p)
+        for p in ("stable-baselines3", "torch", "gymnasium", "hybrid-backtest")
+    }
+    digest.update(
+        json.dumps(
+            {"env": env_config.model_dump(mode="json"), "settings": settings, "versions": versions},
+            sort_keys=True,
+        ).encode()
+    )
+    return digest.hexdigest()
+
+
+def train_agent(
+    bars: Bars,
+    env_config: EnvConfig,
+    *,
+    algo: str = "PPO",
+    timesteps: int = 20_000,
+    seed: int = 0,
+    validation_fraction: float = 0.2,
+    episode_bars: int = 252,
+    eval_every: int = 2_048,
+    hyperparameters: dict[str, Any] | None = None,
+    cache_dir: str | Path = "models",
+    torch_threads: int = 1,
+) -> TrainedAgent:
+    """Train (or load from the cache) an agent on ``bars``.
+
+    The last ``validation_fraction`` of the bars is the validation split the evaluation
+    callback scores; the rest is the train split the agent learns on and the observation
+    statistics are fitted on.
+
+    Raises:
+        ConfigError: Too few bars, or a bad algorithm or setting.
+    """
+    import torch
+
+    if not 0.0 < validation_fraction < 0.9:
+        raise ConfigError("drl.validation_fraction must be in (0, 0.9). Fix: e.g. 0.2.")
+    cls = _algorithm(algo)
+    if algo == "DQN" and env_config.action_space != "discrete":
+        raise ConfigError("drl.algo DQN needs env.action_space = 'discrete'.")
+    frame = bars.frame
+    settings = {
+        "algo": algo,
+        "timesteps": int(timesteps),
+        "seed": int(seed),
+        "validation_fraction": validation_fraction,
+        "episode_bars": int(episode_bars),
+        "eval_every": int(eval_every),
+        "hyperparameters": hyperparameters or {},
+    }
+    key = _training_key(frame, env_config, settings)
+    folder = Path(cache_dir) / key[:20]
+    torch.set_num_threads(torch_threads)
+    if not (folder / "manifest.json").exists():
+        _train(cls, bars, env_config, settings, folder, key)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    stats = np.load(folder / "normalisation.npz")
+    model = cls.load(folder / "best_model.zip", device="cpu")
+    return TrainedAgent(model, stats["mean"], stats["var"], manifest, folder)
+
+
+def _train(
+    cls: Any, bars: Bars, env_config: EnvConfig, settings: dict[str, Any], folder: Path, key: str
+) -> None:
+    from stable_baselines3.common.callbacks import EvalCallback
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    n = len(bars)
+    split = int(n * (1.0 - settings["validation_fraction"]))
+    episode = settings["episode_bars"]
+    train_cfg = env_config.model_copy(update={"episode_bars": None})
+    lo = TradingEnv(bars, train_cfg).first_bar  # where trading can start: warm-up + window
+    if split - lo < episode + 2 or n - split < 10:
+        raise ConfigError(
+            f"drl: {n} bars leave {max(split - lo, 0)} to train on after the feature warm-up "
+            f"and {n - split} to validate on; training needs more than one episode "
+            f"({episode} bars). Fix: start the evaluated split later, or lower "
+            "drl.episode_bars."
+        )
+    seed = settings["seed"]
+    episode_cfg = env_config.model_copy(update={"episode_bars": episode})
+    train_env = VecNormalize(
+        DummyVecEnv([lambda: Monitor(TradingEnv(bars, episode_cfg, end=split))]),
+        norm_obs=True,
+        norm_reward=False,
+        clip_obs=_CLIP,
+    )
+    train_env.seed(seed)
+    eval_env = VecNormalize(
+        DummyVecEnv([lambda: Monitor(TradingEnv(bars, train_cfg, start=split))]),
+        training=False,
+        norm_obs=True,
+        norm_reward=False,
+        clip_obs=_CLIP,
+    )
+    staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model = cls(
+        "MlpPolicy", train_env, seed=seed, device="cpu", verbose=0, **settings["hyperparameters"]
+    )
+    callback = EvalCallback(
+        eval_env,
+        best_model_save_path=str(staging),
+        n_eval_episodes=1,
+        eval_freq=max(1, settings["eval_every"]),
+        deterministic=True,
+        verbose=0,
+    )
+    model.learn(total_timesteps=settings["timesteps"], callback=callback)
+    if not (staging / "best_model.zip").exists():  # no evaluation happened: keep the last
+        model.save(staging / "best_model.zip")
+    np.savez(staging / "normalisation.npz", mean=train_env.obs_rms.mean, var=train_env.obs_rms.var)
+    manifest = {
+        "key": key,
+        **settings,
+        "train_bars": [0, split],
+        "validation_bars": [split, n],
+        "best_validation_reward": float(callback.best_mean_reward),
+        "first_train_bar": str(bars.frame.index[0]),
+        "last_train_bar": str(bars.frame.index[split - 1]),
+        "last_validation_bar": str(bars.frame.index[-1]),
+    }
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    if folder.exists():  # another process finished the same training first
+        shutil.rmtree(staging)
+        return
+    staging.rename(folder)
+
+
+class DRLPolicy:
+    """Trade with a stable-baselines3 agent trained on the bars before the first decision.
+
+    Args:
+        name: Label in the ledger.
+        algo: ``PPO``, ``A2C`` or ``DQN``.
+        timesteps: Training steps.
+        validation_fraction: Newest share of the history kept for validation.
+        episode_bars: Length of a training episode (random starts).
+        eval_every: Steps between validation evaluations.
+        hyperparameters: Keyword arguments for the algorithm.
+        cache_dir: Where trained models are cached.
+        torch_threads: ``torch.set_num_threads`` while training and acting.
+        seed: Training seed; None uses the seed the engine hands to ``reset``.
+    """
+
+    def __init__(
+        self,
+        name: str = "drl",
+        *,
+        algo: str = "PPO",
+        timesteps: int = 20_000,
+        validation_fraction: float = 0.2,
+        episode_bars: int = 252,
+        eval_every: int = 2_048,
+        hyperparameters: dict[str, Any] | None = None,
+        cache_dir: str = "models",
+        torch_threads: int = 1,
+        seed: int | None = None,
+    ) -> None:
+        _algorithm(algo)
+        if timesteps < 1:
+            raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        self.name = name
+        self.algo = algo
+        self.settings = {
+            "algo": algo,
+            "timesteps": timesteps,
+            "validation_fraction": validation_fraction,
+            "episode_bars": episode_bars,
+            "eval_every": eval_every,
+            "hyperparameters": hyperparameters or {},
+            "cache_dir": cache_dir,
+            "torch_threads": torch_threads,
+        }
+        self.seed = seed
+        self.env_config = EnvConfig()
+        self.agent: TrainedAgent | None = None
+        self._market: MarketView | None = None
+        self._run_seed: int | None = None
+        self._positions: list[float] = []
+
+    def bind(self, env_config: EnvConfig) -> None:
+        """Use the run's environment (costs, window, actions) for training and acting."""
+        self.env_config = env_config
+        self._positions = [float(p) for p in env_config.positions]
+
+    def reset(self, *, seed: int | None, market: MarketView) -> None:
+        """Remember the market; training waits for the first decision."""
+        self._market = market
+        self._run_seed = seed
+        self.agent = None
+        if not self._positions:
+            self._positions = [float(p) for p in self.env_config.positions]
+
+    def _train(self, market: MarketView) -> TrainedAgent:
+        frame = market.frame()
+        bars = Bars(frame=frame, meta=BarMeta(symbol=market.symbol, frequency=market.frequency))
+        seed = self.seed if self.seed is not None else (self._run_seed or 0)
+        settings = dict(self.settings)
+        return train_agent(bars, self.env_config, seed=int(seed) % (2**31), **settings)
+
+    def act(self, obs: Observation) -> Decision:
+        """Train on first use, then pick the agent's deterministic action."""
+        import torch
+
+        if self.agent is None:
+            self.agent = self._train(obs.market)
+        agent = self.agent
+        x = agent.normalise(obs.features)
+        model = agent.model
+        with torch.no_grad():
+            tensor, _ = model.policy.obs_to_tensor(x)
+            if self.algo == "DQN":
+                q = model.q_net(tensor)[0].cpu().numpy().astype(np.float64)
+                action = int(np.argmax(q))
+                z = np.exp(q - q.max())
+                confidence = float(z[action] / z.sum())
+            else:
+                distribution = model.policy.get_distribution(tensor)
+                if self._positions and self.env_config.action_space == "discrete":
+                    probs = distribution.distribution.probs[0].cpu().numpy()
+                    action = int(np.argmax(probs))
+                    confidence = float(probs[action])
+                else:
+                    mean = float(distribution.distribution.mean[0, 0])
+                    std = float(distribution.distribution.stddev[0, 0])
+                    limit = self.env_config.risk.max_leverage
+                    target = min(max(mean, -limit), limit)
+                    return Decision(
+                        target_position=target,
+                        confidence=math.exp(-std),
+                        action="TARGET",
+                        reasoning=f"{self.algo} mean {mean:+.3f}",
+                    )
+        target = self._positions[action]
+        label = "BUY" if target > 0 else "SELL" if target < 0 else "CLOSE"
+        return Decision(
+            target_position=target,
+            confidence=confidence,
+            action=label,
+            reasoning=f"{self.algo} action {action} (p={confidence:.2f})",
+        )
