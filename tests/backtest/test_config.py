@@ -24,6 +24,13 @@ def experiment(tmp_path: Path, samples_dir: Path) -> Path:
         'path = "../data/SP500.parquet"', f'path = "{samples_dir / "SP500.parquet"}"'
     )
     text = text.replace('output_dir = "../runs"', 'output_dir = "runs"')
+    # A tiny training budget, cached inside the test's folder.
+    text = text.replace(
+        "timesteps = 20_000, eval_every = 4_096, episode_bars = 252",
+        "timesteps = 256, eval_every = 128, episode_bars = 64, "
+        f'hyperparameters = {{ n_steps = 64, batch_size = 32 }}, cache_dir = "{tmp_path / "m"}"',
+    )
+    assert "timesteps = 256" in text
     path = tmp_path / "exp" / "quickstart.toml"
     path.parent.mkdir()
     path.write_text(text)

@@ -12,7 +12,8 @@ from backtest import RunConfig, run
 from backtest.data import BarMeta, load_bars, write_bars
 from backtest.errors import ConfigError
 
-TINY = {"timesteps": 512, "episode_bars": 64, "eval_every": 256}
+TINY = {"timesteps": 512, "episode_bars": 64, "eval_every": 256,
+        "hyperparameters": {"n_steps": 128, "batch_size": 64}}
 
 
 def _config(path: Path, out: Path, models: Path, **params: object) -> RunConfig:
@@ -84,7 +85,11 @@ def test_other_algorithms_and_action_spaces(
     samples_dir: Path, tmp_path: Path, algo: str, space: str
 ) -> None:
     config = _config(
-        samples_dir / "SP500.parquet", tmp_path / "runs", tmp_path / "models", algo=algo
+        samples_dir / "SP500.parquet",
+        tmp_path / "runs",
+        tmp_path / "models",
+        algo=algo,
+        hyperparameters={} if algo == "DQN" else {"n_steps": 64},
     )
     config = config.model_copy(
         update={"env": config.env.model_copy(update={"action_space": space})}
