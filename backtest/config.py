@@ -55,6 +55,7 @@ STRATEGY_KINDS: dict[str, str] = {
     "sma": "strategies.baselines:SMACrossover",
     "random": "strategies.baselines:RandomPolicy",
     "drl": "strategies.drl:DRLPolicy",
+    "llm": "strategies.llm.graph:LLMPolicy",
 }
 
 

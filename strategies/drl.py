@@ -204,7 +204,8 @@ def _train(
     model.learn(total_timesteps=settings["timesteps"], callback=callback)
     if not (staging / "best_model.zip").exists():  # no evaluation happened: keep the last
         model.save(staging / "best_model.zip")
-    np.savez(staging / "normalisation.npz", mean=train_env.obs_rms.mean, var=train_env.obs_rms.var)
+    rms: Any = train_env.obs_rms  # one RunningMeanStd for a Box observation space
+    np.savez(staging / "normalisation.npz", mean=rms.mean, var=rms.var)
     manifest = {
         "key": key,
         **settings,
@@ -257,7 +258,7 @@ class DRLPolicy:
             raise ValueError(f"timesteps must be >= 1, got {timesteps}")
         self.name = name
         self.algo = algo
-        self.settings = {
+        self.settings: dict[str, Any] = {
             "algo": algo,
             "timesteps": timesteps,
             "validation_fraction": validation_fraction,

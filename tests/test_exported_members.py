@@ -22,12 +22,16 @@ MODULES = [
     "backtest.llm.client",
     "backtest.llm.offline",
     "backtest.llm.records",
+    "backtest.llm.router",
     "backtest.llm.testing",
     "backtest.metrics",
     "backtest.policy",
     "strategies.base",
     "strategies.baselines",
     "strategies.drl",
+    "strategies.llm.graph",
+    "strategies.llm.prompts",
+    "strategies.llm.schemas",
 ]
 
 

@@ -12,8 +12,12 @@ from backtest import RunConfig, run
 from backtest.data import BarMeta, load_bars, write_bars
 from backtest.errors import ConfigError
 
-TINY = {"timesteps": 512, "episode_bars": 64, "eval_every": 256,
-        "hyperparameters": {"n_steps": 128, "batch_size": 64}}
+TINY = {
+    "timesteps": 512,
+    "episode_bars": 64,
+    "eval_every": 256,
+    "hyperparameters": {"n_steps": 128, "batch_size": 64},
+}
 
 
 def _config(path: Path, out: Path, models: Path, **params: object) -> RunConfig:

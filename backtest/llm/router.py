@@ -1,0 +1,296 @@
+"""The seed's router: which model answers a role, what happens when it fails or costs too much.
+
+A routing configuration (TOML under ``experiments/routing/``) names, per role, a primary
+model, ordered fallbacks, temperature, ``max_tokens`` and optional OpenRouter provider pins,
+plus the seed's decision tree and budget:
+
+- visual input → the ``vision`` model; a prompt over ``long_context_tokens`` (counted
+  conservatively) → the ``long_context`` model; intraday bars on a high-volume role →
+  the ``fast`` model; otherwise the role's primary (the reasoning model for narrative and meta);
+- anything failing (429, 5xx, timeout, malformed body, a vanished model) → the next fallback;
+- over the daily budget → the ``cheapest`` model first; over the run's hard cap → no call at
+  all, and the decision abstains;
+- a circuit breaker skips a model after ``breaker_failures`` failures within
+  ``breaker_window_bars`` bars, until ``breaker_cooldown_bars`` have passed. Its state is only
+  the failures seen, bar by bar, so a replay takes the same path.
+
+The router returns text; parsing it is the strategy's business (a bad answer is an abstain,
+not a reason to pay for another model).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from backtest.config import explain_validation_error
+from backtest.errors import ConfigError
+from backtest.llm.budget import Budget, BudgetConfig
+from backtest.llm.client import CallContext, ChatRequest, ChatResult, LLMCallFailed
+from backtest.llm.records import LLMCall
+
+__all__ = [
+    "BudgetSettings",
+    "DecisionTree",
+    "RoleRoute",
+    "RoleRun",
+    "Router",
+    "RoutingConfig",
+    "load_routing",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RoleRoute(_Strict):
+    """How one role is served."""
+
+    primary: str
+    fallbacks: tuple[str, ...] = ()
+    temperature: float = Field(0.2, ge=0, le=2)
+    max_tokens: int = Field(600, ge=16)
+    provider: dict[str, Any] | None = None
+
+
+class DecisionTree(_Strict):
+    """The seed's model selection tree (None leaves the role's primary in charge)."""
+
+    vision: str | None = None
+    long_context: str | None = None
+    long_context_tokens: int = Field(32_000, ge=1)
+    fast: str | None = None
+    fast_roles: tuple[str, ...] = ("data_processor",)
+
+
+class BudgetSettings(_Strict):
+    """Dollars of ``cost_usd``: the seed's daily budget and alert, and a hard run cap."""
+
+    daily_usd: float = Field(10.0, gt=0)
+    alert_usd: float = Field(8.0, gt=0)
+    max_run_usd: float | None = Field(None, gt=0)
+
+
+class RoutingConfig(_Strict):
+    """One routing configuration."""
+
+    name: str
+    profile: str = "openrouter"
+    base_url: str | None = None
+    cheapest: str | None = None
+    roles: dict[str, RoleRoute]
+    tree: DecisionTree = DecisionTree()
+    budget: BudgetSettings = BudgetSettings()
+    breaker_failures: int = Field(3, ge=1)
+    breaker_window_bars: int = Field(20, ge=1)
+    breaker_cooldown_bars: int = Field(50, ge=1)
+
+    def models(self) -> list[str]:
+        """Every model id the configuration may call."""
+        ids = []
+        for route in self.roles.values():
+            ids += [route.primary, *route.fallbacks]
+        ids += [
+            m
+            for m in (self.cheapest, self.tree.vision, self.tree.long_context, self.tree.fast)
+            if m
+        ]
+        return sorted(set(ids))
+
+
+def load_routing(path: str | Path) -> RoutingConfig:
+    """Read a routing TOML file.
+
+    Raises:
+        ConfigError: Missing file, bad TOML, or an unknown / wrong key (named, with the fix).
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            f"{path}: no such routing file. Fix: point llm.routing at one of "
+            "experiments/routing/*.toml."
+        ) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}).") from exc
+    try:
+        return RoutingConfig.model_validate(raw)
+    except ValidationError as exc:
+        # Same wording as experiment files, minus the experiment's key names.
+        message = str(explain_validation_error(exc, str(path)))
+        raise ConfigError(message.replace("Known keys here:", "Valid keys:")) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class RoleRun:
+    """What asking one role produced.
+
+    Attributes:
+        result: The answer (None when every model failed or the budget stopped the call).
+        calls: Every call made for it, failed ones included (for the ledger).
+        model: The model that answered.
+        abstain_reason: Why there is no answer.
+    """
+
+    result: ChatResult | None
+    calls: tuple[LLMCall, ...]
+    model: str = ""
+    abstain_reason: str = ""
+
+
+@dataclass
+class _Breaker:
+    failures: dict[str, list[int]] = field(default_factory=dict)
+    open_until: dict[str, int] = field(default_factory=dict)
+
+    def allows(self, model: str, bar: int) -> bool:
+        return bar >= self.open_until.get(model, -1)
+
+    def fail(self, model: str, bar: int, config: RoutingConfig) -> None:
+        recent = [b for b in self.failures.get(model, []) if b > bar - config.breaker_window_bars]
+        recent.append(bar)
+        self.failures[model] = recent
+        if len(recent) >= config.breaker_failures:
+            self.open_until[model] = bar + config.breaker_cooldown_bars
+            self.failures[model] = []
+
+
+class Router:
+    """Serve roles through a client (``LLMClient`` or the offline analyst).
+
+    Args:
+        config: The routing configuration.
+        client: Anything with ``chat(request, context, at=...)``.
+        prices: A price table for worst-case estimates before each call (None: no estimate,
+            so only budgets on recorded costs apply).
+        budget: Shared budget state (made from the config when omitted).
+    """
+
+    def __init__(
+        self,
+        config: RoutingConfig,
+        client: Any,
+        *,
+        prices: Any = None,
+        budget: Budget | None = None,
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.prices = prices
+        self.budget = budget or Budget(
+            BudgetConfig(
+                daily_usd=config.budget.daily_usd,
+                alert_usd=config.budget.alert_usd,
+                max_run_usd=config.budget.max_run_usd,
+            )
+        )
+        self._breaker = _Breaker()
+
+    def choose(
+        self, role: str, *, has_image: bool = False, prompt_tokens: int = 0, intraday: bool = False
+    ) -> list[str]:
+        """The models to try for ``role``, in order (the decision tree, then fallbacks)."""
+        if role not in self.config.roles:
+            raise ConfigError(
+                f"routing {self.config.name!r} has no [roles.{role}] table. Fix: "
+                "add one with primary = '<model id>'."
+            )
+        route = self.config.roles[role]
+        tree = self.config.tree
+        first = route.primary
+        if has_image and tree.vision:
+            first = tree.vision
+        elif prompt_tokens > tree.long_context_tokens and tree.long_context:
+            first = tree.long_context
+        elif intraday and tree.fast and role in tree.fast_roles:
+            first = tree.fast
+        ordered = [first, route.primary, *route.fallbacks]
+        return list(dict.fromkeys(ordered))
+
+    def _count(self, messages: Sequence[Mapping[str, Any]]) -> int:
+        if self.prices is None:
+            return 0
+        from backtest.llm.pricing import count_prompt_tokens
+
+        return count_prompt_tokens([dict(m) for m in messages])
+
+    def _estimate(self, model: str, tokens: int, max_tokens: int, images: int) -> float:
+        # An unpriced model raises PricingError: it is an error, not a free call.
+        if self.prices is None:
+            return 0.0
+        return float(self.prices.estimate_max_cost(model, tokens, max_tokens, images=images))
+
+    def ask(
+        self,
+        role: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        context: CallContext,
+        day: str,
+        bar: int,
+        market: Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        prompt_version: str = "",
+        intraday: bool = False,
+    ) -> RoleRun:
+        """Ask ``role``; fall back through its models; respect budgets and the breaker."""
+        images = sum(
+            1
+            for m in messages
+            if isinstance(m.get("content"), list)
+            for p in m["content"]
+            if isinstance(p, Mapping) and p.get("type") == "image_url"
+        )
+        tokens = self._count(messages)
+        models = self.choose(role, has_image=images > 0, prompt_tokens=tokens, intraday=intraday)
+        route = self.config.roles[role]
+        estimate = self._estimate(models[0], tokens, route.max_tokens, images)
+        verdict: Literal["ok", "downgrade", "stop"] = self.budget.check(
+            day, estimate, model=models[0]
+        )
+        if verdict == "stop":
+            return RoleRun(None, (), abstain_reason="budget: the run's hard cap would be passed")
+        if verdict == "downgrade" and self.config.cheapest:
+            models = list(dict.fromkeys([self.config.cheapest, *models]))
+        calls: list[LLMCall] = []
+        previous = ""
+        for model in models:
+            if not self._breaker.allows(model, bar):
+                continue
+            request = ChatRequest(
+                model=model,
+                messages=tuple(messages),
+                temperature=route.temperature,
+                max_tokens=route.max_tokens,
+                provider=route.provider,
+                response_format=response_format,
+                prompt_version=prompt_version,
+                context=market,
+            )
+            ctx = CallContext(
+                strategy=context.strategy,
+                timestamp=context.timestamp,
+                role=role,
+                prompt_version=prompt_version,
+                fallback_from=previous,
+            )
+            try:
+                result = self.client.chat(request, ctx)
+            except LLMCallFailed as failure:
+                calls.append(failure.call)
+                self._breaker.fail(model, bar, self.config)
+                previous = model
+                continue
+            calls.append(result.call)
+            self.budget.charge(day, result.call.cost_usd)
+            return RoleRun(result, tuple(calls), model=model)
+        return RoleRun(
+            None, tuple(calls), abstain_reason=f"every model for {role} failed or is on cool-down"
+        )

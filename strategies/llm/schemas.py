@@ -1,0 +1,228 @@
+"""What each role must answer, and a parser that never turns a failure into a neutral signal.
+
+Each role's answer is a pydantic model. :func:`parse_answer` finds the JSON object in a
+model's text (bare, inside a code fence, or surrounded by prose), validates it, and clamps
+numbers into range (a signal of 3 becomes 1, a size of 40 % given as 40 becomes 0.4). When
+nothing usable is left it returns an explicit failure with the raw text kept; the caller
+records an abstain, never a silent 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "ROLE_SCHEMAS",
+    "ChartAnalysis",
+    "DataProcessing",
+    "DocumentAnalysis",
+    "Narrative",
+    "Parsed",
+    "RoleAnswer",
+    "TradingAction",
+    "extract_json",
+    "parse_answer",
+]
+
+
+def _clamp(value: Any, low: float, high: float) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("not a finite number")
+    return min(max(number, low), high)
+
+
+class RoleAnswer(BaseModel):
+    """Fields every role answers: a signal in [-1, 1], a confidence in [0, 1], reasoning."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    signal: float = 0.0
+    confidence: float = 0.0
+    reasoning: str = ""
+
+    @field_validator("signal", mode="before")
+    @classmethod
+    def _signal(cls, value: Any) -> float:
+        return _clamp(value, -1.0, 1.0)
+
+    @field_validator("confidence", mode="before")
+    @classmethod
+    def _confidence(cls, value: Any) -> float:
+        number = float(value)
+        if number > 1.0 and number <= 100.0:  # a percentage
+            number /= 100.0
+        return _clamp(number, 0.0, 1.0)
+
+    @field_validator("reasoning", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> str:
+        return "" if value is None else str(value)[:4000]
+
+
+class ChartAnalysis(RoleAnswer):
+    """The chart agent: trend, levels and patterns on the candlestick chart."""
+
+    trend: Literal["up", "down", "sideways"] = "sideways"
+    support: float | None = None
+    resistance: float | None = None
+    patterns: list[str] = Field(default_factory=list)
+
+    @field_validator("trend", mode="before")
+    @classmethod
+    def _trend(cls, value: Any) -> str:
+        text = str(value).strip().lower()
+        return {
+            "bullish": "up",
+            "uptrend": "up",
+            "bearish": "down",
+            "downtrend": "down",
+            "flat": "sideways",
+            "range": "sideways",
+            "ranging": "sideways",
+        }.get(text, text)
+
+
+class Narrative(RoleAnswer):
+    """The narrative agent: market regime, its drivers and risks."""
+
+    regime: Literal["bull", "bear", "ranging", "volatile"] = "ranging"
+    drivers: list[str] = Field(default_factory=list)
+    risks: list[str] = Field(default_factory=list)
+
+    @field_validator("regime", mode="before")
+    @classmethod
+    def _regime(cls, value: Any) -> str:
+        text = str(value).strip().lower()
+        return {
+            "bullish": "bull",
+            "bearish": "bear",
+            "range": "ranging",
+            "sideways": "ranging",
+            "volatility": "volatile",
+        }.get(text, text)
+
+
+class DataProcessing(RoleAnswer):
+    """The data agent: order-flow imbalance and volume spikes."""
+
+    order_flow_imbalance: float = 0.0
+    volume_spike: bool = False
+
+    @field_validator("order_flow_imbalance", mode="before")
+    @classmethod
+    def _imbalance(cls, value: Any) -> float:
+        return _clamp(value, -1.0, 1.0)
+
+
+class DocumentAnalysis(RoleAnswer):
+    """The document agent: sentiment and key points of filings and reports."""
+
+    sentiment: float = 0.0
+    key_points: list[str] = Field(default_factory=list)
+
+    @field_validator("sentiment", mode="before")
+    @classmethod
+    def _sentiment(cls, value: Any) -> float:
+        return _clamp(value, -1.0, 1.0)
+
+
+class TradingAction(RoleAnswer):
+    """The meta orchestrator's decision (the seed's ``TradingAction``)."""
+
+    action: Literal["BUY", "SELL", "HOLD", "CLOSE"] = "HOLD"
+    size: float = 0.0
+    risk_level: Literal["low", "medium", "high"] = "medium"
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _action(cls, value: Any) -> str:
+        return str(value).strip().upper()
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> float:
+        number = float(str(value).strip().rstrip("%")) if isinstance(value, str) else float(value)
+        if 1.0 < number <= 100.0:  # "size %" as the seed's prompt asks for it
+            number /= 100.0
+        return _clamp(number, 0.0, 1.0)
+
+    @field_validator("risk_level", mode="before")
+    @classmethod
+    def _risk(cls, value: Any) -> str:
+        return str(value).strip().lower()
+
+
+ROLE_SCHEMAS: dict[str, type[RoleAnswer]] = {
+    "chart_analysis": ChartAnalysis,
+    "narrative": Narrative,
+    "data_processor": DataProcessing,
+    "document_analysis": DocumentAnalysis,
+    "meta_orchestrator": TradingAction,
+}
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def extract_json(text: str) -> dict[str, Any] | None:
+    """The first JSON object in ``text``: bare, in a code fence, or inside prose."""
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    for candidate in candidates:
+        start = candidate.find("{")
+        while start != -1:
+            depth, in_string, escaped = 0, False, False
+            for end in range(start, len(candidate)):
+                char = candidate[end]
+                if in_string:
+                    escaped = not escaped and char == "\\"
+                    if char == '"' and not escaped:
+                        in_string = False
+                    elif char != "\\":
+                        escaped = False
+                    continue
+                if char == '"':
+                    in_string = True
+                elif char == "{":
+                    depth += 1
+                elif char == "}":
+                    depth -= 1
+                    if depth == 0:
+                        try:
+                            value = json.loads(candidate[start : end + 1])
+                        except ValueError:
+                            break
+                        if isinstance(value, dict):
+                            return value
+                        break
+            start = candidate.find("{", start + 1)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A parsed answer, or why there is none (``answer`` None: the caller abstains)."""
+
+    answer: RoleAnswer | None
+    error: str
+    raw: str
+
+
+def parse_answer(role: str, text: str) -> Parsed:
+    """Parse ``text`` as ``role``'s schema; never raises for a bad answer."""
+    schema = ROLE_SCHEMAS[role]
+    if not text.strip():
+        return Parsed(None, "empty answer", text)
+    data = extract_json(text)
+    if data is None:
+        return Parsed(None, "no JSON object in the answer", text)
+    try:
+        return Parsed(schema.model_validate(data), "", text)
+    except (ValidationError, ValueError, TypeError) as exc:
+        first = str(exc).splitlines()
+        return Parsed(None, f"invalid {role} answer: {first[0] if first else exc}"[:300], text)
