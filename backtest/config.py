@@ -56,6 +56,7 @@ STRATEGY_KINDS: dict[str, str] = {
     "random": "strategies.baselines:RandomPolicy",
     "drl": "strategies.drl:DRLPolicy",
     "llm": "strategies.llm.graph:LLMPolicy",
+    "hybrid": "strategies.hybrid:HybridPolicy",
 }
 
 

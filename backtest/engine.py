@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from backtest._env_nb import (
@@ -575,6 +576,18 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
         "decisions": _decisions_table(tracks, index),
         "llm_calls": _llm_calls_table(tracks, index),
     }
+    calls = tables["llm_calls"]
+    if calls.num_rows:
+        offline = pc.equal(calls["cache"], "offline")
+        for name in tracks:
+            mine = pc.and_(offline, pc.equal(calls["strategy"], name))
+            count = pc.sum(pc.cast(mine, pa.int64())).as_py() or 0
+            if count:
+                warnings.append(
+                    f"strategy {name!r}: {count} LLM answer(s) came from the offline analyst "
+                    "(rule-based, $0, no model was asked); set the provider's API key to use "
+                    "real models"
+                )
 
     ppy = (
         config.periods_per_year

@@ -29,6 +29,7 @@ MODULES = [
     "strategies.base",
     "strategies.baselines",
     "strategies.drl",
+    "strategies.hybrid",
     "strategies.llm.graph",
     "strategies.llm.prompts",
     "strategies.llm.schemas",

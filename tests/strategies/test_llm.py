@@ -163,6 +163,7 @@ def test_offline_run_calls_every_role_at_no_cost(samples_dir: Path, tmp_path: Pa
     assert len(calls) == 4 * bars
     assert set(calls["model_served"]) == {"offline/rule-based-v1"}
     assert calls["cost_usd"].sum() == 0 and set(calls["cache"]) == {"offline"}
+    assert any("offline analyst" in w for w in result.manifest["warnings"])
     decisions = result.decisions[result.decisions.strategy == "llm"]
     assert decisions["reasoning"].str.startswith("offline analyst").all()
     signals = json.loads(decisions["signals"].iloc[0])
