@@ -59,6 +59,11 @@ def fallback_average(signals: list[AgentSignal]) -> tuple[str, float, float]:
     return action, abs(mean_signal) * 0.5, mean_confidence
 
 
+def _abstaining(role: str, why: str) -> AgentSignal:
+    # Failures are data: an explicit abstain that keeps the reason and the raw text.
+    return AgentSignal(agent_name=role, signal=0.0, confidence=0.0, abstain=True, reasoning=why)
+
+
 class LLMPolicy:
     """The seed's multi-agent LLM strategy.
 
@@ -152,22 +157,10 @@ class LLMPolicy:
 
     def _signal(self, role: str, run: RoleRun) -> AgentSignal:
         if run.result is None:
-            return AgentSignal(
-                agent_name=role,
-                signal=0.0,
-                confidence=0.0,
-                abstain=True,
-                reasoning=f"no answer: {run.abstain_reason}",
-            )
+            return _abstaining(role, f"no answer: {run.abstain_reason}")
         parsed = parse_answer(role, run.result.content)
         if parsed.answer is None:
-            return AgentSignal(
-                agent_name=role,
-                signal=0.0,
-                confidence=0.0,
-                abstain=True,
-                reasoning=f"unparseable ({parsed.error}): {parsed.raw[:1000]}",
-            )
+            return _abstaining(role, f"unparseable ({parsed.error}): {parsed.raw[:1000]}")
         answer = parsed.answer
         features = {
             f: float(getattr(answer, f))
