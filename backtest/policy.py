@@ -126,6 +126,9 @@ class Decision:
     action: str = ""
 
 
+_NO_TEXT = pd.DataFrame(columns=["available_at", "headline", "text", "source"])
+
+
 class MarketView:
     """Read-only access to the bars (and text) known at the current decision time.
 
@@ -252,13 +255,13 @@ class MarketView:
     def news(self, limit: int | None = None) -> pd.DataFrame:
         """News whose ``available_at`` is no later than the decision time."""
         if self._news is None:
-            return pd.DataFrame(columns=["available_at", "headline", "text", "source"])
+            return _NO_TEXT.copy(deep=False)
         return self._news.visible(int(self._close_times()[self._t]), limit=limit)
 
     def documents(self, limit: int | None = None) -> pd.DataFrame:
         """Documents whose ``available_at`` is no later than the decision time."""
         if self._documents is None:
-            return pd.DataFrame(columns=["available_at", "headline", "text", "source"])
+            return _NO_TEXT.copy(deep=False)
         return self._documents.visible(int(self._close_times()[self._t]), limit=limit)
 
 

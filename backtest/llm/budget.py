@@ -102,6 +102,7 @@ class Budget:
 
     config: BudgetConfig = field(default_factory=BudgetConfig)
     run_usd: float = 0.0
+    reserved_usd: float = 0.0
     events: list[BudgetEvent] = field(default_factory=list)
     _day: str = ""
     _day_usd: float = 0.0
@@ -116,7 +117,9 @@ class Budget:
         """Cost charged so far on the current day."""
         return self._day_usd
 
-    def check(self, day: str, estimate_usd: float, *, model: str = "") -> Verdict:
+    def check(
+        self, day: str, estimate_usd: float, *, model: str = "", reserve: bool = False
+    ) -> Verdict:
         """Decide, before a call, whether it may go ahead.
 
         Args:
@@ -124,6 +127,8 @@ class Budget:
             estimate_usd: Worst-case cost of the call (prompt counted conservatively plus
                 ``max_tokens`` of output).
             model: The model the call would use, for the event record.
+            reserve: Hold ``estimate_usd`` against the budgets until :meth:`release`, so
+                calls planned together (and run concurrently) cannot pass a cap together.
 
         Returns:
             ``stop`` when the run cap would be passed (the call must not be made),
@@ -132,7 +137,7 @@ class Budget:
         """
         self._roll(day)
         cap = self.config.max_run_usd
-        if cap is not None and self.run_usd + estimate_usd > cap:
+        if cap is not None and self.run_usd + self.reserved_usd + estimate_usd > cap:
             self.events.append(BudgetEvent(day, "stop", self.run_usd, cap, model))
             logger.warning(
                 "LLM run budget: $%.4f spent, a call of up to $%.4f would pass the "
@@ -142,12 +147,19 @@ class Budget:
                 cap,
             )
             return "stop"
-        if self._day_usd + estimate_usd > self.config.daily_usd:
+        verdict: Verdict = "ok"
+        if self._day_usd + self.reserved_usd + estimate_usd > self.config.daily_usd:
             self.events.append(
                 BudgetEvent(day, "downgrade", self._day_usd, self.config.daily_usd, model)
             )
-            return "downgrade"
-        return "ok"
+            verdict = "downgrade"
+        if reserve:
+            self.reserved_usd += estimate_usd
+        return verdict
+
+    def release(self, estimate_usd: float) -> None:
+        """Give back a reservation made by :meth:`check` (after the call was charged)."""
+        self.reserved_usd = max(0.0, self.reserved_usd - estimate_usd)
 
     def charge(self, day: str, cost_usd: float) -> None:
         """Add a call's cost; record (and log) the daily alert the first time it is crossed."""

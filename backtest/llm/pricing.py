@@ -501,6 +501,9 @@ def table_names(path: str | Path | None = None) -> tuple[str, ...]:
     return tuple(sorted(data["tables"]))
 
 
+_SINGLE_TOKEN_BYTES = ("0123456789" + "".join(sorted(_ASCII_PUNCT))).encode("ascii")
+
+
 def count_text_tokens(text: str) -> int:
     """Over-count the tokens of ``text`` for BPE tokenizers without loading one.
 
@@ -516,17 +519,11 @@ def count_text_tokens(text: str) -> int:
     Returns:
         The token count, at least ``len(text) / 3``.
     """
-    single = 0
-    rest = 0
-    for char in text:
-        if char.isascii():
-            if char.isdigit() or char in _ASCII_PUNCT:
-                single += 1
-            else:
-                rest += 1
-        else:
-            rest += len(char.encode("utf-8", "surrogatepass"))
-    return single + math.ceil(rest / 3)
+    # Digits and punctuation are one byte each in UTF-8, so counting them is deleting them
+    # from the bytes (C speed); everything else, ASCII or not, costs its UTF-8 bytes / 3.
+    data = text.encode("utf-8", "surrogatepass")
+    single = len(data) - len(data.translate(None, _SINGLE_TOKEN_BYTES))
+    return single + math.ceil((len(data) - single) / 3)
 
 
 def count_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:

@@ -24,7 +24,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -37,6 +37,7 @@ from backtest.llm.records import LLMCall
 __all__ = [
     "BudgetSettings",
     "DecisionTree",
+    "RolePlan",
     "RoleRoute",
     "RoleRun",
     "Router",
@@ -129,6 +130,21 @@ def load_routing(path: str | Path) -> RoutingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RolePlan:
+    """The models a role will try, with the budget reserved for it (see :meth:`Router.plan`)."""
+
+    role: str
+    models: tuple[str, ...]
+    requests: tuple[ChatRequest, ...]
+    route: RoleRoute
+    context: CallContext
+    day: str
+    estimate: float = 0.0
+    bar: int = 0
+    stopped: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RoleRun:
     """What asking one role produced.
 
@@ -143,6 +159,7 @@ class RoleRun:
     calls: tuple[LLMCall, ...]
     model: str = ""
     abstain_reason: str = ""
+    failed: tuple[str, ...] = ()
 
 
 @dataclass
@@ -227,7 +244,7 @@ class Router:
             return 0.0
         return float(self.prices.estimate_max_cost(model, tokens, max_tokens, images=images))
 
-    def ask(
+    def plan(
         self,
         role: str,
         messages: Sequence[Mapping[str, Any]],
@@ -239,8 +256,13 @@ class Router:
         response_format: Mapping[str, Any] | None = None,
         prompt_version: str = "",
         intraday: bool = False,
-    ) -> RoleRun:
-        """Ask ``role``; fall back through its models; respect budgets and the breaker."""
+    ) -> RolePlan:
+        """Decide, before any call, which models to try and reserve the budget for them.
+
+        Plans made one after another in a fixed order can then be executed concurrently and
+        committed in the same order: budgets and the circuit breaker see the same sequence
+        on every replay.
+        """
         images = sum(
             1
             for m in messages
@@ -252,19 +274,23 @@ class Router:
         models = self.choose(role, has_image=images > 0, prompt_tokens=tokens, intraday=intraday)
         route = self.config.roles[role]
         estimate = self._estimate(models[0], tokens, route.max_tokens, images)
-        verdict: Literal["ok", "downgrade", "stop"] = self.budget.check(
-            day, estimate, model=models[0]
-        )
+        verdict = self.budget.check(day, estimate, model=models[0], reserve=True)
         if verdict == "stop":
-            return RoleRun(None, (), abstain_reason="budget: the run's hard cap would be passed")
+            return RolePlan(
+                role,
+                (),
+                (),
+                route,
+                context,
+                day,
+                estimate=0.0,
+                stopped="budget: the run's hard cap would be passed",
+            )
         if verdict == "downgrade" and self.config.cheapest:
             models = list(dict.fromkeys([self.config.cheapest, *models]))
-        calls: list[LLMCall] = []
-        previous = ""
-        for model in models:
-            if not self._breaker.allows(model, bar):
-                continue
-            request = ChatRequest(
+        allowed = tuple(m for m in models if self._breaker.allows(m, bar))
+        requests = tuple(
+            ChatRequest(
                 model=model,
                 messages=tuple(messages),
                 temperature=route.temperature,
@@ -274,23 +300,56 @@ class Router:
                 prompt_version=prompt_version,
                 context=market,
             )
+            for model in allowed
+        )
+        return RolePlan(role, allowed, requests, route, context, day, estimate=estimate, bar=bar)
+
+    def execute(self, plan: RolePlan) -> RoleRun:
+        """Try the planned models in order; touches no shared state (safe in a thread)."""
+        if plan.stopped:
+            return RoleRun(None, (), abstain_reason=plan.stopped)
+        calls: list[LLMCall] = []
+        previous = ""
+        failed: list[str] = []
+        for model, request in zip(plan.models, plan.requests, strict=True):
             ctx = CallContext(
-                strategy=context.strategy,
-                timestamp=context.timestamp,
-                role=role,
-                prompt_version=prompt_version,
+                strategy=plan.context.strategy,
+                timestamp=plan.context.timestamp,
+                role=plan.role,
+                prompt_version=request.prompt_version,
                 fallback_from=previous,
             )
             try:
                 result = self.client.chat(request, ctx)
             except LLMCallFailed as failure:
                 calls.append(failure.call)
-                self._breaker.fail(model, bar, self.config)
+                failed.append(model)
                 previous = model
                 continue
             calls.append(result.call)
-            self.budget.charge(day, result.call.cost_usd)
-            return RoleRun(result, tuple(calls), model=model)
+            return RoleRun(result, tuple(calls), model=model, failed=tuple(failed))
         return RoleRun(
-            None, tuple(calls), abstain_reason=f"every model for {role} failed or is on cool-down"
+            None,
+            tuple(calls),
+            failed=tuple(failed),
+            abstain_reason=f"every model for {plan.role} failed or is on cool-down",
         )
+
+    def commit(self, plan: RolePlan, run: RoleRun) -> RoleRun:
+        """Apply a run's failures to the breaker and its cost to the budget, in plan order."""
+        for model in run.failed:
+            self._breaker.fail(model, plan.bar, self.config)
+        self.budget.release(plan.estimate)
+        if run.result is not None:
+            self.budget.charge(plan.day, run.result.call.cost_usd)
+        return run
+
+    def ask(
+        self,
+        role: str,
+        messages: Sequence[Mapping[str, Any]],
+        **kwargs: Any,
+    ) -> RoleRun:
+        """Plan, execute and commit one role (see :meth:`plan` for the arguments)."""
+        plan = self.plan(role, messages, **kwargs)
+        return self.commit(plan, self.execute(plan))

@@ -17,22 +17,25 @@ into ``cassette`` with ``record_mode``); without a key, a cassette that holds re
 replayed (mode ``none``); with neither, the offline analyst answers, and every record says
 ``offline``. ``mode`` forces one of ``live``, ``replay`` or ``offline``.
 
-Nodes run one after another, in a fixed order, so budgets, circuit breakers and cassette
-keys are identical on every replay (running narrative and data concurrently in live mode is
-a planned optimisation, not done yet).
+Narrative and data processing are independent: in live mode they run concurrently, so a
+full analysis costs the critical path (chart, then the slower of the two, then meta), not
+the sum. They are planned (budget reserved, models chosen) and committed (costs charged,
+failures counted) in a fixed order, so budgets, circuit breakers and cassette keys are
+identical on every replay, which runs them one after the other.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from backtest.llm.cassette import Cassette
 from backtest.llm.client import PROFILES, CallContext, LLMClient, response_format_for
 from backtest.llm.offline import OfflineAnalyst
-from backtest.llm.router import RoleRun, Router, load_routing
+from backtest.llm.router import RolePlan, RoleRun, Router, load_routing
 from strategies.base import AgentSignal, Decision, MarketView, Observation, action_to_target
 from strategies.llm.prompts import PROMPT_VERSIONS, build_messages, market_context
 from strategies.llm.schemas import ROLE_SCHEMAS, TradingAction, parse_answer
@@ -40,6 +43,8 @@ from strategies.llm.schemas import ROLE_SCHEMAS, TradingAction, parse_answer
 __all__ = ["LLMPolicy", "fallback_average"]
 
 _AGENT_ROLES = ("chart_analysis", "narrative", "data_processor")
+# JSON schemas of the role answers, built once (pydantic takes ~1 ms per build).
+_SCHEMAS = {role: schema.model_json_schema() for role, schema in ROLE_SCHEMAS.items()}
 _FEATURE_FIELDS = ("support", "resistance", "order_flow_imbalance", "sentiment")
 
 
@@ -118,6 +123,8 @@ class LLMPolicy:
         self.every_n_bars = every_n_bars
         self.lookback_bars = lookback_bars
         self.router: Router | None = None
+        self._formats: dict[str, dict[str, Any]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"llm-{name}")
         self.source = ""
         self._since = 0
 
@@ -175,23 +182,43 @@ class LLMPolicy:
             reasoning=answer.reasoning,
         )
 
-    def _ask(
+    def _plan(
         self, role: str, messages: list[dict[str, Any]], market: dict[str, Any], obs: Observation
-    ) -> RoleRun:
+    ) -> RolePlan:
         assert self.router is not None
         route = self.routing.roles[role]
-        schema = ROLE_SCHEMAS[role].model_json_schema()
-        return self.router.ask(
+        return self.router.plan(
             role,
             messages,
             context=CallContext(strategy=self.name, timestamp=market["decision_time"]),
             day=market["decision_time"][:10],
             bar=obs.t,
             market={**market, "role": role},
-            response_format=response_format_for(route.primary, schema, role),
+            response_format=self._formats.setdefault(
+                role, response_format_for(route.primary, _SCHEMAS[role], role)
+            ),
             prompt_version=PROMPT_VERSIONS[role],
             intraday=obs.market.frequency not in ("1d", "1w"),
         )
+
+    def _ask(
+        self, role: str, messages: list[dict[str, Any]], market: dict[str, Any], obs: Observation
+    ) -> RoleRun:
+        assert self.router is not None
+        plan = self._plan(role, messages, market, obs)
+        return self.router.commit(plan, self.router.execute(plan))
+
+    def _ask_together(
+        self, roles: list[str], market: dict[str, Any], obs: Observation
+    ) -> list[RoleRun]:
+        """Independent nodes: planned and committed in order, run concurrently when live."""
+        assert self.router is not None
+        plans = [self._plan(role, build_messages(role, market), market, obs) for role in roles]
+        if self.source == "live" and len(plans) > 1:
+            runs = list(self._pool.map(self.router.execute, plans))
+        else:
+            runs = [self.router.execute(plan) for plan in plans]
+        return [self.router.commit(plan, run) for plan, run in zip(plans, runs, strict=True)]
 
     def act(self, obs: Observation) -> Decision:
         """Run the graph (on decision bars) and map the meta answer onto a target."""
@@ -204,12 +231,18 @@ class LLMPolicy:
         roles = list(_AGENT_ROLES)
         if market["documents"] and "document_analysis" in self.routing.roles:
             roles.append("document_analysis")
-        for role in roles:
-            if role not in self.routing.roles:
-                continue
-            run = self._ask(role, build_messages(role, market), market, obs)
-            calls += run.calls
-            signals.append(self._signal(role, run))
+        # The seed's graph: chart first, then narrative and data (independent) together,
+        # then documents when there are any.
+        present = [r for r in roles if r in self.routing.roles]
+        stages = [
+            [r for r in present if r == "chart_analysis"],
+            [r for r in present if r in ("narrative", "data_processor")],
+            [r for r in present if r == "document_analysis"],
+        ]
+        for stage in stages:
+            for role, run in zip(stage, self._ask_together(stage, market, obs), strict=True):
+                calls += run.calls
+                signals.append(self._signal(role, run))
         meta_market = {
             **market,
             "signals": [

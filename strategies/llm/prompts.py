@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from strategies.base import AgentSignal, MarketView
 
 __all__ = ["PROMPT_VERSIONS", "build_messages", "market_context"]
@@ -60,6 +62,19 @@ def _g(value: float) -> str:
     return f"{value:.6g}"
 
 
+def _items(frame: Any, text_chars: int) -> list[dict[str, Any]]:
+    if frame.empty:
+        return []
+    return [
+        {
+            "headline": str(r.headline),
+            "text": str(r.text)[:text_chars],
+            "available_at": r.available_at.isoformat(),
+        }
+        for r in frame.itertuples()
+    ]
+
+
 def market_context(
     market: MarketView,
     *,
@@ -69,35 +84,19 @@ def market_context(
     document_chars: int = 6000,
 ) -> dict[str, Any]:
     """The structured context every prompt is written from (bars and text up to now)."""
-    frame = market.frame(lookback)
-    news = market.news(news_limit)
-    documents = market.documents(document_limit)
-    return {
+    start = max(0, len(market) - lookback)
+    stamps = np.datetime_as_string(market.timestamps_ns[start:].astype("datetime64[ns]"), unit="m")
+    context: dict[str, Any] = {
         "symbol": market.symbol,
         "frequency": market.frequency,
         "decision_time": market.decision_time.isoformat(),
-        "timestamps": [ts.isoformat() for ts in frame.index],
-        **{
-            c: [float(v) for v in frame[c].to_numpy()]
-            for c in ("open", "high", "low", "close", "volume")
-        },
-        "news": [
-            {
-                "headline": str(r.headline),
-                "text": str(r.text)[:1000],
-                "available_at": r.available_at.isoformat(),
-            }
-            for r in news.itertuples()
-        ],
-        "documents": [
-            {
-                "headline": str(r.headline),
-                "text": str(r.text)[:document_chars],
-                "available_at": r.available_at.isoformat(),
-            }
-            for r in documents.itertuples()
-        ],
+        "timestamps": [f"{s}+00:00" for s in stamps.tolist()],
     }
+    for name in ("open", "high", "low", "close", "volume"):
+        context[name] = getattr(market, name)[start:].tolist()
+    context["news"] = _items(market.news(news_limit), 1000)
+    context["documents"] = _items(market.documents(document_limit), document_chars)
+    return context
 
 
 def _bars_table(context: Mapping[str, Any], rows: int) -> str:

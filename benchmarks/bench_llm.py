@@ -1,0 +1,136 @@
+"""LLM-only strategy: a full replay from a cassette, and one live decision's latency.
+
+1. Record an LLM-only run of the S&P 500 sample's 2016-2018 test split (754 bars, 4 calls a
+   bar) through the loopback test server, then time the same run replayed from the cassette
+   (``run(write=False)`` from the call; imports and the recording excluded).
+2. Time single live decisions against the server with a fixed 200 ms latency per call.
+
+Usage: ``.venv/bin/python benchmarks/bench_llm.py [--data DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(_HERE.parent))
+sys.path.insert(0, str(_HERE))
+
+from _data import sample_dir  # noqa: E402
+
+import strategies.llm.graph as graph  # noqa: E402
+from backtest import RunConfig, run  # noqa: E402
+from backtest.llm.testing import LLMTestServer  # noqa: E402
+
+ROUTING = _HERE.parent / "experiments" / "routing" / "seed_stack.toml"
+REPLIES = {
+    "technical analyst": {"trend": "up", "signal": 0.6, "confidence": 0.8, "reasoning": "up"},
+    "expert market analyst": {
+        "regime": "bull",
+        "signal": 0.7,
+        "confidence": 0.7,
+        "reasoning": "bull",
+    },
+    "order-flow": {
+        "order_flow_imbalance": 0.2,
+        "signal": 0.2,
+        "confidence": 0.5,
+        "reasoning": "buying",
+    },
+    "orchestrator": {"action": "BUY", "size": 0.5, "confidence": 0.75, "reasoning": "agree"},
+}
+
+
+def _answer(body: dict[str, Any]) -> str:
+    system = body["messages"][0]["content"]
+    return json.dumps(next((r for k, r in REPLIES.items() if k in system), {}))
+
+
+def _config(
+    data: Path, folder: Path, base_url: str, mode: str, end: str | None = None
+) -> RunConfig:
+    return RunConfig.model_validate(
+        {
+            "data": {"path": str(data / "SP500.parquet"), "end": end},
+            "splits": {"train_end": "2013-01-01", "validation_end": "2016-01-01"},
+            "strategies": [
+                {
+                    "name": "llm",
+                    "kind": "llm",
+                    "params": {
+                        "routing": str(ROUTING),
+                        "mode": mode,
+                        "cassette": str(folder / "cassette"),
+                        "base_url": base_url,
+                    },
+                }
+            ],
+            "benchmark": None,
+            "output_dir": str(folder / "runs"),
+        }
+    )
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    original = graph.load_routing
+    graph.load_routing = lambda p: original(p).model_copy(  # type: ignore[assignment]
+        update={"profile": "openai_compatible"}
+    )
+    with sample_dir(args.data) as data, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        with LLMTestServer(models={"*": _answer}) as server:
+            recorded = run(_config(data, folder, server.base_url, "live"), write=False)
+            calls = len(recorded.llm_calls)
+            replays = []
+            for _ in range(args.repeats):
+                started = time.perf_counter()
+                replayed = run(_config(data, folder, server.base_url, "replay"), write=False)
+                replays.append(time.perf_counter() - started)
+            assert replayed.ledger.equals(recorded.ledger)
+        # One decision = one call of LLMPolicy.act, timed around it (the run's set-up apart).
+        latencies: list[float] = []
+        act = graph.LLMPolicy.act
+
+        def timed(self: Any, obs: Any) -> Any:
+            started = time.perf_counter()
+            decision = act(self, obs)
+            latencies.append(time.perf_counter() - started)
+            return decision
+
+        graph.LLMPolicy.act = timed  # type: ignore[method-assign]
+        with LLMTestServer(models={"*": _answer}, latency_ms=200) as slow:
+            run(
+                _config(data, folder / "slow", slow.base_url, "live", end="2016-01-15"), write=False
+            )
+        graph.LLMPolicy.act = act  # type: ignore[method-assign]
+    replay_s = statistics.median(replays)
+    lines = [
+        "### LLM-only strategy (seed_stack routing, loopback server)",
+        "",
+        "| measure | target | measured | status |",
+        "|---|---|---|---|",
+        f"| full replay from the cassette, 754 bars, {calls} calls | <= 1 s | "
+        f"{replay_s:.2f} s (median of {args.repeats}) | "
+        f"{'met' if replay_s <= 1 else 'missed'} |",
+        f"| one live decision, 200 ms per call | <= 0.62 s | "
+        f"{statistics.median(latencies):.3f} s (median of {len(latencies)} decisions) | "
+        f"{'met' if statistics.median(latencies) <= 0.62 else 'missed'} |",
+    ]
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+if __name__ == "__main__":
+    main()
