@@ -191,7 +191,12 @@ class StrategyConfig(Frozen):
 
 
 class RunConfig(Frozen):
-    """Everything one run depends on besides the data's bytes."""
+    """Everything one run depends on besides the data's bytes.
+
+    ``risk_free_rate`` (for Sharpe, Sortino and alpha) is an annual rate, or the path of a
+    CSV/Parquet file with ``timestamp`` and ``rate`` columns (annual rates), taken as of each
+    bar (the last rate published at or before it).
+    """
 
     name: str = "run"
     data: DataConfig
@@ -202,7 +207,7 @@ class RunConfig(Frozen):
     benchmark: str | None = "buy_and_hold"
     seed: int = Field(0, ge=0)
     output_dir: str = "runs"
-    risk_free_rate: float = 0.0
+    risk_free_rate: float | str = 0.0
     periods_per_year: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")

@@ -595,6 +595,7 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
         or metrics.periods_per_year(bars.frequency, bars.meta.calendar, index)
     )
     bench = tracks.get(config.benchmark) if config.benchmark else None
+    risk_free = _risk_free(config.risk_free_rate, index)
     summary: dict[str, Any] = {
         "run_id": run_id,
         "symbol": bars.symbol,
@@ -609,7 +610,7 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
         stats = metrics.summarize(
             track.equity,
             periods_per_year=ppy,
-            risk_free=config.risk_free_rate,
+            risk_free=risk_free,
             benchmark_equity=None if bench is None or name == config.benchmark else bench.equity,
             position_units=track.units,
             fill_units=_all_fills(track),
@@ -654,6 +655,37 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
     return RunResult(
         run_id=run_id, run_dir=run_dir, tables=tables, summary=summary, manifest=manifest
     )
+
+
+def _risk_free(value: float | str, index: pd.DatetimeIndex) -> float | np.ndarray:
+    """A constant annual rate, or a file of annual rates taken as of each bar."""
+    if not isinstance(value, str):
+        return float(value)
+    path = Path(value)
+    try:
+        rates = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"risk_free_rate: cannot read {path} ({exc}). Fix: give an annual "
+            "rate such as 0.02, or a CSV/Parquet file with timestamp and rate "
+            "columns."
+        ) from exc
+    if not {"timestamp", "rate"} <= set(rates.columns):
+        raise ConfigError(
+            f"risk_free_rate: {path} needs columns 'timestamp' and 'rate' (has "
+            f"{', '.join(map(str, rates.columns))})."
+        )
+    stamps = pd.DatetimeIndex(pd.to_datetime(rates["timestamp"], utc=True)).as_unit("ns")
+    order = np.argsort(stamps.asi8, kind="stable")
+    known = stamps.asi8[order]
+    values = rates["rate"].to_numpy(dtype=np.float64)[order]
+    positions = np.searchsorted(known, index.as_unit("ns").asi8, side="right") - 1
+    if (positions < 0).any():
+        raise ConfigError(
+            f"risk_free_rate: {path} starts at {stamps.min()}, after the first "
+            f"evaluated bar {index[0]}. Fix: add earlier rates."
+        )
+    return values[positions]
 
 
 def _all_fills(track: _Track) -> np.ndarray:

@@ -360,3 +360,28 @@ def test_sma_crossover_matches_vectorbt_from_signals(samples_dir: Path, tmp_path
         ledger["equity_usd"].to_numpy(), portfolio.value().to_numpy(), rtol=1e-9
     )
     assert result.summary["strategies"]["sma"]["trade_count"] == int(portfolio.orders.count())
+
+
+def test_risk_free_rate_as_a_series_of_published_rates(samples_dir: Path, tmp_path: Path) -> None:
+    from backtest.metrics import returns_from_equity, sharpe
+
+    rates = tmp_path / "rates.csv"
+    pd.DataFrame({"timestamp": ["2015-12-15", "2017-06-14"], "rate": [0.005, 0.0125]}).to_csv(
+        rates, index=False
+    )
+    constant = run(_sp500_config(samples_dir, tmp_path, risk_free_rate=0.005), write=False)
+    series = run(_sp500_config(samples_dir, tmp_path, risk_free_rate=str(rates)), write=False)
+    equity = series.equity()["sma"].to_numpy()
+    index = series.equity().index
+    per_bar = np.where(index >= pd.Timestamp("2017-06-14", tz="UTC"), 0.0125, 0.005)
+    ppy = series.summary["periods_per_year"]
+    expected = sharpe(returns_from_equity(equity), ppy, per_bar[1:])
+    assert series.summary["strategies"]["sma"]["sharpe"] == pytest.approx(expected, rel=1e-12)
+    assert (
+        series.summary["strategies"]["sma"]["sharpe"]
+        != constant.summary["strategies"]["sma"]["sharpe"]
+    )
+    late = tmp_path / "late.csv"
+    pd.DataFrame({"timestamp": ["2017-01-01"], "rate": [0.01]}).to_csv(late, index=False)
+    with pytest.raises(ConfigError, match="add earlier rates"):
+        run(_sp500_config(samples_dir, tmp_path, risk_free_rate=str(late)), write=False)
