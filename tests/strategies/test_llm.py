@@ -287,3 +287,40 @@ def test_injected_news_cannot_break_the_risk_limits(samples_dir: Path, tmp_path:
     assert ledger["exposure"].abs().max() <= 1.0 + 1e-9  # max_leverage 1: the limit holds
     llm = result.decisions[result.decisions.strategy == "llm"]
     assert llm["target_position"].max() == 1.0  # size 1000 clamped to 1, leverage ignored
+
+
+def test_prompts_never_see_the_future(samples_dir: Path, tmp_path: Path) -> None:
+    """Bars after t and news published after t's close reach no prompt written at t."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "SP500.parquet").write_bytes((samples_dir / "SP500.parquet").read_bytes())
+    news = tmp_path / "news.csv"
+    pd.DataFrame(
+        {
+            "available_at": ["2016-01-20T21:00:01Z"],
+            "headline": ["LATE-HEADLINE"],
+            "text": ["published a second after the close"],
+            "source": ["wire"],
+        }
+    ).to_csv(news, index=False)
+    import_text(news, kind="news", dest=data)
+    with LLMTestServer(models={"*": answer}) as srv:
+        config = _config(samples_dir, tmp_path, srv)
+        config = config.model_copy(
+            update={"data": config.data.model_copy(update={"path": str(data / "SP500.parquet")})}
+        )
+        run(config, write=False)
+        prompts = [
+            json.dumps(r.body["messages"])
+            for r in srv.requests
+            if r.body and r.body.get("messages")
+        ]
+    for text in prompts:
+        decision = pd.Timestamp(text.split("decision at the close of ")[1][:16], tz="UTC")
+        if decision.normalize() <= pd.Timestamp("2016-01-20", tz="UTC"):  # 1 s too late
+            assert "LATE-HEADLINE" not in text
+        # No close of a later bar appears in the bars table of this prompt.
+        table_rows = [line for line in text.split("\\n") if line[:4].isdigit()]
+        dates = {row[:10] for row in table_rows}
+        assert all(d <= str(decision.date()) for d in dates), decision
+    assert any("LATE-HEADLINE" in t for t in prompts)  # it does arrive, once published
