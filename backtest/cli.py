@@ -354,6 +354,37 @@ def _run(
     console.print(f"Run {result.run_id} written to {result.run_dir}")
 
 
+@app.command("sweep")
+def _sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep TOML file (base + [grid]).")],
+    workers: Annotated[
+        int | None, typer.Option(help="Worker processes (default: one per core).")
+    ] = None,
+) -> None:
+    """Run every grid point of a sweep (skipping complete runs); write sweep_summary.parquet."""
+    from rich.progress import Progress
+
+    from backtest.sweep import expand_grid, load_sweep, run_sweep
+
+    spec = load_sweep(sweep_file)
+    total = len(expand_grid(spec))
+    counts = {"done": 0, "skipped": 0, "failed": 0}
+    with Progress(console=console) as progress:
+        task = progress.add_task("sweep", total=total)
+
+        def done(point: Any, status: str) -> None:
+            counts[status] = counts.get(status, 0) + 1
+            progress.update(task, advance=1)
+
+        table = run_sweep(spec, workers=workers, on_done=done)
+    console.print(
+        f"{total} run(s): {counts['done']} done, {counts['skipped']} already complete, "
+        f"{counts['failed']} failed. Summary: {spec.output_dir}/sweep_summary.parquet"
+    )
+    for row in table[table["status"] == "failed"].itertuples():
+        console.print(f"[red]failed[/red] point {row.point}: {escape(str(row.error))[:300]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; turn a user mistake into one message and exit status 1."""
     try:

@@ -212,7 +212,7 @@ class RunConfig(Frozen):
 
     @model_validator(mode="after")
     def _unique_names(self) -> RunConfig:
-        if "risk" in self.env.model_fields_set:
+        if "risk" in self.env.model_fields_set and self.env.risk != RiskConfig():
             raise ValueError("put risk limits in the top-level [risk] table, not in [env.risk]")
         names = [s.name for s in self.strategies]
         duplicated = sorted({n for n in names if names.count(n) > 1})

@@ -74,6 +74,7 @@ __all__ = [
     "RunResult",
     "build_policy",
     "run",
+    "run_id_for",
 ]
 
 _TIMESTAMP = pa.timestamp("ns", tz="UTC")
@@ -455,6 +456,15 @@ def _call_row(call: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------- run
 
 
+def run_id_for(config: RunConfig, data_sha256: str | None = None) -> str:
+    """The run id: hash of the canonical config and the data's sha256.
+
+    The data enters by its hash, so where it lives (and where output goes) does not.
+    """
+    sha = data_sha256 if data_sha256 is not None else _data_hash(Path(config.data.path))
+    return config_hash(config, sha, exclude={"output_dir": True, "data": {"path"}})[:16]
+
+
 def _load_text_beside(path: Path, kind: str) -> TextFeed | None:
     folder = path if path.is_dir() else path.parent
     candidate = folder / f"{kind}.parquet"
@@ -498,8 +508,7 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
         max_gap=max_gap,
     )
     data_sha = _data_hash(data_path)
-    # The data enters the id by its sha256, so where it lives (and where output goes) does not.
-    run_id = config_hash(config, data_sha, exclude={"output_dir": True, "data": {"path"}})[:16]
+    run_id = run_id_for(config, data_sha)
     env_config = config.env.model_copy(update={"risk": config.risk})
     start, stop = _evaluation_range(config, bars)
     frame = bars.frame
@@ -816,10 +825,24 @@ def _llm_calls_table(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pa.T
     return pa.Table.from_pylist(rows, schema=LLM_CALL_SCHEMA)
 
 
+def _pid_alive(text: str) -> bool:
+    try:
+        os.kill(int(text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _write_run_dir(
     run_dir: Path, tables: dict[str, pa.Table], summary: dict[str, Any], manifest: dict[str, Any]
 ) -> None:
     run_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.parent.glob(f".{run_dir.name}.tmp-*"):
+        # A writer that was killed mid-write left this; a live one is left alone.
+        if not _pid_alive(stale.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)
     staging = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}")
     if staging.exists():
         shutil.rmtree(staging)

@@ -12,6 +12,7 @@ MODULES = [
     "backtest.calendars",
     "backtest.data",
     "backtest.samples",
+    "backtest.sweep",
     "backtest.cli",
     "backtest.config",
     "backtest.engine",
