@@ -108,3 +108,10 @@ def test_a_killed_sweep_resumes_without_redoing_runs(tmp_path: Path, samples_dir
     assert all(after[k] == v for k, v in finished.items())  # finished runs were not redone
     # The killed run's half-written staging folder was cleared when that run was redone.
     assert not list(out.glob(".*.tmp-*"))
+
+
+def test_shipped_sweeps_expand() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    for path in sorted((repo / "experiments" / "sweeps").glob("*.toml")):
+        points = expand_grid(load_sweep(path))
+        assert points and all(p.config.output_dir.startswith(str(repo / "runs")) for p in points)
