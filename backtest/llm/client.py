@@ -522,8 +522,9 @@ class LLMClient:
                     f"cassette {self.cassette.path} (mode {self.cassette.record_mode!r}) has no "
                     f"recording for strategy {ctx.strategy or '?'} at {ctx.timestamp or '?'}, "
                     f"role {ctx.role or '?'}, model {request.model}, attempt {attempt} "
-                    f"(key {key[:12]}...). Fix: record it, e.g. `backtest run EXP.toml --set "
-                    f"llm.record_mode=new_episodes` with {self.profile.api_key_env} set."
+                    f"(key {key[:12]}...). Fix: record it: run the strategy with mode 'live' "
+                    f"and record_mode 'new_episodes' (e.g. --set strategies[i].params.mode=live)"
+                    f" with {self.profile.api_key_env} set."
                 )
             else:
                 recording = self._live(request, key, canonical)

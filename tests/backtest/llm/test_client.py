@@ -127,7 +127,7 @@ def test_record_then_replay_without_a_socket(
     with pytest.raises(CassetteMiss) as info:
         replayer.chat(_request("never recorded"), CTX)
     message = str(info.value)
-    for part in ("llm_only", "2018-03-01", "narrative", MODEL, "record_mode=new_episodes"):
+    for part in ("llm_only", "2018-03-01", "narrative", MODEL, "'new_episodes'"):
         assert part in message
     assert sleep.calls == []
 
