@@ -12,6 +12,7 @@ MODULES = [
     "backtest.calendars",
     "backtest.data",
     "backtest.samples",
+    "backtest.selection",
     "backtest.sweep",
     "backtest.cli",
     "backtest.config",

@@ -1,0 +1,71 @@
+"""Selection statistics: deflated Sharpe, probability of backtest overfitting, SPA."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from backtest.selection import (
+    deflated_sharpe_ratio,
+    expected_max_sharpe,
+    probability_of_backtest_overfitting,
+    spa_pvalue,
+)
+
+
+def test_expected_max_sharpe_grows_with_trials() -> None:
+    assert expected_max_sharpe(1, 0.01) == 0.0
+    values = [expected_max_sharpe(n, 0.01) for n in (2, 10, 100, 1000)]
+    assert values == sorted(values) and values[-1] == pytest.approx(0.1 * 3.2563, rel=1e-3)
+
+
+def test_deflated_sharpe_matches_the_formula_written_out() -> None:
+    rng = np.random.default_rng(7)
+    returns = rng.standard_t(5, size=1500) * 0.01 + 0.0008
+    trials = rng.normal(0.0, 0.03, size=50)
+    sharpe = returns.mean() / returns.std(ddof=1)
+    gamma = 0.5772156649015329
+    n = trials.size
+    sr_star = math.sqrt(trials.var(ddof=1)) * (
+        (1 - gamma) * stats.norm.ppf(1 - 1 / n) + gamma * stats.norm.ppf(1 - 1 / (n * math.e))
+    )
+    skew = stats.skew(returns)
+    kurt = stats.kurtosis(returns, fisher=False)
+    expected = stats.norm.cdf(
+        (sharpe - sr_star)
+        * math.sqrt(len(returns) - 1)
+        / math.sqrt(1 - skew * sharpe + (kurt - 1) / 4 * sharpe**2)
+    )
+    assert deflated_sharpe_ratio(returns, trials) == pytest.approx(expected, rel=1e-9)
+    # The more configurations tried, the less the same Sharpe ratio proves.
+    assert deflated_sharpe_ratio(returns, trials[:2]) > deflated_sharpe_ratio(
+        returns, np.r_[trials, rng.normal(0, 0.03, 950)]
+    )
+
+
+def test_pbo_is_high_for_noise_and_low_for_a_real_edge() -> None:
+    # With no edge anywhere, the in-sample winner is below median out of sample half the
+    # time: averaged over independent draws (one draw's 70 splits are strongly dependent).
+    rng = np.random.default_rng(11)
+    draws = [
+        probability_of_backtest_overfitting(rng.normal(0, 0.01, size=(800, 12)), n_splits=8)
+        for _ in range(20)
+    ]
+    assert 0.35 <= float(np.mean(draws)) <= 0.65
+    noise = rng.normal(0, 0.01, size=(1600, 12))
+    edge = noise.copy()
+    edge[:, 0] += 0.003
+    assert probability_of_backtest_overfitting(edge, n_splits=8) < 0.05
+
+
+def test_spa_finds_a_better_model_and_not_a_lucky_one() -> None:
+    rng = np.random.default_rng(3)
+    benchmark = rng.normal(0.0, 0.01, size=1000)
+    lucky = benchmark[:, None] + rng.normal(0.0, 0.005, size=(1000, 20))
+    assert spa_pvalue(benchmark, lucky, reps=500) > 0.1
+    better = lucky.copy()
+    better[:, 5] += 0.002
+    assert spa_pvalue(benchmark, better, reps=500) < 0.05
