@@ -47,6 +47,7 @@ __all__ = [
     "explain_validation_error",
     "load_experiment",
     "parse_override",
+    "read_toml",
 ]
 
 #: Built-in strategy kinds and the class each one names.
@@ -360,6 +361,26 @@ def explain_validation_error(exc: ValidationError, source: str) -> ConfigError:
     return ConfigError(f"{source}: {len(problems)} problem(s) in the configuration:\n  - {listing}")
 
 
+def read_toml(path: Path, kind: str, missing_fix: str) -> dict[str, Any]:
+    """Read a TOML file; a missing, unreadable or malformed one is a :class:`ConfigError`.
+
+    Args:
+        path: The file.
+        kind: What the file is (``experiment``, ``sweep``, ``routing``), for the message.
+        missing_fix: What to do when the file does not exist.
+    """
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such {kind} file. Fix: {missing_fix}.") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid TOML ({exc}). Fix: correct the syntax there."
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc}).") from exc
+
+
 def load_experiment(
     path: str | Path,
     overrides: Sequence[str] = (),
@@ -383,16 +404,7 @@ def load_experiment(
     """
     path = Path(path)
     source = str(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{source}: no such experiment file. Fix: check the path.") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"{source}: not valid TOML ({exc}). Fix: correct the syntax there."
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{source}: cannot be read ({exc}).") from exc
+    raw = read_toml(path, "experiment", "check the path")
     for text in overrides:
         key_path, value = parse_override(text)
         _apply_override(raw, key_path, value, text)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import tomllib
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from backtest.config import RunConfig, load_experiment
+from backtest.config import RunConfig, load_experiment, read_toml
 from backtest.errors import BacktestError, ConfigError
 
 __all__ = ["SweepPoint", "SweepSpec", "expand_grid", "load_sweep", "run_sweep"]
@@ -68,12 +67,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
         ConfigError: Missing file or keys, a grid value that is not a non-empty list.
     """
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"{path}: no such sweep file. Fix: check the path.") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}).") from exc
+    raw = read_toml(path, "sweep", "check the path")
     unknown = sorted(set(raw) - {"base", "output_dir", "grid"})
     if unknown:
         raise ConfigError(

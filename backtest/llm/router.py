@@ -20,7 +20,6 @@ not a reason to pay for another model).
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from backtest.config import explain_validation_error
+from backtest.config import explain_validation_error, read_toml
 from backtest.errors import ConfigError
 from backtest.llm.budget import Budget, BudgetConfig
 from backtest.llm.client import CallContext, ChatRequest, ChatResult, LLMCallFailed
@@ -112,15 +111,7 @@ def load_routing(path: str | Path) -> RoutingConfig:
         ConfigError: Missing file, bad TOML, or an unknown / wrong key (named, with the fix).
     """
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(
-            f"{path}: no such routing file. Fix: point llm.routing at one of "
-            "experiments/routing/*.toml."
-        ) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc}).") from exc
+    raw = read_toml(path, "routing", "point llm.routing at one of experiments/routing/*.toml")
     try:
         return RoutingConfig.model_validate(raw)
     except ValidationError as exc:
