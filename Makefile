@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 TORCH  ?= torch==2.13.0
 DATA   ?= data
 
-.PHONY: install quickstart test bench lint data clean
+.PHONY: install quickstart test bench lint data clean chromium
 
 install: $(STAMP)
 
@@ -31,7 +31,14 @@ data: $(DATA)/manifest.json
 quickstart: $(DATA)/manifest.json
 	$(VENV)/bin/backtest run experiments/quickstart.toml
 
-test: $(STAMP)
+# The browser test renders the reports in Debian's chromium; installed when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

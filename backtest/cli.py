@@ -19,7 +19,7 @@ from rich.table import Table
 
 from backtest.errors import BacktestError
 
-__all__ = ["app", "main"]
+__all__ = ["REPORT_WRITER", "app", "main"]
 
 app = typer.Typer(
     name="backtest",
@@ -299,6 +299,9 @@ def _run(
         typer.Option("--set", help="Override a key: --set env.fee_bps=2 (repeatable)."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+    report: Annotated[
+        bool, typer.Option(help="Write the HTML report into the run directory.")
+    ] = True,
 ) -> None:
     """Run every strategy of an experiment over the same bars; write the run directory."""
     from backtest.config import load_experiment
@@ -352,6 +355,8 @@ def _run(
     for warning in result.manifest.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     console.print(f"Run {result.run_id} written to {result.run_dir}")
+    if report:
+        console.print(f"Report: {_write_report(result.run_dir)}")
 
 
 @app.command("sweep")
@@ -383,6 +388,31 @@ def _sweep(
     )
     for row in table[table["status"] == "failed"].itertuples():
         console.print(f"[red]failed[/red] point {row.point}: {escape(str(row.error))[:300]}")
+
+
+#: The report writer, found by name so that ``backtest`` does not import ``reports``.
+REPORT_WRITER = "reports:write_report"
+
+
+def _write_report(path: Path, out: Path | None = None) -> Path:
+    import importlib
+
+    module, _, function = REPORT_WRITER.partition(":")
+    writer = getattr(importlib.import_module(module), function)
+    return Path(writer(path, out))
+
+
+@app.command("report")
+def _report(
+    path: Annotated[Path, typer.Argument(help="A run directory or a sweep's output directory.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="HTML file to write (default: report.html / sweep_report.html in it)."),
+    ] = None,
+) -> None:
+    """Write the offline HTML report of a run or a sweep."""
+    written = _write_report(path, out)
+    console.print(f"Report written to {written} ({written.stat().st_size / 1e6:.1f} MB)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,6 +35,10 @@ MODULES = [
     "strategies.llm.graph",
     "strategies.llm.prompts",
     "strategies.llm.schemas",
+    "reports",
+    "reports.figures",
+    "reports.run",
+    "reports.sweep",
 ]
 
 

@@ -1,0 +1,174 @@
+"""The run report: content drawn from the run directory, self-contained, text escaped."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from backtest.engine import RunResult
+from backtest.errors import BacktestError
+from backtest.llm.pricing import PriceTable
+from backtest.llm.records import Usage
+from reports import write_report
+from reports._render import figure_json, plotly_js
+from reports.run import run_report_html
+from tests.reports.conftest import HOSTILE
+
+
+class _Scripts(HTMLParser):
+    """Collects every element and the text of every script, as a browser would parse them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scripts: list[tuple[dict[str, str | None], str]] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self._in: dict[str, str | None] | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag == "script":
+            self._in, self._text = dict(attrs), []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script" and self._in is not None:
+            self.scripts.append((self._in, "".join(self._text)))
+            self._in = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in is not None:
+            self._text.append(data)
+
+
+@pytest.fixture(scope="module")
+def report(hostile_run: RunResult) -> str:
+    path = write_report(hostile_run.run_dir)
+    assert path == hostile_run.run_dir / "report.html"
+    return path.read_text("utf-8")
+
+
+def test_report_holds_every_section_and_strategy(report: str, hostile_run: RunResult) -> None:
+    for section in ("warnings", "metrics", "curves", "trades", "llm-cost", "comparison"):
+        assert f'id="{section}"' in report
+    for name in hostile_run.summary["strategies"]:
+        escaped = name.replace("<", "&lt;").replace(">", "&gt;")
+        assert f'<td class="text">{escaped}' in report
+    assert hostile_run.run_id in report
+    assert hostile_run.manifest["data"]["sha256"] in report
+    # The benchmark was added automatically and is labelled.
+    assert "buy_and_hold (benchmark)" in report
+
+
+def test_metrics_are_the_summary_numbers(report: str, hostile_run: RunResult) -> None:
+    for name, stats in hostile_run.summary["strategies"].items():
+        value = stats["total_return"]
+        assert f'data-v="{value}"' in report, name
+        assert f"{100 * value:,.2f}%" in report
+
+
+def test_cost_panel_matches_the_ledger_and_the_western_table(
+    report: str, hostile_run: RunResult
+) -> None:
+    calls = hostile_run.llm_calls
+    mine = calls[calls.strategy == "llm<i>"]
+    n_decisions = hostile_run.summary["strategies"]["llm<i>"]["decisions"]
+    cost = float(mine["cost_usd"].sum())
+    assert cost == pytest.approx(0.0006 * n_decisions)
+    section = report[report.index('id="cost-totals"') : report.index('id="cost-rows"')]
+    assert f'data-v="{cost}"' in section
+    assert f'data-v="{cost / n_decisions}"' in section
+    assert f'data-v="{len(mine)}"' in section
+    # The oracle: price the same tokens at the reference table directly.
+    ours, theirs = PriceTable.load(table="openrouter"), PriceTable.load(table="western_reference")
+    usages = [
+        (
+            r.model_served,
+            Usage(
+                prompt_tokens=r.prompt_tokens,
+                completion_tokens=r.completion_tokens,
+                cached_prompt_tokens=r.cached_prompt_tokens,
+            ),
+            date(r.timestamp.year, r.timestamp.month, r.timestamp.day),
+        )
+        for r in mine.itertuples()
+    ]
+    western = ours.reprice(usages, theirs)
+    assert western > 10 * cost  # GPT-4-class prices are far above DeepSeek's
+    assert f'data-v="{western}"' in section
+    assert f'data-v="{western / cost}"' in section
+    # Fallbacks, retries and failures are counted per role and model.
+    rows = report[report.index('id="cost-rows"') :]
+    narrative = mine[mine.role == "narrative"]
+    assert f'data-v="{int((narrative.fallback_from != "").sum())}"' in rows
+    assert f'data-v="{int(narrative.retries.sum())}"' in rows
+
+
+def test_failures_and_abstains_are_warned_about(report: str, hostile_run: RunResult) -> None:
+    failed = hostile_run.llm_calls["error"].ne("").sum()
+    assert failed > 0
+    assert f"had {failed} failed call(s) (RateLimitError" in report
+
+
+def test_hostile_text_is_escaped_everywhere(report: str) -> None:
+    parser = _Scripts()
+    parser.feed(report)
+    # The only scripts are ours: the error collector, plotly.js, the figure JSON blocks and
+    # the drawing script. None has a src; nothing else became a tag.
+    kinds = [attrs.get("type") for attrs, _ in parser.scripts]
+    n_figures = kinds.count("application/json")
+    assert n_figures == 6
+    assert len(parser.scripts) == 3 + n_figures
+    assert all("src" not in attrs for attrs, _ in parser.scripts)
+    assert not [t for t, a in parser.tags if t in ("img", "iframe", "object", "embed", "link")]
+    assert not [a for _, a in parser.tags if any(k.startswith("on") for k in a)]
+    assert HOSTILE not in report
+    for attrs, text in parser.scripts:
+        if attrs.get("type") == "application/json":
+            spec = json.loads(text)  # valid JSON, and no raw '<' that could end the block
+            assert "<" not in text
+            assert "data" in spec and "layout" in spec
+    # The hostile reasoning reaches the hover labels as escaped text.
+    timeline = next(
+        json.loads(text) for attrs, text in parser.scripts if attrs.get("id") == "fig-timeline"
+    )
+    labels = [label for trace in timeline["data"] for label in trace.get("hovertext", [])]
+    assert labels and any("&lt;script&gt;window.__pwned" in label for label in labels)
+    assert not any("<script" in label or "<img" in label for label in labels)
+
+
+def test_hostile_text_never_appears_raw_outside_scripts(report: str) -> None:
+    body = re.sub(r"<script[^>]*>.*?</script>", "", report, flags=re.S)
+    assert "<script" not in body and "onerror=" not in body.replace("onerror=&#34;", "")
+    assert "<img" not in body and "<b>prov</b>" not in body
+    assert "llm&lt;i&gt;" in body  # the strategy name from the config, escaped
+
+
+def test_self_contained(report: str) -> None:
+    assert report.count(plotly_js()) == 1  # plotly.js embedded exactly once
+    outside = report.replace(plotly_js(), "")
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", outside)
+    assert "cdn.plot.ly" not in outside
+    assert "default-src 'none'" in report  # a stray request would be blocked and reported
+
+
+def test_report_is_deterministic(hostile_run: RunResult, tmp_path: Path) -> None:
+    first = run_report_html(hostile_run.run_dir)
+    assert first == run_report_html(hostile_run.run_dir)
+
+
+def test_figure_json_cannot_close_its_script_block() -> None:
+    text = figure_json({"data": [{"hovertext": ["</script><script>alert(1)</script> & >"]}]})
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text)["data"][0]["hovertext"][0].startswith("</script>")
+
+
+def test_bad_run_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BacktestError, match=r"missing manifest\.json.*Fix"):
+        write_report(tmp_path)
+    with pytest.raises(BacktestError, match="no such directory"):
+        write_report(tmp_path / "absent")
