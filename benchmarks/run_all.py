@@ -22,6 +22,7 @@ if str(_HERE) not in sys.path:
 import bench_cassette  # noqa: E402
 import bench_env  # noqa: E402
 import bench_llm  # noqa: E402
+import bench_report  # noqa: E402
 import bench_sma  # noqa: E402
 import bench_sweep  # noqa: E402
 from _data import sample_dir  # noqa: E402
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             bench.main(["--repeats", str(args.repeats), "--data", str(data)])
             print(f"\n_{bench.__name__}: {time.perf_counter() - t0:.0f} s wall_\n", flush=True)
-        for bench in (bench_llm, bench_sweep):
+        for bench in (bench_llm, bench_sweep, bench_report):
             t0 = time.perf_counter()
             bench.main(["--data", str(data)])
             print(f"\n_{bench.__name__}: {time.perf_counter() - t0:.0f} s wall_\n", flush=True)

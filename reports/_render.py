@@ -68,6 +68,8 @@ def short_text(text: object, limit: int = 160) -> str:
 
 
 def _typed(array: np.ndarray) -> Any:
+    if array.dtype == np.float32:  # chosen by the builder where 7 digits are plenty
+        return {"dtype": "f4", "bdata": base64.b64encode(array.astype("<f4").tobytes()).decode()}
     if array.dtype.kind == "f":
         return {"dtype": "f8", "bdata": base64.b64encode(array.astype("<f8").tobytes()).decode()}
     if array.dtype.kind in "iu":

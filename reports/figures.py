@@ -82,7 +82,7 @@ def _line(
         "type": "scatter",
         "mode": "lines",
         "x": x,
-        "y": np.asarray(y, dtype=np.float64),
+        "y": y if y.dtype == np.float32 else np.asarray(y, dtype=np.float64),
         "name": short_text(name, 60),
         "line": {"color": colour, "width": 1.4, "dash": dash},
         "hovertemplate": "%{y:" + fmt + "}",
@@ -121,7 +121,7 @@ def drawdown_figure(equity: pd.DataFrame) -> Figure:
     for i, name in enumerate(equity.columns):
         values = equity[name].to_numpy()
         drawdown = values / np.maximum.accumulate(values) - 1.0
-        data.append(_line(x, drawdown, name, _colour(i), fmt=".2%"))
+        data.append(_line(x, drawdown.astype(np.float32), name, _colour(i), fmt=".2%"))
     return {"data": data, "layout": _layout("Drawdown", "from peak", y_format=".0%")}
 
 
@@ -133,7 +133,7 @@ def rolling_sharpe_figure(returns: pd.DataFrame, window: int, periods_per_year: 
         r = returns[name]
         mean = r.rolling(window, min_periods=window).mean()
         std = r.rolling(window, min_periods=window).std(ddof=1)
-        sharpe = (mean / std.where(std > 0) * np.sqrt(periods_per_year)).to_numpy()
+        sharpe = (mean / std.where(std > 0) * np.sqrt(periods_per_year)).to_numpy(np.float32)
         data.append(_line(x, sharpe, name, _colour(i)))
     return {
         "data": data,
@@ -262,7 +262,8 @@ def decision_timeline(
         target: Target exposure after risk limits (held between decisions), one column per
             strategy.
         marks: Per strategy, decisions to mark: ``timestamp``, ``target``, ``label``
-            (already escaped hover text) and ``abstain``.
+            (already escaped hover text, without the strategy's name and the time, which
+            the hover template adds) and ``abstain``.
         strategies: Order of the strategies.
     """
     x = time_ms(target.index)
@@ -273,7 +274,7 @@ def decision_timeline(
                 "type": "scatter",
                 "mode": "lines",
                 "x": x,
-                "y": target[name].to_numpy(dtype=np.float64),
+                "y": target[name].to_numpy(dtype=np.float32),
                 "name": short_text(name, 60),
                 "legendgroup": short_text(name, 60),
                 "line": {"color": _colour(i), "width": 1.2, "shape": "hv"},
@@ -300,7 +301,9 @@ def decision_timeline(
                     "symbol": ["x" if a else "circle" for a in frame["abstain"]],
                 },
                 "hovertext": list(frame["label"]),
-                "hoverinfo": "text",
+                "hovertemplate": "<b>"
+                + short_text(name, 40)
+                + "</b> %{x|%Y-%m-%d %H:%M}<br>%{hovertext}<extra></extra>",
             }
         )
     layout = _layout(

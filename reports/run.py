@@ -187,13 +187,17 @@ def _decision_marks(decisions: pd.DataFrame, target: pd.DataFrame) -> dict[str, 
     for name, rows in decisions.groupby("strategy", sort=False):
         if name not in target:
             continue
-        keep = rows[(rows["action"] != "HOLD") | rows["abstain"]]
+        # Mark what a reader looks for: a new target, an abstain, or an agent-backed BUY/SELL
+        # (whose reasoning is worth reading even when the target did not change).
+        wanted = rows["target_position"]
+        changed = wanted.notna() & wanted.ne(wanted.ffill().shift(1))
+        argued = (rows["action"] != "HOLD") & (rows["signals"].fillna("") != "")
+        keep = rows[changed | argued | rows["abstain"]]
         if keep.empty:
             continue
         held = target[name].reindex(pd.DatetimeIndex(keep["timestamp"])).to_numpy()
         labels = []
         for row in keep.itertuples(index=False):
-            head = f"<b>{short_text(name, 40)}</b> {short_text(row.timestamp.isoformat()[:19], 19)}"
             conf = (
                 ""
                 if row.confidence is None or math.isnan(row.confidence)
@@ -202,10 +206,10 @@ def _decision_marks(decisions: pd.DataFrame, target: pd.DataFrame) -> dict[str, 
             body = [f"{short_text(row.action, 12)}{' (abstain)' if row.abstain else ''}{conf}"]
             signals = _signals_text(row.signals)
             if signals:
-                body.append(short_text(signals, 220))
+                body.append(short_text(signals, 160))
             if row.reasoning:
-                body.append(short_text(row.reasoning, 200))
-            labels.append(head + "<br>" + "<br>".join(body))
+                body.append(short_text(row.reasoning, 160))
+            labels.append("<br>".join(body))
         marks[str(name)] = pd.DataFrame(
             {
                 "timestamp": keep["timestamp"].to_numpy(),
