@@ -354,6 +354,64 @@ def _run(
     console.print(f"Run {result.run_id} written to {result.run_dir}")
 
 
+@app.command("compare")
+def _compare(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (runs/<run_id>).")],
+    a: Annotated[str, typer.Option("--a", help="Baseline strategy or seed group, e.g. drl.")],
+    b: Annotated[str, typer.Option("--b", help="Challenger strategy or seed group, e.g. hybrid.")],
+    reps: Annotated[int, typer.Option(min=100, help="Bootstrap replicates.")] = 2_000,
+    block_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Mean block length (default: Politis-White on the data)."),
+    ] = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print the comparison as JSON instead of a table.")
+    ] = False,
+) -> None:
+    """Does B beat A? Sharpe and mean-return differences, gross and net of LLM cost."""
+    import json
+
+    from backtest.compare import compare_run_dir
+
+    result = compare_run_dir(run_dir, a, b, reps=reps, block_size=block_size)
+    if json_out:
+        console.print_json(json.dumps(result))
+        return
+    level = f"{result['confidence']:.0%}"
+    table = Table(
+        title=f"{escape(b)} minus {escape(a)}: {result['n_seeds']} paired seed(s), "
+        f"{result['reps']} stationary-bootstrap replicates, mean block {result['block_size']} bars"
+    )
+    for column in ("", "estimate", f"{level} CI", "p-value", "seed mean ± std"):
+        table.add_column(column, justify="left" if not column else "right", no_wrap=True)
+    for basis in ("gross", "net"):
+        for key, label, fmt in (
+            ("sharpe_diff", "Sharpe", "+.3f"),
+            ("mean_return_diff", "mean return/bar", "+.2e"),
+        ):
+            d = result[basis][key]
+            table.add_row(
+                f"{label} ({basis} of LLM cost)",
+                format(d["estimate"], fmt),
+                f"[{format(d['ci_low'], fmt)}, {format(d['ci_high'], fmt)}]",
+                f"{d['p_value']:.3f}",
+                f"{format(d['seed_mean'], fmt)} ± {d['seed_std']:.2g}",
+            )
+    console.print(table)
+    capital = result["break_even_capital_usd"]
+    console.print(f"LLM cost of {escape(b)}: ${result['llm_cost_usd']:,.2f} (mean over seeds)")
+    if capital is None:
+        console.print(
+            f"Break-even capital: none; {escape(b)} earns no gross excess over {escape(a)}, "
+            "so no account size pays for its LLM calls."
+        )
+    else:
+        console.print(
+            f"Break-even capital: ${capital:,.0f} (the account size at which {escape(b)}'s "
+            "excess return pays for its extra LLM cost)."
+        )
+
+
 @app.command("sweep")
 def _sweep(
     sweep_file: Annotated[Path, typer.Argument(help="Sweep TOML file (base + [grid]).")],

@@ -34,6 +34,8 @@ from pydantic import (
 from backtest.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_DRL_SEEDS",
+    "SEEDED_KINDS",
     "STRATEGY_KINDS",
     "DataConfig",
     "EnvConfig",
@@ -59,6 +61,11 @@ STRATEGY_KINDS: dict[str, str] = {
     "llm": "strategies.llm.graph:LLMPolicy",
     "hybrid": "strategies.hybrid:HybridPolicy",
 }
+
+#: Kinds that train a DRL agent: they run ``seeds`` times (default
+#: :data:`DEFAULT_DRL_SEEDS`) and are reported as mean and spread across seeds.
+SEEDED_KINDS: frozenset[str] = frozenset({"drl", "hybrid", "meta_rl"})
+DEFAULT_DRL_SEEDS = 5
 
 
 class Frozen(BaseModel):
@@ -184,11 +191,54 @@ class StrategyConfig(Frozen):
         name: Label in the ledger and report (unique within a run).
         kind: A key of :data:`STRATEGY_KINDS` or a ``module:Class`` import path.
         params: Keyword arguments for the strategy's constructor.
+        seeds: Independent runs of the strategy, each with its own seed drawn from the
+            run's ``SeedSequence`` by member index ``k``; with more than one, the strategy
+            expands into members named ``<name>@<k>`` (k = 0 .. seeds-1). Defaults to
+            :data:`DEFAULT_DRL_SEEDS` for the DRL-based kinds (:data:`SEEDED_KINDS`) and
+            1 for the others. Member ``k`` of two strategies gets the same seed, so a DRL
+            agent and a hybrid with the same DRL settings share one trained model per ``k``.
     """
 
     name: str
     kind: str
     params: dict[str, Any] = Field(default_factory=dict)
+    seeds: int = Field(1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_seeds(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("seeds") is None:
+            data = {**data}
+            data["seeds"] = DEFAULT_DRL_SEEDS if data.get("kind") in SEEDED_KINDS else 1
+        return data
+
+    @model_validator(mode="after")
+    def _one_seed_source(self) -> StrategyConfig:
+        if "@" in self.name:
+            raise ValueError(
+                f"strategy name {self.name!r} contains '@', which marks seed members "
+                "(<name>@<k>); choose another name"
+            )
+        if self.seeds > 1:
+            fixed = _fixed_seed_keys(self.params, "params")
+            if fixed:
+                raise ValueError(
+                    f"{', '.join(fixed)} fixes one training seed, but seeds = {self.seeds} "
+                    "asks for that many independent ones; remove it (members are seeded "
+                    "from the run's seed) or set seeds = 1"
+                )
+        return self
+
+
+def _fixed_seed_keys(params: Any, where: str) -> list[str]:
+    found: list[str] = []
+    if isinstance(params, dict):
+        for key, value in params.items():
+            if key == "seed" and value is not None:
+                found.append(f"{where}.seed")
+            else:
+                found.extend(_fixed_seed_keys(value, f"{where}.{key}"))
+    return found
 
 
 class RunConfig(Frozen):

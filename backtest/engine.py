@@ -58,7 +58,15 @@ from backtest._env_nb import (
     UNITS,
 )
 from backtest.calendars import bar_close_times
-from backtest.config import STRATEGY_KINDS, RunConfig, StrategyConfig, canonical_json, config_hash
+from backtest.compare import compare
+from backtest.config import (
+    SEEDED_KINDS,
+    STRATEGY_KINDS,
+    RunConfig,
+    StrategyConfig,
+    canonical_json,
+    config_hash,
+)
 from backtest.data import Bars, TextFeed, file_sha256, load_bars, load_text, split_by_date
 from backtest.env import TradingEnv
 from backtest.errors import ConfigError
@@ -73,6 +81,8 @@ __all__ = [
     "LLM_CALL_SCHEMA",
     "RunResult",
     "build_policy",
+    "member_seed",
+    "risk_free_rates",
     "run",
     "run_id_for",
 ]
@@ -237,6 +247,75 @@ def build_policy(spec: StrategyConfig, index: int) -> Policy:
             "(name, reset(seed=, market=), act(obs))."
         )
     return policy
+
+
+#: Spawn key of the stream member seeds are drawn from: member ``k`` of every seeded
+#: strategy gets the same seed, so paired members (``drl@k``, ``hybrid@k``) share it.
+_MEMBER_STREAM = 0x5EED
+
+
+def member_seed(run_seed: int, k: int) -> int:
+    """The seed of member ``k`` of a seeded strategy (``<name>@<k>``) in a run."""
+    sequence = np.random.SeedSequence(run_seed, spawn_key=(_MEMBER_STREAM, k))
+    return int(sequence.generate_state(1)[0])
+
+
+def _expand_seeds(
+    specs: list[StrategyConfig], run_seed: int
+) -> tuple[list[tuple[StrategyConfig, int, int]], dict[str, list[str]]]:
+    """One entry per strategy to run: (config, index in the experiment, seed).
+
+    A strategy of a DRL-based kind, or with ``seeds`` > 1, is seeded by member index;
+    with ``seeds`` > 1 it becomes members ``<name>@<k>``. Other strategies keep the seed
+    of their position in the experiment.
+    """
+    by_index = np.random.SeedSequence(run_seed).spawn(len(specs))
+    out: list[tuple[StrategyConfig, int, int]] = []
+    groups: dict[str, list[str]] = {}
+    for i, spec in enumerate(specs):
+        if spec.seeds == 1 and spec.kind not in SEEDED_KINDS:
+            out.append((spec, i, int(by_index[i].generate_state(1)[0])))
+        elif spec.seeds == 1:
+            out.append((spec, i, member_seed(run_seed, 0)))
+        else:
+            names = [f"{spec.name}@{k}" for k in range(spec.seeds)]
+            groups[spec.name] = names
+            for k, name in enumerate(names):
+                member = spec.model_copy(update={"name": name, "seeds": 1})
+                out.append((member, i, member_seed(run_seed, k)))
+    taken = [spec.name for spec, _, _ in out]
+    clash = sorted({n for n in taken if taken.count(n) > 1})
+    if clash:
+        raise ConfigError(
+            f"strategies: the seed members' names clash with other strategies: "
+            f"{', '.join(clash)}. Fix: rename the strategy or change its seeds."
+        )
+    return out, groups
+
+
+def _seed_groups(
+    groups: dict[str, list[str]], stats: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Mean and spread (``ddof=1``) of every numeric metric across a group's members."""
+    out: dict[str, dict[str, Any]] = {}
+    for group, members in groups.items():
+        keys = [k for k, v in stats[members[0]].items() if isinstance(v, int | float)]
+        mean: dict[str, float | None] = {}
+        std: dict[str, float | None] = {}
+        for key in keys:
+            values = np.array([stats[m].get(key) for m in members], dtype=np.float64)
+            values = values[np.isfinite(values)]
+            mean[key] = float(np.mean(values)) if values.size else None
+            std[key] = float(np.std(values, ddof=1)) if values.size > 1 else None
+        out[group] = {"members": list(members), "mean": mean, "std": std}
+    return out
+
+
+def _default_pairs(specs: tuple[StrategyConfig, ...]) -> list[tuple[str, str]]:
+    """The first DRL strategy against the first hybrid, when there are both."""
+    drl = next((s.name for s in specs if s.kind == "drl"), None)
+    hybrid = next((s.name for s in specs if s.kind == "hybrid"), None)
+    return [] if drl is None or hybrid is None else [(drl, hybrid)]
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -539,10 +618,10 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
     specs = list(config.strategies)
     if config.benchmark is not None and config.benchmark not in {s.name for s in specs}:
         specs.append(StrategyConfig(name=config.benchmark, kind="buy_and_hold"))
-    policies = [build_policy(spec, i) for i, spec in enumerate(specs)]
-    seeds = [
-        int(s.generate_state(1)[0]) for s in np.random.SeedSequence(config.seed).spawn(len(specs))
-    ]
+    expanded, groups = _expand_seeds(specs, config.seed)
+    specs = [spec for spec, _, _ in expanded]
+    policies = [build_policy(spec, index) for spec, index, _ in expanded]
+    seeds = [seed for _, _, seed in expanded]
     warnings: list[str] = []
 
     tracks: dict[str, _Track] = {}
@@ -604,7 +683,7 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
         or metrics.periods_per_year(bars.frequency, bars.meta.calendar, index)
     )
     bench = tracks.get(config.benchmark) if config.benchmark else None
-    risk_free = _risk_free(config.risk_free_rate, index)
+    risk_free = risk_free_rates(config.risk_free_rate, index)
     summary: dict[str, Any] = {
         "run_id": run_id,
         "symbol": bars.symbol,
@@ -634,6 +713,19 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
         stats["risk_events"] = sum(1 for e in track.risk_event if e)
         stats["stops"] = sum(1 for e in track.exit_reason if e)
         summary["strategies"][name] = stats
+    summary["seed_groups"] = _seed_groups(groups, summary["strategies"])
+    summary["comparisons"] = [
+        compare(
+            tables["ledger"],
+            a,
+            b,
+            periods_per_year=ppy,
+            initial_capital_usd=config.env.initial_capital_usd,
+            seed=config.seed,
+            risk_free=risk_free,
+        )
+        for a, b in _default_pairs(config.strategies)
+    ]
     summary = _json_safe(summary)
 
     manifest = _json_safe(
@@ -666,8 +758,13 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
     )
 
 
-def _risk_free(value: float | str, index: pd.DatetimeIndex) -> float | np.ndarray:
-    """A constant annual rate, or a file of annual rates taken as of each bar."""
+def risk_free_rates(value: float | str, index: pd.DatetimeIndex) -> float | np.ndarray:
+    """Return a constant annual rate, or read a file of annual rates taken as of each bar.
+
+    Raises:
+        ConfigError: The file cannot be read, lacks ``timestamp``/``rate`` columns, or
+            starts after the first bar of ``index``.
+    """
     if not isinstance(value, str):
         return float(value)
     path = Path(value)

@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "backtest.errors",
     "backtest.calendars",
+    "backtest.compare",
     "backtest.data",
     "backtest.samples",
     "backtest.selection",

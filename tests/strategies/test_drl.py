@@ -29,6 +29,7 @@ def _config(path: Path, out: Path, models: Path, **params: object) -> RunConfig:
                 {
                     "name": "ppo",
                     "kind": "drl",
+                    "seeds": 1,
                     "params": {**TINY, "cache_dir": str(models), **params},
                 }
             ],

@@ -51,8 +51,13 @@ def test_hybrid_run_shares_the_drl_model_and_pays_for_the_llm(
             "data": {"path": str(samples_dir / "SP500.parquet"), "end": "2016-03-31"},
             "splits": {"train_end": "2015-06-01", "validation_end": "2016-01-01"},
             "strategies": [
-                {"name": "drl", "kind": "drl", "params": drl},
-                {"name": "hybrid", "kind": "hybrid", "params": {"drl": drl, "llm": llm}},
+                {"name": "drl", "kind": "drl", "seeds": 1, "params": drl},
+                {
+                    "name": "hybrid",
+                    "kind": "hybrid",
+                    "seeds": 1,
+                    "params": {"drl": drl, "llm": llm},
+                },
             ],
             "output_dir": str(tmp_path / "runs"),
         }
