@@ -641,6 +641,9 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
             bind = getattr(policy, "bind", None)
             if callable(bind):  # policies that train on the run's env (DRL) take its config
                 bind(env_config)
+            show = getattr(policy, "show_progress", None)
+            if callable(show):  # policies that train can show it beside the bar progress
+                show(bar_progress)
             track, ruined = _replay(policy, env, view, seed, bar_progress, task)
             if ruined:
                 warnings.append(f"strategy {spec.name!r} lost its whole equity and stopped trading")

@@ -334,7 +334,9 @@ class Policy(Protocol):
 
     A policy that trains on the run's environment (DRL) may also define
     ``bind(env_config)``; the engine calls it once, before ``reset``, with the run's
-    :class:`~backtest.config.EnvConfig` (risk limits included).
+    :class:`~backtest.config.EnvConfig` (risk limits included). A policy that trains may
+    define ``show_progress(progress)``; the engine calls it before ``reset`` with its
+    ``rich.progress.Progress`` when run with ``progress=True`` (the CLI), else ``None``.
     """
 
     name: str

@@ -200,6 +200,10 @@ class HybridPolicy:
         """The DRL side trains on the run's environment."""
         self.drl.bind(env_config)
 
+    def show_progress(self, progress: Any) -> None:
+        """Show the DRL side's training in ``progress``."""
+        self.drl.show_progress(progress)
+
     def reset(self, *, seed: int | None, market: MarketView) -> None:
         """Reset both sides (the same seed; the DRL side's own ``seed`` wins if set)."""
         self.drl.reset(seed=seed, market=market)
