@@ -60,6 +60,7 @@ STRATEGY_KINDS: dict[str, str] = {
     "drl": "strategies.drl:DRLPolicy",
     "llm": "strategies.llm.graph:LLMPolicy",
     "hybrid": "strategies.hybrid:HybridPolicy",
+    "meta_rl": "strategies.meta_rl:MetaRLPolicy",
 }
 
 #: Kinds that train a DRL agent: they run ``seeds`` times (default

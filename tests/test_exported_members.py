@@ -33,6 +33,7 @@ MODULES = [
     "strategies.baselines",
     "strategies.drl",
     "strategies.hybrid",
+    "strategies.meta_rl",
     "strategies.llm.graph",
     "strategies.llm.prompts",
     "strategies.llm.schemas",
