@@ -44,6 +44,7 @@ __all__ = [
     "RunConfig",
     "SplitsConfig",
     "StrategyConfig",
+    "WalkForwardConfig",
     "canonical_json",
     "config_hash",
     "explain_validation_error",
@@ -168,20 +169,48 @@ class DataConfig(Frozen):
     max_gap: str | None = "7D"
 
 
+class WalkForwardConfig(Frozen):
+    """Walk-forward folds (:func:`backtest.data.walk_forward_folds`), counted in bars.
+
+    The test blocks are consecutive and end at the last bar; every strategy is rebuilt for
+    each fold, so a DRL agent is refitted (and cached) on the bars before the fold's test
+    block, and the test blocks' equity is stitched into one out-of-sample curve.
+
+    Attributes:
+        n_folds: Number of folds.
+        test_size: Bars in each test block.
+        train_size: Bars of history each fold's policies see before its test block
+            (rolling window); None for all bars from the first (expanding window).
+        gap: Bars between a train block and its test block that are not traded (they
+            precede the test block, so policies may still read them as history).
+    """
+
+    n_folds: int = Field(ge=1)
+    test_size: int = Field(ge=2)
+    train_size: int | None = Field(None, ge=2)
+    gap: int = Field(0, ge=0)
+
+
 class SplitsConfig(Frozen):
     """Train / validation / test by date; ``evaluate`` is the part the engine trades.
 
-    With neither date set, the whole range is the test part.
+    With neither date set, the whole range is the test part. ``walk_forward`` replaces the
+    dates with folds: the engine then trades every fold's test block.
     """
 
     train_end: str | None = None
     validation_end: str | None = None
     evaluate: Literal["train", "validation", "test"] = "test"
+    walk_forward: WalkForwardConfig | None = None
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> SplitsConfig:
         if (self.train_end is None) != (self.validation_end is None):
             raise ValueError("set both train_end and validation_end, or neither")
+        if self.walk_forward is not None and self.train_end is not None:
+            raise ValueError(
+                "walk_forward replaces train_end and validation_end; set one or the other"
+            )
         return self
 
 
