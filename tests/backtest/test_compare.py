@@ -251,7 +251,7 @@ def test_run_writes_seed_groups_and_the_comparison_the_cli_recomputes(
         main(["compare", str(result.run_dir), "--a", "drl", "--b", "hybrid", "--reps", "200"])
     assert info.value.code in (0, None)
     out = capsys.readouterr().out
-    assert "Sharpe (net of LLM cost)" in out and "Break-even capital" in out
+    assert "Sharpe net" in out and "return bp gross" in out and "Break-even capital" in out
     with pytest.raises(SystemExit) as info:
         main(["compare", str(result.run_dir), "--a", "drl", "--b", "hybrd"])
     assert info.value.code == 1
