@@ -15,7 +15,12 @@ A run directory ``<output_dir>/<run_id>/`` holds:
                        at its open, the decision taken at its close)
 ``decisions.parquet``  one row per decision: action, target, confidence, reasoning, signals
 ``llm_calls.parquet``  one row per LLM call (empty for strategies without LLMs)
-``summary.json``       metrics per strategy, against the benchmark, on the same dates
+``summary.json``       metrics per strategy, against the benchmark, on the same dates;
+                       ``seed_groups`` (mean and std of each metric across the members
+                       ``<name>@<k>`` of a strategy run with several seeds);
+                       ``comparisons`` (the first ``drl`` strategy against the first
+                       ``hybrid``, see :mod:`backtest.compare`; empty without both);
+                       ``folds`` (per-fold metrics, walk-forward runs only)
 
 The run id is the sha256 of the canonical config (output directory excluded) and the
 data's sha256, so the same inputs always land in the same directory, and the ledgers are
