@@ -34,6 +34,8 @@ from pydantic import (
 from backtest.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_DRL_SEEDS",
+    "SEEDED_KINDS",
     "STRATEGY_KINDS",
     "DataConfig",
     "EnvConfig",
@@ -42,6 +44,7 @@ __all__ = [
     "RunConfig",
     "SplitsConfig",
     "StrategyConfig",
+    "WalkForwardConfig",
     "canonical_json",
     "config_hash",
     "explain_validation_error",
@@ -58,7 +61,13 @@ STRATEGY_KINDS: dict[str, str] = {
     "drl": "strategies.drl:DRLPolicy",
     "llm": "strategies.llm.graph:LLMPolicy",
     "hybrid": "strategies.hybrid:HybridPolicy",
+    "meta_rl": "strategies.meta_rl:MetaRLPolicy",
 }
+
+#: Kinds that train a DRL agent: they run ``seeds`` times (default
+#: :data:`DEFAULT_DRL_SEEDS`) and are reported as mean and spread across seeds.
+SEEDED_KINDS: frozenset[str] = frozenset({"drl", "hybrid", "meta_rl"})
+DEFAULT_DRL_SEEDS = 5
 
 
 class Frozen(BaseModel):
@@ -160,20 +169,48 @@ class DataConfig(Frozen):
     max_gap: str | None = "7D"
 
 
+class WalkForwardConfig(Frozen):
+    """Walk-forward folds (:func:`backtest.data.walk_forward_folds`), counted in bars.
+
+    The test blocks are consecutive and end at the last bar; every strategy is rebuilt for
+    each fold, so a DRL agent is refitted (and cached) on the bars before the fold's test
+    block, and the test blocks' equity is stitched into one out-of-sample curve.
+
+    Attributes:
+        n_folds: Number of folds.
+        test_size: Bars in each test block.
+        train_size: Bars of history each fold's policies see before its test block
+            (rolling window); None for all bars from the first (expanding window).
+        gap: Bars between a train block and its test block that are not traded (they
+            precede the test block, so policies may still read them as history).
+    """
+
+    n_folds: int = Field(ge=1)
+    test_size: int = Field(ge=2)
+    train_size: int | None = Field(None, ge=2)
+    gap: int = Field(0, ge=0)
+
+
 class SplitsConfig(Frozen):
     """Train / validation / test by date; ``evaluate`` is the part the engine trades.
 
-    With neither date set, the whole range is the test part.
+    With neither date set, the whole range is the test part. ``walk_forward`` replaces the
+    dates with folds: the engine then trades every fold's test block.
     """
 
     train_end: str | None = None
     validation_end: str | None = None
     evaluate: Literal["train", "validation", "test"] = "test"
+    walk_forward: WalkForwardConfig | None = None
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> SplitsConfig:
         if (self.train_end is None) != (self.validation_end is None):
             raise ValueError("set both train_end and validation_end, or neither")
+        if self.walk_forward is not None and self.train_end is not None:
+            raise ValueError(
+                "walk_forward replaces train_end and validation_end; set one or the other"
+            )
         return self
 
 
@@ -184,11 +221,54 @@ class StrategyConfig(Frozen):
         name: Label in the ledger and report (unique within a run).
         kind: A key of :data:`STRATEGY_KINDS` or a ``module:Class`` import path.
         params: Keyword arguments for the strategy's constructor.
+        seeds: Independent runs of the strategy, each with its own seed drawn from the
+            run's ``SeedSequence`` by member index ``k``; with more than one, the strategy
+            expands into members named ``<name>@<k>`` (k = 0 .. seeds-1). Defaults to
+            :data:`DEFAULT_DRL_SEEDS` for the DRL-based kinds (:data:`SEEDED_KINDS`) and
+            1 for the others. Member ``k`` of two strategies gets the same seed, so a DRL
+            agent and a hybrid with the same DRL settings share one trained model per ``k``.
     """
 
     name: str
     kind: str
     params: dict[str, Any] = Field(default_factory=dict)
+    seeds: int = Field(1, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_seeds(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("seeds") is None:
+            data = {**data}
+            data["seeds"] = DEFAULT_DRL_SEEDS if data.get("kind") in SEEDED_KINDS else 1
+        return data
+
+    @model_validator(mode="after")
+    def _one_seed_source(self) -> StrategyConfig:
+        if "@" in self.name:
+            raise ValueError(
+                f"strategy name {self.name!r} contains '@', which marks seed members "
+                "(<name>@<k>); choose another name"
+            )
+        if self.seeds > 1:
+            fixed = _fixed_seed_keys(self.params, "params")
+            if fixed:
+                raise ValueError(
+                    f"{', '.join(fixed)} fixes one training seed, but seeds = {self.seeds} "
+                    "asks for that many independent ones; remove it (members are seeded "
+                    "from the run's seed) or set seeds = 1"
+                )
+        return self
+
+
+def _fixed_seed_keys(params: Any, where: str) -> list[str]:
+    found: list[str] = []
+    if isinstance(params, dict):
+        for key, value in params.items():
+            if key == "seed" and value is not None:
+                found.append(f"{where}.seed")
+            else:
+                found.extend(_fixed_seed_keys(value, f"{where}.{key}"))
+    return found
 
 
 class RunConfig(Frozen):

@@ -15,7 +15,12 @@ A run directory ``<output_dir>/<run_id>/`` holds:
                        at its open, the decision taken at its close)
 ``decisions.parquet``  one row per decision: action, target, confidence, reasoning, signals
 ``llm_calls.parquet``  one row per LLM call (empty for strategies without LLMs)
-``summary.json``       metrics per strategy, against the benchmark, on the same dates
+``summary.json``       metrics per strategy, against the benchmark, on the same dates;
+                       ``seed_groups`` (mean and std of each metric across the members
+                       ``<name>@<k>`` of a strategy run with several seeds);
+                       ``comparisons`` (the first ``drl`` strategy against the first
+                       ``hybrid``, see :mod:`backtest.compare`; empty without both);
+                       ``folds`` (per-fold metrics, walk-forward runs only)
 
 The run id is the sha256 of the canonical config (output directory excluded) and the
 data's sha256, so the same inputs always land in the same directory, and the ledgers are
@@ -58,8 +63,25 @@ from backtest._env_nb import (
     UNITS,
 )
 from backtest.calendars import bar_close_times
-from backtest.config import STRATEGY_KINDS, RunConfig, StrategyConfig, canonical_json, config_hash
-from backtest.data import Bars, TextFeed, file_sha256, load_bars, load_text, split_by_date
+from backtest.compare import compare
+from backtest.config import (
+    SEEDED_KINDS,
+    STRATEGY_KINDS,
+    RunConfig,
+    StrategyConfig,
+    canonical_json,
+    config_hash,
+)
+from backtest.data import (
+    Bars,
+    Fold,
+    TextFeed,
+    file_sha256,
+    load_bars,
+    load_text,
+    split_by_date,
+    walk_forward_folds,
+)
 from backtest.env import TradingEnv
 from backtest.errors import ConfigError
 from backtest.features import Features, compute_features
@@ -73,6 +95,8 @@ __all__ = [
     "LLM_CALL_SCHEMA",
     "RunResult",
     "build_policy",
+    "member_seed",
+    "risk_free_rates",
     "run",
     "run_id_for",
 ]
@@ -237,6 +261,217 @@ def build_policy(spec: StrategyConfig, index: int) -> Policy:
             "(name, reset(seed=, market=), act(obs))."
         )
     return policy
+
+
+#: Spawn key of the stream member seeds are drawn from: member ``k`` of every seeded
+#: strategy gets the same seed, so paired members (``drl@k``, ``hybrid@k``) share it.
+_MEMBER_STREAM = 0x5EED
+
+
+def member_seed(run_seed: int, k: int) -> int:
+    """The seed of member ``k`` of a seeded strategy (``<name>@<k>``) in a run."""
+    sequence = np.random.SeedSequence(run_seed, spawn_key=(_MEMBER_STREAM, k))
+    return int(sequence.generate_state(1)[0])
+
+
+def _expand_seeds(
+    specs: list[StrategyConfig], run_seed: int
+) -> tuple[list[tuple[StrategyConfig, int, int]], dict[str, list[str]]]:
+    """One entry per strategy to run: (config, index in the experiment, seed).
+
+    A strategy of a DRL-based kind, or with ``seeds`` > 1, is seeded by member index;
+    with ``seeds`` > 1 it becomes members ``<name>@<k>``. Other strategies keep the seed
+    of their position in the experiment.
+    """
+    by_index = np.random.SeedSequence(run_seed).spawn(len(specs))
+    out: list[tuple[StrategyConfig, int, int]] = []
+    groups: dict[str, list[str]] = {}
+    for i, spec in enumerate(specs):
+        if spec.seeds == 1 and spec.kind not in SEEDED_KINDS:
+            out.append((spec, i, int(by_index[i].generate_state(1)[0])))
+        elif spec.seeds == 1:
+            out.append((spec, i, member_seed(run_seed, 0)))
+        else:
+            names = [f"{spec.name}@{k}" for k in range(spec.seeds)]
+            groups[spec.name] = names
+            for k, name in enumerate(names):
+                member = spec.model_copy(update={"name": name, "seeds": 1})
+                out.append((member, i, member_seed(run_seed, k)))
+    taken = [spec.name for spec, _, _ in out]
+    clash = sorted({n for n in taken if taken.count(n) > 1})
+    if clash:
+        raise ConfigError(
+            f"strategies: the seed members' names clash with other strategies: "
+            f"{', '.join(clash)}. Fix: rename the strategy or change its seeds."
+        )
+    return out, groups
+
+
+def _seed_groups(
+    groups: dict[str, list[str]], stats: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Mean and spread (``ddof=1``) of every numeric metric across a group's members."""
+    out: dict[str, dict[str, Any]] = {}
+    for group, members in groups.items():
+        keys = [k for k, v in stats[members[0]].items() if isinstance(v, int | float)]
+        mean: dict[str, float | None] = {}
+        std: dict[str, float | None] = {}
+        for key in keys:
+            values = np.array([stats[m].get(key) for m in members], dtype=np.float64)
+            values = values[np.isfinite(values)]
+            mean[key] = float(np.mean(values)) if values.size else None
+            std[key] = float(np.std(values, ddof=1)) if values.size > 1 else None
+        out[group] = {"members": list(members), "mean": mean, "std": std}
+    return out
+
+
+def _concat_tracks(parts: list[_Track]) -> _Track:
+    """One track from consecutive finished ones (the folds of a walk-forward run)."""
+    out = _Track(sum(p.n for p in parts))
+    for name in ("target", "units", "exposure", "cash", "equity"):
+        setattr(out, name, np.concatenate([getattr(p, name) for p in parts]))
+    for name in (
+        "fill_units",
+        "fill_price",
+        "exit_units",
+        "exit_price",
+        "fees",
+        "financing",
+        "llm_cost",
+        "llm_calls",
+        "abstain",
+    ):
+        setattr(out, name, np.concatenate([getattr(p, name) for p in parts]))
+    out.exit_reason = [r for p in parts for r in p.exit_reason]
+    out.risk_event = [r for p in parts for r in p.risk_event]
+    out.decisions = [d for p in parts for d in p.decisions]
+    return out
+
+
+def _idle_track(n: int, equity: float) -> _Track:
+    """A ruined account through a later fold: no decisions, its final equity throughout."""
+    tr = _Track(n)
+    tr.units, tr.exposure, tr.cash, tr.equity = [0.0], [0.0], [equity], [equity]
+    tr.finish()
+    tr.target = np.full(n, np.nan)  # type: ignore[assignment]
+    tr.decisions = [Decision(target_position=None, abstain=True, reasoning="ruined")] * n
+    return tr
+
+
+def _walk_forward(
+    folds: list[Fold],
+    expanded: list[tuple[StrategyConfig, int, int]],
+    bars: Bars,
+    env_config: Any,
+    view: MarketView,
+    bar_progress: Any,
+    warnings: list[str],
+) -> dict[str, _Track]:
+    """Rebuild and run every strategy on each fold; stitch the test blocks per strategy.
+
+    Fold ``k``'s policies see the bars from its train block's start to its test block's
+    end (up to the current bar only), so a DRL agent refits on the bars before the test
+    block. Each strategy's fold starts with the equity its previous fold ended with (flat:
+    a position open at a fold's end is valued at that close and not carried).
+    """
+    frame = bars.frame
+    capital = {spec.name: env_config.initial_capital_usd for spec, _, _ in expanded}
+    parts: dict[str, list[_Track]] = {spec.name: [] for spec, _, _ in expanded}
+    for k, fold in enumerate(folds):
+        lo = fold.train.start
+        sub = Bars(frame=frame.iloc[lo : fold.test.stop], meta=bars.meta)
+        sub_frame = sub.frame
+        sub_features = compute_features(
+            *(sub_frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume"))
+        )
+        sub_view = view.window(lo, fold.test.stop)
+        for spec, index, seed in expanded:
+            name = spec.name
+            size = fold.test.stop - fold.test.start
+            if capital[name] <= 0:
+                parts[name].append(_idle_track(size, capital[name]))
+                continue
+            cfg = env_config.model_copy(update={"initial_capital_usd": capital[name]})
+            env = TradingEnv(
+                sub,
+                cfg,
+                start=fold.test.start - lo,
+                end=fold.test.stop - lo,
+                features=sub_features,
+            )
+            if env.first_bar != fold.test.start - lo:
+                raise ConfigError(
+                    f"splits.walk_forward: fold {k}'s train block ({fold.train.stop - lo} "
+                    f"bars) is shorter than the feature warm-up and the {cfg.window}-bar "
+                    "window. Fix: raise train_size, or use fewer folds."
+                )
+            policy = build_policy(spec, index)
+            bind = getattr(policy, "bind", None)
+            if callable(bind):
+                bind(cfg)
+            show = getattr(policy, "show_progress", None)
+            if callable(show):
+                show(bar_progress)
+            task = None
+            if bar_progress is not None:
+                task = bar_progress.add_task(f"{name} fold {k}", total=size)
+            track, ruined = _replay(policy, env, sub_view, seed, bar_progress, task)
+            if ruined:
+                warnings.append(
+                    f"strategy {name!r} lost its whole equity in fold {k} and stopped trading"
+                )
+            capital[name] = float(track.equity[-1])
+            parts[name].append(track)
+    return {name: _concat_tracks(p) for name, p in parts.items()}
+
+
+def _fold_summaries(
+    folds: list[Fold],
+    tracks: dict[str, _Track],
+    timestamps: pd.DatetimeIndex,
+    first_bar: int,
+    ppy: float,
+    risk_free: float | np.ndarray,
+    benchmark: str | None,
+) -> list[dict[str, Any]]:
+    from backtest import metrics
+
+    out = []
+    for k, fold in enumerate(folds):
+        a, b = fold.test.start - first_bar, fold.test.stop - first_bar
+        rf = risk_free if np.ndim(risk_free) == 0 else np.asarray(risk_free)[a:b]
+        entry: dict[str, Any] = {
+            "fold": k,
+            "train_start": timestamps[fold.train.start].isoformat(),
+            "train_end": timestamps[fold.train.stop - 1].isoformat(),
+            "test_start": timestamps[fold.test.start].isoformat(),
+            "test_end": timestamps[fold.test.stop - 1].isoformat(),
+            "strategies": {},
+        }
+        bench = tracks.get(benchmark) if benchmark else None
+        for name, track in tracks.items():
+            equity = track.equity[a:b]
+            if not equity[0] > 0:
+                continue
+            stats = metrics.summarize(
+                equity,
+                periods_per_year=ppy,
+                risk_free=rf,
+                benchmark_equity=None
+                if bench is None or name == benchmark or not bench.equity[a] > 0
+                else bench.equity[a:b],
+            )
+            stats["llm_cost_usd"] = float(track.llm_cost[a:b].sum())
+            entry["strategies"][name] = stats
+        out.append(entry)
+    return out
+
+
+def _default_pairs(specs: tuple[StrategyConfig, ...]) -> list[tuple[str, str]]:
+    """The first DRL strategy against the first hybrid, when there are both."""
+    drl = next((s.name for s in specs if s.kind == "drl"), None)
+    hybrid = next((s.name for s in specs if s.kind == "hybrid"), None)
+    return [] if drl is None or hybrid is None else [(drl, hybrid)]
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -471,8 +706,24 @@ def _load_text_beside(path: Path, kind: str) -> TextFeed | None:
     return load_text(candidate, kind=kind) if candidate.exists() else None
 
 
+def _folds(config: RunConfig, bars: Bars) -> list[Fold] | None:
+    wf = config.splits.walk_forward
+    if wf is None:
+        return None
+    return walk_forward_folds(
+        len(bars),
+        n_folds=wf.n_folds,
+        test_size=wf.test_size,
+        train_size=wf.train_size,
+        gap=wf.gap,
+    )
+
+
 def _evaluation_range(config: RunConfig, bars: Bars) -> tuple[int, int]:
     splits = config.splits
+    folds = _folds(config, bars)
+    if folds is not None:
+        return folds[0].test.start, folds[-1].test.stop
     if splits.train_end is None or splits.validation_end is None:
         return 0, len(bars)
     split = split_by_date(
@@ -539,10 +790,10 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
     specs = list(config.strategies)
     if config.benchmark is not None and config.benchmark not in {s.name for s in specs}:
         specs.append(StrategyConfig(name=config.benchmark, kind="buy_and_hold"))
-    policies = [build_policy(spec, i) for i, spec in enumerate(specs)]
-    seeds = [
-        int(s.generate_state(1)[0]) for s in np.random.SeedSequence(config.seed).spawn(len(specs))
-    ]
+    expanded, groups = _expand_seeds(specs, config.seed)
+    specs = [spec for spec, _, _ in expanded]
+    policies = [build_policy(spec, index) for spec, index, _ in expanded]  # checks them all
+    seeds = [seed for _, _, seed in expanded]
     warnings: list[str] = []
 
     tracks: dict[str, _Track] = {}
@@ -553,8 +804,22 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
 
         bar_progress = Progress(transient=False)
         bar_progress.start()
+    folds = _folds(config, bars)
     try:
-        for policy, spec, seed in zip(policies, specs, seeds, strict=True):
+        if folds is not None:
+            tracks = _walk_forward(
+                folds,
+                expanded,
+                bars,
+                env_config,
+                view,
+                bar_progress,
+                warnings,
+            )
+            first_bar = start
+        # With walk-forward folds, each fold built and ran its own policies above.
+        runs = zip(policies, specs, seeds, strict=True) if folds is None else iter(())
+        for policy, spec, seed in runs:
             env = TradingEnv(bars, env_config, start=start, end=stop, features=features)
             task = None
             if bar_progress is not None:
@@ -562,6 +827,9 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
             bind = getattr(policy, "bind", None)
             if callable(bind):  # policies that train on the run's env (DRL) take its config
                 bind(env_config)
+            show = getattr(policy, "show_progress", None)
+            if callable(show):  # policies that train can show it beside the bar progress
+                show(bar_progress)
             track, ruined = _replay(policy, env, view, seed, bar_progress, task)
             if ruined:
                 warnings.append(f"strategy {spec.name!r} lost its whole equity and stopped trading")
@@ -604,7 +872,7 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
         or metrics.periods_per_year(bars.frequency, bars.meta.calendar, index)
     )
     bench = tracks.get(config.benchmark) if config.benchmark else None
-    risk_free = _risk_free(config.risk_free_rate, index)
+    risk_free = risk_free_rates(config.risk_free_rate, index)
     summary: dict[str, Any] = {
         "run_id": run_id,
         "symbol": bars.symbol,
@@ -615,6 +883,10 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
         "benchmark": config.benchmark,
         "strategies": {},
     }
+    if folds is not None:
+        summary["folds"] = _fold_summaries(
+            folds, tracks, timestamps, first_bar, ppy, risk_free, config.benchmark
+        )
     for name, track in tracks.items():
         stats = metrics.summarize(
             track.equity,
@@ -634,6 +906,19 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
         stats["risk_events"] = sum(1 for e in track.risk_event if e)
         stats["stops"] = sum(1 for e in track.exit_reason if e)
         summary["strategies"][name] = stats
+    summary["seed_groups"] = _seed_groups(groups, summary["strategies"])
+    summary["comparisons"] = [
+        compare(
+            tables["ledger"],
+            a,
+            b,
+            periods_per_year=ppy,
+            initial_capital_usd=config.env.initial_capital_usd,
+            seed=config.seed,
+            risk_free=risk_free,
+        )
+        for a, b in _default_pairs(config.strategies)
+    ]
     summary = _json_safe(summary)
 
     manifest = _json_safe(
@@ -666,8 +951,13 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
     )
 
 
-def _risk_free(value: float | str, index: pd.DatetimeIndex) -> float | np.ndarray:
-    """A constant annual rate, or a file of annual rates taken as of each bar."""
+def risk_free_rates(value: float | str, index: pd.DatetimeIndex) -> float | np.ndarray:
+    """Return a constant annual rate, or read a file of annual rates taken as of each bar.
+
+    Raises:
+        ConfigError: The file cannot be read, lacks ``timestamp``/``rate`` columns, or
+            starts after the first bar of ``index``.
+    """
     if not isinstance(value, str):
         return float(value)
     path = Path(value)

@@ -190,6 +190,31 @@ class MarketView:
             self._close_ns = self._frozen_times(self._close_ns())
         return self._close_ns
 
+    def window(self, start: int, stop: int) -> MarketView:
+        """A view of bars ``[start, stop)`` only (indices from 0), with the same text.
+
+        A walk-forward fold's policies get one, so they cannot see (or train on) bars
+        before their train block.
+        """
+        view = MarketView.__new__(MarketView)
+        view._arrays = {}
+        for name, values in self._arrays.items():
+            part = values[start:stop]
+            part.setflags(write=False)
+            view._arrays[name] = part
+        view._ts_ns = self._ts_ns[start:stop]
+        view._close_ns = (
+            (lambda: self._close_times()[start:stop])
+            if callable(self._close_ns)
+            else self._close_ns[start:stop]
+        )
+        view._news = self._news
+        view._documents = self._documents
+        view.symbol = self.symbol
+        view.frequency = self.frequency
+        view._t = -1
+        return view
+
     def _seek(self, t: int) -> None:
         # The engine moves the view forward; policies only read.
         self._t = t
@@ -334,7 +359,9 @@ class Policy(Protocol):
 
     A policy that trains on the run's environment (DRL) may also define
     ``bind(env_config)``; the engine calls it once, before ``reset``, with the run's
-    :class:`~backtest.config.EnvConfig` (risk limits included).
+    :class:`~backtest.config.EnvConfig` (risk limits included). A policy that trains may
+    define ``show_progress(progress)``; the engine calls it before ``reset`` with its
+    ``rich.progress.Progress`` when run with ``progress=True`` (the CLI), else ``None``.
     """
 
     name: str

@@ -20,6 +20,7 @@ if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
 import bench_cassette  # noqa: E402
+import bench_drl  # noqa: E402
 import bench_env  # noqa: E402
 import bench_llm  # noqa: E402
 import bench_report  # noqa: E402
@@ -38,6 +39,8 @@ PACKAGES = (
     "numba",
     "vcrpy",
     "quantstats",
+    "stable-baselines3",
+    "torch",
 )
 
 
@@ -69,6 +72,9 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             bench.main(["--repeats", str(args.repeats), "--data", str(data)])
             print(f"\n_{bench.__name__}: {time.perf_counter() - t0:.0f} s wall_\n", flush=True)
+        t0 = time.perf_counter()
+        bench_drl.main(["--repeats", str(min(args.repeats, 5)), "--data", str(data)])
+        print(f"\n_bench_drl: {time.perf_counter() - t0:.0f} s wall_\n", flush=True)
         for bench in (bench_llm, bench_sweep, bench_report):
             t0 = time.perf_counter()
             bench.main(["--data", str(data)])

@@ -7,7 +7,9 @@ older part of that history is the train split, the newer ``validation_fraction``
 validation split; an evaluation callback keeps the model that did best on validation.
 
 - Observations are normalised with statistics fitted on the train split only
-  (``VecNormalize``), saved with the model and frozen when trading.
+  (``VecNormalize``), saved with the model and frozen when trading. The statistics saved
+  are those of the moment the kept (best-on-validation) model was evaluated, so the model
+  is always used with the normalisation it was selected under.
 - Trading acts with ``deterministic=True``. The decision's confidence is the probability of
   the chosen action (PPO, A2C on discrete actions), the softmax of the Q-values at the chosen
   action (DQN, the seed's ``_get_q_value_confidence``), or for continuous actions
@@ -17,7 +19,10 @@ validation split; an evaluation callback keeps the model that did best on valida
 - Trained models are cached under ``cache_dir`` keyed by the hash of everything training
   depends on (the training bars' bytes, the environment config, the algorithm and its
   settings, the seed, the timesteps and the package versions), so reruns and sweeps never
-  retrain the same thing.
+  retrain the same thing. Beside each model, ``manifest.json`` records the training data's
+  sha256, the environment config, the algorithm config, the seed, the timesteps, the
+  package versions and the train / validation ranges.
+- From the CLI (the engine's ``progress``), training shows a rich progress bar.
 
 stable-baselines3 seeds Python's, numpy's and torch's global generators inside ``learn``;
 the project's own code never reads them, and training is seeded from the run's
@@ -83,18 +88,31 @@ def _algorithm(name: str) -> Any:
     return getattr(sb3, name)
 
 
-def _training_key(frame: pd.DataFrame, env_config: EnvConfig, settings: dict[str, Any]) -> str:
+_VERSIONED = ("stable-baselines3", "torch", "gymnasium", "numpy", "hybrid-backtest")
+
+
+def _data_sha256(frame: pd.DataFrame) -> str:
+    """sha256 of the training bars' timestamps and OHLCV values (what training reads)."""
     digest = hashlib.sha256()
     digest.update(frame.index.asi8.tobytes())
     for column in ("open", "high", "low", "close", "volume"):
         digest.update(np.ascontiguousarray(frame[column].to_numpy(np.float64)).tobytes())
-    versions = {
-        p: importlib.metadata.version(p)
-        for p in ("stable-baselines3", "torch", "gymnasium", "hybrid-backtest")
-    }
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    return {p: importlib.metadata.version(p) for p in _VERSIONED}
+
+
+def _training_key(frame: pd.DataFrame, env_config: EnvConfig, settings: dict[str, Any]) -> str:
+    digest = hashlib.sha256(_data_sha256(frame).encode())
     digest.update(
         json.dumps(
-            {"env": env_config.model_dump(mode="json"), "settings": settings, "versions": versions},
+            {
+                "env": env_config.model_dump(mode="json"),
+                "settings": settings,
+                "versions": _versions(),
+            },
             sort_keys=True,
         ).encode()
     )
@@ -114,12 +132,18 @@ def train_agent(
     hyperparameters: dict[str, Any] | None = None,
     cache_dir: str | Path = "models",
     torch_threads: int = 1,
+    progress: Any = None,
+    label: str = "training",
 ) -> TrainedAgent:
     """Train (or load from the cache) an agent on ``bars``.
 
     The last ``validation_fraction`` of the bars is the validation split the evaluation
     callback scores; the rest is the train split the agent learns on and the observation
     statistics are fitted on.
+
+    Args:
+        progress: A started ``rich.progress.Progress`` to show training in (None: quiet).
+        label: The progress task's description.
 
     Raises:
         ConfigError: Too few bars, or a bad algorithm or setting.
@@ -145,17 +169,56 @@ def train_agent(
     folder = Path(cache_dir) / key[:20]
     torch.set_num_threads(torch_threads)
     if not (folder / "manifest.json").exists():
-        _train(cls, bars, env_config, settings, folder, key)
+        _train(cls, bars, env_config, settings, folder, key, progress, label)
     manifest = json.loads((folder / "manifest.json").read_text())
     stats = np.load(folder / "normalisation.npz")
     model = cls.load(folder / "best_model.zip", device="cpu")
     return TrainedAgent(model, stats["mean"], stats["var"], manifest, folder)
 
 
+def _callbacks() -> tuple[type, type]:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class SnapshotNormalisation(BaseCallback):
+        """On a new best validation score, copy the train statistics it was scored with."""
+
+        def __init__(self, source: Any) -> None:
+            super().__init__()
+            self.source = source
+            self.mean: np.ndarray | None = None
+            self.var: np.ndarray | None = None
+
+        def _on_step(self) -> bool:
+            rms = self.source.obs_rms
+            self.mean, self.var = rms.mean.copy(), rms.var.copy()
+            return True
+
+    class ProgressUpdate(BaseCallback):
+        """Advance a rich progress task with the timesteps done."""
+
+        def __init__(self, progress: Any, task: Any, every: int) -> None:
+            super().__init__()
+            self.progress, self.task, self.every = progress, task, max(1, every)
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps % self.every == 0:
+                self.progress.update(self.task, completed=self.num_timesteps)
+            return True
+
+    return SnapshotNormalisation, ProgressUpdate
+
+
 def _train(
-    cls: Any, bars: Bars, env_config: EnvConfig, settings: dict[str, Any], folder: Path, key: str
+    cls: Any,
+    bars: Bars,
+    env_config: EnvConfig,
+    settings: dict[str, Any],
+    folder: Path,
+    key: str,
+    progress: Any = None,
+    label: str = "training",
 ) -> None:
-    from stable_baselines3.common.callbacks import EvalCallback
+    from stable_baselines3.common.callbacks import CallbackList, EvalCallback
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -193,6 +256,8 @@ def _train(
     model = cls(
         "MlpPolicy", train_env, seed=seed, device="cpu", verbose=0, **settings["hyperparameters"]
     )
+    snapshot_cls, progress_cls = _callbacks()
+    snapshot = snapshot_cls(train_env)
     callback = EvalCallback(
         eval_env,
         best_model_save_path=str(staging),
@@ -200,14 +265,30 @@ def _train(
         eval_freq=max(1, settings["eval_every"]),
         deterministic=True,
         verbose=0,
+        callback_on_new_best=snapshot,
     )
-    model.learn(total_timesteps=settings["timesteps"], callback=callback)
-    if not (staging / "best_model.zip").exists():  # no evaluation happened: keep the last
+    callbacks: list[Any] = [callback]
+    task = None
+    if progress is not None:
+        task = progress.add_task(label, total=settings["timesteps"])
+        callbacks.append(progress_cls(progress, task, settings["timesteps"] // 100))
+    model.learn(total_timesteps=settings["timesteps"], callback=CallbackList(callbacks))
+    if task is not None:
+        progress.update(task, completed=settings["timesteps"])
+    if snapshot.mean is None:  # no evaluation happened: keep the last model and statistics
         model.save(staging / "best_model.zip")
-    rms: Any = train_env.obs_rms  # one RunningMeanStd for a Box observation space
-    np.savez(staging / "normalisation.npz", mean=rms.mean, var=rms.var)
+        rms: Any = train_env.obs_rms  # one RunningMeanStd for a Box observation space
+        mean, var = rms.mean, rms.var
+    else:
+        mean, var = snapshot.mean, snapshot.var
+    np.savez(staging / "normalisation.npz", mean=mean, var=var)
     manifest = {
         "key": key,
+        "data_sha256": _data_sha256(bars.frame),
+        "env": env_config.model_dump(mode="json"),
+        "versions": _versions(),
+        "normalisation": "VecNormalize statistics of the train split when the kept model "
+        "was scored",
         **settings,
         "train_bars": [0, split],
         "validation_bars": [split, n],
@@ -274,11 +355,16 @@ class DRLPolicy:
         self._market: MarketView | None = None
         self._run_seed: int | None = None
         self._positions: list[float] = []
+        self._progress: Any = None
 
     def bind(self, env_config: EnvConfig) -> None:
         """Use the run's environment (costs, window, actions) for training and acting."""
         self.env_config = env_config
         self._positions = [float(p) for p in env_config.positions]
+
+    def show_progress(self, progress: Any) -> None:
+        """Show training in ``progress`` (a started ``rich.progress.Progress``; None: quiet)."""
+        self._progress = progress
 
     def reset(self, *, seed: int | None, market: MarketView) -> None:
         """Remember the market; training waits for the first decision."""
@@ -293,7 +379,14 @@ class DRLPolicy:
         bars = Bars(frame=frame, meta=BarMeta(symbol=market.symbol, frequency=market.frequency))
         seed = self.seed if self.seed is not None else (self._run_seed or 0)
         settings = dict(self.settings)
-        return train_agent(bars, self.env_config, seed=int(seed) % (2**31), **settings)
+        return train_agent(
+            bars,
+            self.env_config,
+            seed=int(seed) % (2**31),
+            progress=self._progress,
+            label=f"train {self.name} ({self.algo})",
+            **settings,
+        )
 
     def act(self, obs: Observation) -> Decision:
         """Train on first use, then pick the agent's deterministic action."""

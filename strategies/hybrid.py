@@ -12,20 +12,39 @@ At every bar both decide; then, as in the seed (section 4):
 An abstaining LLM counts with confidence 0, so the DRL agent decides alone (still scaled by
 its weight and confidence); the decision records both sides' signals and the LLM's calls,
 so the LLM cost is charged to the hybrid. For a paired comparison with DRL-only, give both
-the same ``drl`` settings and seed: they then share one cached model.
+the same ``drl`` settings and seeds: member ``k`` of each then shares one cached model.
+
+**An abstaining LLM** (every agent failed, or the budget's hard cap stopped the calls)
+makes the hybrid fall back to the DRL agent alone for that bar (``on_llm_abstain =
+"drl"``, the default): its target and confidence, action ``<DRL action> (DRL fallback)``,
+and the reasoning and the ``llm`` signal say why. ``on_llm_abstain = "combine"`` keeps the
+seed's rule with the LLM at confidence 0 instead.
+
+**Learned weights** (``weighting = "hedge"``; the seed: "start 50/50, learn over time"): the
+two weights start at ``drl_weight`` / ``llm_weight`` (normalised) and after every bar take an
+exponentiated-gradient (Hedge) step, ``w_i <- w_i * exp(learning_rate * g_i)``, normalised,
+with any weight below ``min_weight`` raised to it (the mass taken from the others), so a
+source that lost for a while can win its weight back. ``g_i`` is the return the
+source's own position earned over the bar that just closed: its last target (a HOLD
+keeps the previous one) times the close-to-close return of that bar. At bar ``t`` the
+weights therefore depend on closes up to ``t`` only. They are recorded in the ``drl`` and
+``llm`` signals' ``weight`` feature.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
 
 from backtest.config import EnvConfig
 from strategies.base import AgentSignal, Decision, MarketView, Observation, action_to_target
 from strategies.drl import DRLPolicy
 from strategies.llm.graph import LLMPolicy
 
-__all__ = ["HybridPolicy", "combine"]
+__all__ = ["HedgeWeights", "HybridPolicy", "combine"]
 
 _AGREE_CONFIDENCE = 0.7
 _ACT_THRESHOLD = 0.3
@@ -68,6 +87,66 @@ def combine(
     return "HOLD", 0.0, confidence, how
 
 
+class HedgeWeights:
+    """Exponentiated-gradient (Hedge) weights over sources, with a fixed-share floor.
+
+    Args:
+        initial: Starting weights (normalised to sum to one).
+        learning_rate: Step per unit of return (10 moves a weight by ~1% per 0.1% of
+            return one source earns over the other).
+        min_weight: Floor of every weight; ``len(initial) * min_weight`` must be below 1.
+    """
+
+    def __init__(
+        self, initial: Sequence[float], *, learning_rate: float = 10.0, min_weight: float = 0.05
+    ) -> None:
+        start = np.asarray(initial, dtype=np.float64)
+        if start.ndim != 1 or start.size < 2 or (start < 0).any() or not start.sum() > 0:
+            raise ValueError(f"initial weights must be >= 0 with a positive sum, got {initial}")
+        if not learning_rate >= 0:
+            raise ValueError(f"learning_rate must be >= 0, got {learning_rate}")
+        if not 0 <= min_weight < 1 / start.size:
+            raise ValueError(f"min_weight must be in [0, 1/{start.size}), got {min_weight}")
+        self.learning_rate = float(learning_rate)
+        self.min_weight = float(min_weight)
+        self._initial = self._floor(start / start.sum())
+        self._w = self._initial.copy()
+
+    def _floor(self, w: np.ndarray) -> np.ndarray:
+        # Raise every weight below the floor to it, taking the mass proportionally from the
+        # others (repeated until none is below): the weights stay a distribution.
+        w = w.copy()
+        low = np.zeros(w.size, dtype=bool)
+        while True:
+            newly = (w < self.min_weight) & ~low
+            if not newly.any():
+                return w
+            low |= newly
+            w[low] = self.min_weight
+            free = 1.0 - self.min_weight * low.sum()
+            w[~low] *= free / w[~low].sum()
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The current weights (a copy): each >= ``min_weight``, summing to one."""
+        return self._w.copy()
+
+    def reset(self) -> None:
+        """Go back to the starting weights."""
+        self._w = self._initial.copy()
+
+    def update(self, gains: Sequence[float]) -> np.ndarray:
+        """Take one Hedge step from each source's realised return; return the new weights."""
+        g = np.asarray(gains, dtype=np.float64)
+        if g.shape != self._w.shape:
+            raise ValueError(f"expected {self._w.size} gains, got {g.shape}")
+        g = np.where(np.isfinite(g), g, 0.0)
+        # Subtracting the max leaves the normalised step unchanged and cannot overflow.
+        w = self._w * np.exp(self.learning_rate * (g - g.max()))
+        self._w = self._floor(w / w.sum())
+        return self.weights
+
+
 class HybridPolicy:
     """DRL + LLM, combined by the seed's rule.
 
@@ -75,8 +154,12 @@ class HybridPolicy:
         name: Label in the ledger.
         drl: Keyword arguments for :class:`strategies.drl.DRLPolicy`.
         llm: Keyword arguments for :class:`strategies.llm.graph.LLMPolicy`.
-        drl_weight: The seed's ``drl_weight`` (0.5).
-        llm_weight: The seed's ``llm_weight`` (0.5).
+        drl_weight: The seed's ``drl_weight`` (0.5); the starting weight with ``hedge``.
+        llm_weight: The seed's ``llm_weight`` (0.5); the starting weight with ``hedge``.
+        weighting: ``fixed`` (the seed's constant weights) or ``hedge`` (learned online).
+        learning_rate: Hedge step per unit of per-bar return.
+        min_weight: Floor of each learned weight.
+        on_llm_abstain: ``drl`` (the DRL agent alone decides that bar) or ``combine``.
     """
 
     def __init__(
@@ -87,51 +170,105 @@ class HybridPolicy:
         llm: dict[str, Any] | None = None,
         drl_weight: float = 0.5,
         llm_weight: float = 0.5,
+        weighting: Literal["fixed", "hedge"] = "fixed",
+        learning_rate: float = 10.0,
+        min_weight: float = 0.05,
+        on_llm_abstain: Literal["drl", "combine"] = "drl",
     ) -> None:
         if drl_weight < 0 or llm_weight < 0:
             raise ValueError("drl_weight and llm_weight must be >= 0")
+        if weighting not in ("fixed", "hedge"):
+            raise ValueError(f"weighting must be 'fixed' or 'hedge', got {weighting!r}")
+        if on_llm_abstain not in ("drl", "combine"):
+            raise ValueError(f"on_llm_abstain must be 'drl' or 'combine', got {on_llm_abstain!r}")
         self.name = name
         self.drl = DRLPolicy(f"{name}.drl", **(drl or {}))
         self.llm = LLMPolicy(f"{name}.llm", **(llm or {}))
         self.drl_weight, self.llm_weight = drl_weight, llm_weight
+        self.on_llm_abstain = on_llm_abstain
+        self.hedge = (
+            HedgeWeights(
+                [drl_weight, llm_weight], learning_rate=learning_rate, min_weight=min_weight
+            )
+            if weighting == "hedge"
+            else None
+        )
+        self._held = [0.0, 0.0]  # each source's own last target (DRL, LLM)
+        self._last_close = math.nan
 
     def bind(self, env_config: EnvConfig) -> None:
         """The DRL side trains on the run's environment."""
         self.drl.bind(env_config)
 
+    def show_progress(self, progress: Any) -> None:
+        """Show the DRL side's training in ``progress``."""
+        self.drl.show_progress(progress)
+
     def reset(self, *, seed: int | None, market: MarketView) -> None:
         """Reset both sides (the same seed; the DRL side's own ``seed`` wins if set)."""
         self.drl.reset(seed=seed, market=market)
         self.llm.reset(seed=seed, market=market)
+        if self.hedge is not None:
+            self.hedge.reset()
+        self._held = [0.0, 0.0]
+        self._last_close = math.nan
+
+    def _weights(self, obs: Observation) -> tuple[float, float]:
+        if self.hedge is None:
+            return self.drl_weight, self.llm_weight
+        close = float(obs.market.close[-1])
+        if math.isfinite(self._last_close) and self._last_close > 0:
+            move = close / self._last_close - 1.0
+            self.hedge.update([self._held[0] * move, self._held[1] * move])
+        self._last_close = close
+        w = self.hedge.weights
+        return float(w[0]), float(w[1])
 
     def act(self, obs: Observation) -> Decision:
-        """Ask both sides, then combine."""
+        """Ask both sides, then combine (or fall back to DRL alone if the LLM abstains)."""
+        drl_weight, llm_weight = self._weights(obs)
         drl = self.drl.act(obs)
         llm = self.llm.act(obs)
-        action, size, confidence, how = combine(
-            drl, llm, drl_weight=self.drl_weight, llm_weight=self.llm_weight
-        )
+        for i, side in enumerate((drl, llm)):
+            if side.target_position is not None and not side.abstain:
+                self._held[i] = float(side.target_position)
         signals = (
             AgentSignal(
                 agent_name="drl",
                 signal=_direction(drl.target_position),
                 confidence=drl.confidence,
+                features={"weight": drl_weight},
                 reasoning=drl.reasoning,
             ),
             AgentSignal(
                 agent_name="llm",
                 signal=_direction(llm.target_position),
                 confidence=llm.confidence,
+                features={"weight": llm_weight},
                 reasoning=llm.reasoning[:500],
                 abstain=llm.abstain,
             ),
             *llm.signals,
         )
+        if llm.abstain and self.on_llm_abstain == "drl":
+            return Decision(
+                target_position=drl.target_position,
+                confidence=drl.confidence,
+                action=f"{drl.action} (DRL fallback)",
+                signals=signals,
+                llm_calls=llm.llm_calls,
+                reasoning=f"hybrid (DRL alone: the LLM abstained: {llm.reasoning[:300]}): "
+                f"DRL {drl.action}",
+            )
+        action, size, confidence, how = combine(
+            drl, llm, drl_weight=drl_weight, llm_weight=llm_weight
+        )
+        weights = f"; weights DRL {drl_weight:.3f} LLM {llm_weight:.3f}" if self.hedge else ""
         return Decision(
             target_position=action_to_target(action, size),
             confidence=confidence,
             action=action,
             signals=signals,
             llm_calls=llm.llm_calls,
-            reasoning=f"hybrid ({how}): LLM {llm.action or 'none'}, DRL {drl.action}",
+            reasoning=f"hybrid ({how}{weights}): LLM {llm.action or 'none'}, DRL {drl.action}",
         )

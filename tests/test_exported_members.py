@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "backtest.errors",
     "backtest.calendars",
+    "backtest.compare",
     "backtest.data",
     "backtest.samples",
     "backtest.selection",
@@ -32,6 +33,7 @@ MODULES = [
     "strategies.baselines",
     "strategies.drl",
     "strategies.hybrid",
+    "strategies.meta_rl",
     "strategies.llm.graph",
     "strategies.llm.prompts",
     "strategies.llm.schemas",

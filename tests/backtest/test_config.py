@@ -26,9 +26,9 @@ def experiment(tmp_path: Path, samples_dir: Path) -> Path:
     text = text.replace('output_dir = "../runs"', 'output_dir = "runs"')
     # A tiny training budget, cached inside the test's folder.
     text = text.replace(
-        "timesteps = 20_000, eval_every = 4_096, episode_bars = 252, seed = 0",
+        "timesteps = 20_000, eval_every = 4_096, episode_bars = 252 }",
         "timesteps = 256, eval_every = 128, episode_bars = 64, "
-        f'hyperparameters = {{ n_steps = 64, batch_size = 32 }}, cache_dir = "{tmp_path / "m"}"',
+        f'hyperparameters = {{ n_steps = 64, batch_size = 32 }}, cache_dir = "{tmp_path / "m"}" }}',
     )
     assert text.count("timesteps = 256") == 2
     text = text.replace('cassette = "cassettes/quickstart"', f'cassette = "{tmp_path / "c"}"')
@@ -121,6 +121,9 @@ def test_cli_run_prints_the_summary_and_writes_the_run(
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "buy_and_hold" in out and "sma_10_30" in out and "coin" in out and "llm_only" in out
+    flat = " ".join(out.split())
+    assert "drl_ppo: Sharpe" in flat and "over 2 seeds" in flat
+    assert "hybrid minus drl_ppo, net of LLM cost (2 paired seed(s)): Sharpe" in flat
     runs = list((experiment.parent / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "ledger.parquet").exists()
     assert f"Run {runs[0].name} written to" in out.replace("\n", " ")

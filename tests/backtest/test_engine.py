@@ -385,3 +385,110 @@ def test_risk_free_rate_as_a_series_of_published_rates(samples_dir: Path, tmp_pa
     pd.DataFrame({"timestamp": ["2017-01-01"], "rate": [0.01]}).to_csv(late, index=False)
     with pytest.raises(ConfigError, match="add earlier rates"):
         run(_sp500_config(samples_dir, tmp_path, risk_free_rate=str(late)), write=False)
+
+
+# ------------------------------------------------------------------------ walk-forward
+
+
+def _walk_forward_config(path: Path, out: Path, models: Path, **walk_forward: object) -> RunConfig:
+    drl = {
+        "timesteps": 128,
+        "episode_bars": 64,
+        "eval_every": 64,
+        "hyperparameters": {"n_steps": 64, "batch_size": 32},
+        "cache_dir": str(models),
+    }
+    return RunConfig.model_validate(
+        {
+            "data": {"path": str(path), "start": "2012-01-01", "end": "2016-12-31"},
+            "splits": {"walk_forward": {"n_folds": 3, "test_size": 120, **walk_forward}},
+            "strategies": [
+                {"name": "sma", "kind": "sma", "params": {"fast": 5, "slow": 20}},
+                {"name": "drl", "kind": "drl", "seeds": 1, "params": drl},
+            ],
+            "output_dir": str(out),
+        }
+    )
+
+
+def test_walk_forward_refits_per_fold_and_stitches_the_test_blocks(
+    samples_dir: Path, tmp_path: Path
+) -> None:
+    from backtest.data import load_bars, walk_forward_folds
+
+    path = samples_dir / "SP500.parquet"
+    models = tmp_path / "models"
+    config = _walk_forward_config(path, tmp_path / "runs", models)
+    result = run(config)
+    bars = load_bars(path, start="2012-01-01", end="2016-12-31")
+    folds = walk_forward_folds(len(bars), n_folds=3, test_size=120)
+    index = bars.frame.index
+    # One model per fold, each trained only on bars up to its fold's first decision (that
+    # bar's close is known when it decides).
+    manifests = [json.loads((m / "manifest.json").read_text()) for m in models.iterdir()]
+    assert len(manifests) == 3
+    last_seen = sorted(m["last_validation_bar"] for m in manifests)
+    for fold, seen in zip(folds, last_seen, strict=True):
+        assert pd.Timestamp(seen) == index[fold.test.start]
+    # The ledger is the stitched out-of-sample curve: every test bar once, in order.
+    ledger = result.ledger
+    for name in ("sma", "drl", "buy_and_hold"):
+        rows = ledger[ledger.strategy == name]
+        assert list(rows.timestamp) == list(index[folds[0].test.start :])
+        equity = rows.equity_usd.to_numpy()
+        for fold in folds[1:]:
+            k = fold.test.start - folds[0].test.start
+            # A fold starts flat with the equity the last one ended with.
+            assert equity[k] == pytest.approx(equity[k - 1], rel=1e-12)
+            assert rows.position_units.to_numpy()[k] == 0.0
+    summary = result.summary
+    assert [f["fold"] for f in summary["folds"]] == [0, 1, 2]
+    for fold, entry in zip(folds, summary["folds"], strict=True):
+        assert entry["test_start"] == index[fold.test.start].isoformat()
+        assert entry["test_end"] == index[fold.test.stop - 1].isoformat()
+        assert entry["train_end"] == index[fold.train.stop - 1].isoformat()
+        assert set(entry["strategies"]) == {"sma", "drl", "buy_and_hold"}
+        assert "sharpe" in entry["strategies"]["drl"]
+    # A rerun hits the model cache and repeats the ledger byte for byte.
+    again = run(config)
+    assert len(list(models.iterdir())) == 3
+    assert (again.run_dir / "ledger.parquet").read_bytes() == (
+        result.run_dir / "ledger.parquet"
+    ).read_bytes()
+
+
+def test_rolling_walk_forward_hides_bars_before_the_train_block(
+    samples_dir: Path, tmp_path: Path
+) -> None:
+    from backtest.data import load_bars
+
+    path = samples_dir / "SP500.parquet"
+    models = tmp_path / "models"
+    run(
+        _walk_forward_config(path, tmp_path / "runs", models, n_folds=2, train_size=400),
+        write=False,
+    )
+    index = load_bars(path, start="2012-01-01", end="2016-12-31").frame.index
+    firsts = sorted(
+        json.loads((m / "manifest.json").read_text())["first_train_bar"] for m in models.iterdir()
+    )
+    n = len(index)
+    expected = [index[n - 2 * 120 - 400], index[n - 120 - 400]]
+    assert [pd.Timestamp(f) for f in firsts] == expected
+    with pytest.raises(ConfigError, match="train block"):
+        run(
+            _walk_forward_config(path, tmp_path / "r2", models, n_folds=2, train_size=20),
+            write=False,
+        )
+    with pytest.raises(ValueError, match="walk_forward replaces"):
+        RunConfig.model_validate(
+            {
+                "data": {"path": "x"},
+                "splits": {
+                    "train_end": "2015-01-01",
+                    "validation_end": "2016-01-01",
+                    "walk_forward": {"n_folds": 2, "test_size": 10},
+                },
+                "strategies": [{"name": "s", "kind": "sma"}],
+            }
+        )

@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 
 from backtest import RunConfig, run
-from backtest.data import BarMeta, load_bars, write_bars
+from backtest.config import EnvConfig
+from backtest.data import BarMeta, Bars, load_bars, write_bars
+from backtest.env import TradingEnv
 from backtest.errors import ConfigError
+from strategies.drl import _data_sha256, train_agent
 
 TINY = {
     "timesteps": 512,
@@ -29,6 +32,7 @@ def _config(path: Path, out: Path, models: Path, **params: object) -> RunConfig:
                 {
                     "name": "ppo",
                     "kind": "drl",
+                    "seeds": 1,
                     "params": {**TINY, "cache_dir": str(models), **params},
                 }
             ],
@@ -114,3 +118,88 @@ def test_bad_settings_are_config_errors(samples_dir: Path, tmp_path: Path) -> No
             _config(samples_dir / "SP500.parquet", tmp_path, tmp_path, episode_bars=5000),
             write=False,
         )
+
+
+class _FakeProgress:
+    """Records what a rich Progress would be told."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, dict[str, object]] = {}
+
+    def add_task(self, description: str, total: float) -> int:
+        self.tasks[len(self.tasks)] = {"description": description, "total": total}
+        return len(self.tasks) - 1
+
+    def update(self, task: int, **fields: object) -> None:
+        self.tasks[task].update(fields)
+
+
+def _train_bars(samples_dir: Path) -> Bars:
+    return load_bars(samples_dir / "SP500.parquet", end="2012-12-31")
+
+
+def test_kept_model_is_saved_with_the_statistics_it_was_selected_under(
+    samples_dir: Path, tmp_path: Path
+) -> None:
+    bars = _train_bars(samples_dir)
+    progress = _FakeProgress()
+    agent = train_agent(
+        bars,
+        EnvConfig(),
+        timesteps=1024,
+        seed=2,
+        episode_bars=64,
+        eval_every=128,
+        hyperparameters={"n_steps": 64, "batch_size": 32},
+        cache_dir=tmp_path,
+        progress=progress,
+        label="train x",
+    )
+    assert progress.tasks == {0: {"description": "train x", "total": 1024, "completed": 1024}}
+    manifest = agent.manifest
+    assert manifest["data_sha256"] == _data_sha256(bars.frame)
+    assert manifest["env"] == EnvConfig().model_dump(mode="json")
+    assert {"stable-baselines3", "torch", "gymnasium", "numpy"} <= set(manifest["versions"])
+    assert (manifest["seed"], manifest["timesteps"], manifest["algo"]) == (2, 1024, "PPO")
+    assert manifest["hyperparameters"] == {"n_steps": 64, "batch_size": 32}
+    # Replaying the validation episode with the saved model, its saved (frozen) statistics
+    # and deterministic actions scores what the evaluation callback scored when it kept it.
+    split = manifest["validation_bars"][0]
+    env = TradingEnv(bars, EnvConfig(), start=split)
+    obs, _ = env.reset(seed=0)
+    total, done = 0.0, False
+    while not done:
+        action, _ = agent.model.predict(agent.normalise(obs), deterministic=True)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        total += float(reward)
+        done = terminated or truncated
+    assert total == pytest.approx(manifest["best_validation_reward"], rel=1e-4, abs=1e-6)
+
+
+def test_training_twice_with_one_seed_gives_identical_weights(
+    samples_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    bars = _train_bars(samples_dir)
+    options = {
+        "timesteps": 256,
+        "seed": 4,
+        "episode_bars": 64,
+        "eval_every": 128,
+        "hyperparameters": {"n_steps": 64, "batch_size": 32},
+    }
+    a = train_agent(bars, EnvConfig(), cache_dir=tmp_path / "a", **options)  # type: ignore[arg-type]
+    b = train_agent(bars, EnvConfig(), cache_dir=tmp_path / "b", **options)  # type: ignore[arg-type]
+    sa, sb = a.model.policy.state_dict(), b.model.policy.state_dict()
+    assert sa.keys() == sb.keys()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert np.array_equal(a.obs_mean, b.obs_mean) and np.array_equal(a.obs_scale, b.obs_scale)
+
+
+def test_the_cli_progress_shows_training(
+    samples_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(samples_dir / "SP500.parquet", tmp_path / "runs", tmp_path / "models")
+    run(config, progress=True, write=False)
+    assert "train ppo (PPO)" in capsys.readouterr().out
