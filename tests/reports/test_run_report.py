@@ -172,3 +172,26 @@ def test_bad_run_directory_is_a_clear_error(tmp_path: Path) -> None:
         write_report(tmp_path)
     with pytest.raises(BacktestError, match="no such directory"):
         write_report(tmp_path / "absent")
+
+
+def test_walk_forward_folds_are_tabulated(samples_dir: Path, tmp_path: Path) -> None:
+    from backtest import RunConfig, run
+
+    result = run(
+        RunConfig.model_validate(
+            {
+                "data": {"path": str(samples_dir / "GOOG.parquet")},
+                "splits": {"walk_forward": {"n_folds": 3, "test_size": 120}},
+                "strategies": [{"name": "sma", "kind": "sma", "params": {"fast": 5, "slow": 20}}],
+                "output_dir": str(tmp_path),
+            }
+        )
+    )
+    folds = result.summary["folds"]
+    assert len(folds) == 3
+    html = run_report_html(result.run_dir)
+    table = html[html.index('id="folds"') :]
+    for fold in folds:
+        for name, metrics in fold["strategies"].items():
+            assert f'data-v="{metrics["total_return"]}"' in table, (fold["fold"], name)
+        assert fold["test_start"][:10] in table
