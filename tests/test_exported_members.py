@@ -32,6 +32,8 @@ MODULES = [
     "strategies.baselines",
     "strategies.drl",
     "strategies.hybrid",
+    "strategies.llm.anonymize",
+    "strategies.llm.charts",
     "strategies.llm.graph",
     "strategies.llm.prompts",
     "strategies.llm.schemas",
