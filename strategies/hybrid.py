@@ -9,10 +9,13 @@ At every bar both decide; then, as in the seed (section 4):
   BUY +1 / SELL -1 / HOLD 0); above +0.3 BUY and below -0.3 SELL, at size
   ``min(|combined|, 1) * 0.5``; in between HOLD.
 
-An abstaining LLM counts with confidence 0, so the DRL agent decides alone (still scaled by
-its weight and confidence); the decision records both sides' signals and the LLM's calls,
-so the LLM cost is charged to the hybrid. For a paired comparison with DRL-only, give both
-the same ``drl`` settings and seed: they then share one cached model.
+Between LLM calls (``llm.every_n_bars`` > 1, or event-driven calls) the LLM's last decision
+holds: it is combined as if made now, and its age in bars is recorded in the ``llm`` signal's
+features (``age_bars``). An abstaining LLM counts with confidence 0, so the DRL agent
+decides alone (still scaled by its weight and confidence); the decision records both
+sides' signals and the LLM's calls, so the LLM cost is charged to the hybrid. For a paired
+comparison with DRL-only, give both the same ``drl`` settings and seed: they then share one
+cached model.
 """
 
 from __future__ import annotations
@@ -99,6 +102,14 @@ class HybridPolicy:
         """The DRL side trains on the run's environment."""
         self.drl.bind(env_config)
 
+    def models_used(self) -> list[str]:
+        """The LLM side's models (for the engine's temporal-leakage guard)."""
+        return self.llm.models_used()
+
+    def estimate_llm_cost(self, market: MarketView, first_bar: int) -> dict[str, Any]:
+        """The LLM side's cost estimate (see :meth:`LLMPolicy.estimate_llm_cost`)."""
+        return self.llm.estimate_llm_cost(market, first_bar)
+
     def reset(self, *, seed: int | None, market: MarketView) -> None:
         """Reset both sides (the same seed; the DRL side's own ``seed`` wins if set)."""
         self.drl.reset(seed=seed, market=market)
@@ -108,8 +119,11 @@ class HybridPolicy:
         """Ask both sides, then combine."""
         drl = self.drl.act(obs)
         llm = self.llm.act(obs)
+        age = self.llm.held_age
+        # Between calls the LLM's last decision holds (its age is recorded below).
+        view = self.llm.held if age and self.llm.held is not None else llm
         action, size, confidence, how = combine(
-            drl, llm, drl_weight=self.drl_weight, llm_weight=self.llm_weight
+            drl, view, drl_weight=self.drl_weight, llm_weight=self.llm_weight
         )
         signals = (
             AgentSignal(
@@ -120,10 +134,11 @@ class HybridPolicy:
             ),
             AgentSignal(
                 agent_name="llm",
-                signal=_direction(llm.target_position),
-                confidence=llm.confidence,
+                signal=_direction(view.target_position),
+                confidence=view.confidence,
+                features={"age_bars": float(age)},
                 reasoning=llm.reasoning[:500],
-                abstain=llm.abstain,
+                abstain=view.abstain,
             ),
             *llm.signals,
         )
