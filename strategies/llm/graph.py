@@ -374,11 +374,6 @@ class LLMPolicy:
             for f in _FEATURE_FIELDS
             if getattr(answer, f, None) is not None
         }
-        if self.anonymizer is not None:
-            # Levels the model read off anonymised prices, back in real units.
-            for f in _PRICE_FIELDS:
-                if f in features:
-                    features[f] = self.anonymizer.restore_price(features[f])
         features["age_bars"] = 0.0
         return AgentSignal(
             agent_name=role,
@@ -443,6 +438,24 @@ class LLMPolicy:
         else:
             runs = [self.router.execute(plan) for plan in plans]
         return [self.router.commit(plan, run) for plan, run in zip(plans, runs, strict=True)]
+
+    def _restored(self, signal: AgentSignal) -> AgentSignal:
+        """``signal`` with the price levels it read off anonymised bars in real units."""
+        anonymizer = self.anonymizer
+        if anonymizer is None or not any(f in signal.features for f in _PRICE_FIELDS):
+            return signal
+        features = {
+            k: anonymizer.restore_price(v) if k in _PRICE_FIELDS else v
+            for k, v in signal.features.items()
+        }
+        return AgentSignal(
+            agent_name=signal.agent_name,
+            signal=signal.signal,
+            confidence=signal.confidence,
+            features=features,
+            reasoning=signal.reasoning,
+            abstain=signal.abstain,
+        )
 
     def _trigger(self, market: MarketView) -> str:
         """Why the graph runs at this bar (``""``: it does not; the last signal holds)."""
@@ -533,6 +546,8 @@ class LLMPolicy:
             when,
         )
         calls += meta_run.calls
+        # The meta prompt saw the levels as the agents read them; the ledger keeps real ones.
+        signals = [self._restored(sig) for sig in signals]
         # Offline answers already say so; the graph's own messages must too.
         label = "offline analyst: " if self.source == "offline" else ""
         called = f" [LLM call: {trigger}]" if trigger not in ("first bar", "schedule") else ""
