@@ -3,8 +3,9 @@
 A chart is drawn with Pillow from the structured market context the prompts are written
 from (so an anonymised context gives an anonymised chart): the last ``bars`` candles, a
 volume panel below them, five price gridlines labelled on the right, and the first and last
-bar's time under the axis. The PNG has a fixed size and DPI and carries no timestamp,
-software or text chunk (only ``IHDR``, ``pHYs``, ``IDAT`` and ``IEND``), so the same
+bar's time under the axis. The PNG is a six-colour palette image of a fixed size and DPI
+and carries no timestamp, software or text chunk (only ``IHDR``, ``PLTE``, ``pHYs``,
+``IDAT`` and ``IEND``), so the same
 context and spec give byte-identical files on every run.
 
 The chart role never renders eagerly. :func:`chart_part` returns an ``image_url`` message
@@ -39,11 +40,10 @@ __all__ = [
 #: charts look never replays answers given about the old drawings.
 CHART_VERSION = "candles-v1"
 
-_UP = (38, 166, 91)
-_DOWN = (234, 57, 67)
-_GRID = (226, 226, 226)
-_TEXT = (40, 40, 40)
-_AXIS = (150, 150, 150)
+# A six-colour palette image: drawing and PNG encoding are ~5x faster than in RGB (encoding
+# dominated, ~8 ms a chart), and the file is smaller. Indices into _PALETTE:
+_PALETTE = (255, 255, 255, 38, 166, 91, 234, 57, 67, 226, 226, 226, 40, 40, 40, 150, 150, 150)
+_UP, _DOWN, _GRID, _TEXT, _AXIS = 1, 2, 3, 4, 5
 _FIELDS = ("open", "high", "low", "close", "volume")
 
 
@@ -128,7 +128,8 @@ def render_candles(context: Mapping[str, Any], spec: ChartSpec = ChartSpec()) ->
 
     window = _window(context, spec)
     n = len(window["close"])
-    image = Image.new("RGB", (spec.width_px, spec.height_px), (255, 255, 255))
+    image = Image.new("P", (spec.width_px, spec.height_px), 0)
+    image.putpalette(_PALETTE)
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default()
     left, right, top, bottom = 8, 72, 22, 18
