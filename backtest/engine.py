@@ -661,7 +661,9 @@ def run(
             fees_usd=track.fees[part],
         )
 
-    leakage = _leakage(policies, specs, index)
+    used = _models_used(policies, specs)
+    cutoffs = _model_cutoffs(sorted({m for models in used.values() for m in models}))
+    leakage = _leakage(used, cutoffs, index)
     cutoff_split: dict[str, list[dict[str, Any]]] = {}
     for entry in leakage:
         boundary = _after_cutoff(entry["training_cutoff"])
@@ -679,7 +681,7 @@ def run(
                 ),
             }
         )
-    warnings += _leakage_warnings(leakage, policies, specs)
+    warnings += _leakage_warnings(leakage, used, cutoffs)
     summary["cutoff_split"] = cutoff_split
     for name, track in tracks.items():
         stats = stats_of(name, track, slice(None))
@@ -753,9 +755,9 @@ def _model_cutoffs(models: list[str]) -> dict[str, str | None]:
     latest release month bounds it (``cutoff_upper_bound``).
     """
     from backtest.errors import PricingError
-    from backtest.llm.pricing import PriceTable, table_names
+    from backtest.llm.pricing import load_tables
 
-    tables = [PriceTable.load(table=name) for name in table_names()]
+    tables = list(load_tables().values()) if models else []
     out: dict[str, str | None] = {}
     for model in models:
         published: list[str] = []
@@ -776,20 +778,27 @@ def _after_cutoff(month: str) -> pd.Timestamp:
     return pd.Timestamp(f"{month}-01", tz="UTC") + pd.offsets.MonthBegin(1)
 
 
+def _models_used(policies: list[Policy], specs: list[StrategyConfig]) -> dict[str, list[str]]:
+    used: dict[str, list[str]] = {}
+    for policy, spec in zip(policies, specs, strict=True):
+        models_used = getattr(policy, "models_used", None)
+        if callable(models_used):
+            used[spec.name] = sorted(set(models_used()))
+    return used
+
+
 def _leakage(
-    policies: list[Policy], specs: list[StrategyConfig], index: pd.DatetimeIndex
+    used: dict[str, list[str]], cutoffs: dict[str, str | None], index: pd.DatetimeIndex
 ) -> list[dict[str, Any]]:
     """Models whose training cutoff falls after the evaluated window starts."""
     out: list[dict[str, Any]] = []
-    for policy, spec in zip(policies, specs, strict=True):
-        models_used = getattr(policy, "models_used", None)
-        if not callable(models_used):
-            continue
-        for model, cutoff in _model_cutoffs(sorted(set(models_used()))).items():
+    for name, models in used.items():
+        for model in models:
+            cutoff = cutoffs[model]
             if cutoff is not None and index[0] < _after_cutoff(cutoff):
                 out.append(
                     {
-                        "strategy": spec.name,
+                        "strategy": name,
                         "model": model,
                         "training_cutoff": cutoff,
                         "window_start": index[0].isoformat(),
@@ -800,30 +809,27 @@ def _leakage(
 
 
 def _leakage_warnings(
-    leakage: list[dict[str, Any]], policies: list[Policy], specs: list[StrategyConfig]
+    leakage: list[dict[str, Any]], used: dict[str, list[str]], cutoffs: dict[str, str | None]
 ) -> list[str]:
     warnings = []
     by_strategy: dict[str, list[dict[str, Any]]] = {}
     for entry in leakage:
         by_strategy.setdefault(entry["strategy"], []).append(entry)
     for name, entries in by_strategy.items():
-        models = ", ".join(f"{e['model']} ({e['training_cutoff']})" for e in entries)
+        listed = ", ".join(f"{e['model']} ({e['training_cutoff']})" for e in entries)
         start = entries[0]["window_start"][:10]
         warnings.append(
             f"strategy {name!r}: the evaluated window starts on {start}, before the training "
-            f"cutoff of {models} (the published cutoff, else the release month). These models "
+            f"cutoff of {listed} (the published cutoff, else the release month). These models "
             "may have read what happened next, so results before the cutoff can be inflated by "
             "memory, not skill. summary.json's cutoff_split gives the metrics before and after "
             "each cutoff; set anonymize = true on the strategy, or evaluate a later window."
         )
-    for policy, spec in zip(policies, specs, strict=True):
-        models_used = getattr(policy, "models_used", None)
-        if not callable(models_used):
-            continue
-        unknown = [m for m, c in _model_cutoffs(sorted(set(models_used()))).items() if c is None]
+    for name, models in used.items():
+        unknown = [m for m in models if cutoffs[m] is None]
         if unknown:
             warnings.append(
-                f"strategy {spec.name!r}: no training cutoff or release month is known for "
+                f"strategy {name!r}: no training cutoff or release month is known for "
                 f"{', '.join(unknown)}, so look-ahead through the model's training data cannot "
                 "be ruled out. Fix: add training_cutoff or released to its entry in "
                 "backtest/llm/prices.toml."
