@@ -481,7 +481,8 @@ class LLMPolicy:
         assert held is not None
         return Decision(
             target_position=None,
-            confidence=held.confidence,
+            # An abstain's confidence means nothing (there was no answer): hold 0, not it.
+            confidence=0.0 if held.abstain else held.confidence,
             reasoning=f"{'offline analyst: ' if self.source == 'offline' else ''}"
             f"between LLM calls: the last signal ({held.action or 'none'}, "
             f"{self.held_age} bar(s) old) holds",

@@ -240,3 +240,27 @@ def test_the_estimate_bounds_the_recorded_cost_from_above(
     cost = result.llm_calls["cost_usd"].sum()
     assert estimate["calls"] == len(result.llm_calls)
     assert cost > 0 and cost <= estimate["usd"] <= 20 * cost
+
+
+def test_a_held_abstain_holds_no_confidence_and_counts_once(
+    samples_dir: Path, tmp_path: Path
+) -> None:
+    from backtest.llm.testing import Fault
+
+    with LLMTestServer(models={"*": answer}) as server:
+        server.inject("*", Fault.BAD_GATEWAY, times=None)
+        config = _config(
+            samples_dir / "SP500.parquet",
+            tmp_path,
+            mode="live",
+            base_url=server.base_url,
+            max_retries=0,
+            every_n_bars=3,
+        )
+        result = run(config, write=False)
+    decisions = result.decisions
+    called = decisions.iloc[::3]
+    held = decisions.drop(index=called.index)
+    assert called["abstain"].all() and not held["abstain"].any()
+    assert (held["confidence"] == 0).all() and (held["llm_calls"] == 0).all()
+    assert result.summary["strategies"]["llm"]["abstains"] == len(called)
