@@ -229,6 +229,17 @@ class LLMPolicy:
         self.chart_images = chart == "image" or (
             chart == "auto" and self.routing.tree.vision is not None
         )
+        tree = self.routing.tree
+        chart_route = self.routing.roles.get("chart_analysis")
+        self._chart_text_fallback = (
+            self.chart_images
+            and chart_route is not None
+            and tree.vision is not None
+            and any(
+                m not in {tree.vision, *tree.vision_models}
+                for m in (chart_route.primary, *chart_route.fallbacks)
+            )
+        )
         self._anonymizer_template = (
             Anonymizer(shift_days=anonymize_shift_days, symbol=anonymize_symbol)
             if anonymize
@@ -394,6 +405,10 @@ class LLMPolicy:
         assert self.router is not None
         route = self.routing.roles[role]
         image = role == "chart_analysis" and isinstance(messages[-1]["content"], list)
+        # Fallbacks that cannot read the chart get the bars as a table instead.
+        text = (
+            (lambda: build_messages(role, market)) if image and self._chart_text_fallback else None
+        )
         return self.router.plan(
             role,
             messages,
@@ -406,6 +421,8 @@ class LLMPolicy:
             ),
             prompt_version=CHART_IMAGE_VERSION if image else PROMPT_VERSIONS[role],
             intraday=obs.market.frequency not in ("1d", "1w"),
+            text_messages=text,
+            text_prompt_version=PROMPT_VERSIONS[role],
         )
 
     def _messages(self, role: str, market: Mapping[str, Any]) -> list[dict[str, Any]]:

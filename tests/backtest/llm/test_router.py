@@ -257,3 +257,32 @@ def test_the_hard_cap_stops_the_call_before_it_is_made(
         assert 0 < sum(spent) <= cap
         assert len(_models(server)) == len(spent)  # the stopped call never reached the server
     assert [e.kind for e in router.budget.events].count("stop") == 1
+
+
+def test_models_that_cannot_see_get_the_text_prompt(server: LLMTestServer, tmp_path: Path) -> None:
+    def plan(router: Router) -> Any:
+        return router.plan(
+            "chart_analysis",
+            IMAGE,
+            context=CallContext(strategy="t"),
+            day="2016-01-04",
+            bar=0,
+            prompt_version="image-v1",
+            text_messages=TEXT,
+            text_prompt_version="text-v1",
+        )
+
+    requests = plan(_router(server, tmp_path)).requests
+    assert [(r.model, r.prompt_version) for r in requests] == [
+        (QWENVL, "image-v1"),
+        (DEEPSEEK, "text-v1"),
+    ]
+    assert requests[0].messages == tuple(IMAGE) and requests[1].messages == tuple(TEXT)
+    tree = _routing().tree.model_copy(update={"vision_models": (DEEPSEEK,)})
+    both = plan(_router(server, tmp_path, _routing(tree=tree))).requests
+    assert [r.prompt_version for r in both] == ["image-v1", "image-v1"]
+    # Without a declared vision model nothing is rewritten (the caller forced images).
+    blind = _routing(tree=_routing().tree.model_copy(update={"vision": None}))
+    assert {r.prompt_version for r in plan(_router(server, tmp_path, blind)).requests} == {
+        "image-v1"
+    }

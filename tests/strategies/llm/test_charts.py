@@ -158,7 +158,7 @@ def _config(samples: Path, tmp: Path, base_url: str, routing: str, **params: Any
                     "name": "llm",
                     "kind": "llm",
                     "params": {
-                        "routing": str(REPO / "experiments" / "routing" / routing),
+                        "routing": str(REPO / "experiments" / "routing" / routing),  # or absolute
                         "cassette": str(tmp / "cassette"),
                         "mode": "live",
                         "base_url": base_url,
@@ -229,24 +229,45 @@ def test_the_vision_model_sees_the_chart_and_a_replay_renders_none(
     assert set(calls[calls.role == "chart_analysis"]["prompt_version"]) == {"chart-image-v1"}
 
 
-def test_a_failed_vision_call_falls_back_with_the_same_chart_rendered_once(
-    samples_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("deepseek_sees", [False, True])
+def test_a_failed_vision_call_falls_back_with_one_render(
+    samples_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deepseek_sees: bool
 ) -> None:
     from backtest.llm.testing import Fault
 
+    routing = (REPO / "experiments" / "routing" / "seed_stack.toml").read_text()
+    if deepseek_sees:  # declare the text fallback able to read images
+        routing = routing.replace("[tree]", '[tree]\nvision_models = ["deepseek/deepseek-chat"]', 1)
+    (tmp_path / "routing.toml").write_text(routing)
     rendered = _count_renders(monkeypatch)
     with LLMTestServer(models={"*": answer}) as server:
         server.inject(QWENVL, Fault.SERVER_ERROR, times=2)
-        config = _config(samples_dir, tmp_path, server.base_url, "seed_stack.toml", max_retries=1)
+        config = _config(
+            samples_dir, tmp_path, server.base_url, str(tmp_path / "routing.toml"), max_retries=1
+        )
         result = run(config, write=False)
         first_bar = [
             r.body for r in server.requests if r.body and "technical analyst" in json.dumps(r.body)
         ][:3]
-    # Two attempts at the vision model, then DeepSeek: one chart, sent three times.
-    assert [b["model"] for b in first_bar][:2] == [QWENVL, QWENVL]
-    assert first_bar[2]["model"] == "deepseek/deepseek-chat"
-    urls = {b["messages"][1]["content"][1]["image_url"]["url"] for b in first_bar}
+    # Two attempts at the vision model (one chart, sent twice), then DeepSeek.
+    assert [b["model"] for b in first_bar] == [QWENVL, QWENVL, "deepseek/deepseek-chat"]
+    urls = {b["messages"][1]["content"][1]["image_url"]["url"] for b in first_bar[:2]}
     assert len(urls) == 1
+    fallback = first_bar[2]["messages"][1]["content"]
+    if deepseek_sees:
+        assert fallback[1]["image_url"]["url"] in urls
+    else:
+        # A text model would reject the image: it gets the bars as a table.
+        assert isinstance(fallback, str) and "time,open,high,low,close,volume" in fallback
+    calls = result.llm_calls
+    first = calls[calls.timestamp == calls.timestamp.min()]
+    chart = first[first.role == "chart_analysis"]
+    # One record per model tried (the vision model's with its retry counted).
+    assert chart["prompt_version"].tolist() == [
+        "chart-image-v1",
+        "chart-image-v1" if deepseek_sees else "chart-text-v1",
+    ]
+    assert chart["retries"].tolist() == [1, 0]
     decisions = len(result.decisions[result.decisions.strategy == "llm"])
     assert len(rendered) == decisions
 
