@@ -571,7 +571,7 @@ def run(
     ]
     warnings: list[str] = []
     probe = TradingEnv(bars, env_config, start=start, end=stop, features=features)
-    estimate = _llm_cost_estimate(policies, specs, view, probe.first_bar, probe.end_bar)
+    estimate = _llm_cost_estimate(policies, specs, view, probe.first_bar, probe.end_bar, warnings)
     if estimate["per_strategy"] and on_estimate is not None:
         on_estimate(estimate)
 
@@ -728,9 +728,18 @@ def run(
 
 
 def _llm_cost_estimate(
-    policies: list[Policy], specs: list[StrategyConfig], view: MarketView, first: int, stop: int
+    policies: list[Policy],
+    specs: list[StrategyConfig],
+    view: MarketView,
+    first: int,
+    stop: int,
+    warnings: list[str],
 ) -> dict[str, Any]:
-    """Ask each policy that calls LLMs for its estimate (see the module docstring)."""
+    """Ask each policy that calls LLMs for its estimate (see the module docstring).
+
+    A policy may add ``max_run_usd`` (its hard cap) to its answer: an estimate above it
+    gets a warning, since the cap will stop the calls partway through the run.
+    """
     per_strategy: dict[str, dict[str, Any]] = {}
     view._seek(stop - 1)
     for policy, spec in zip(policies, specs, strict=True):
@@ -741,6 +750,16 @@ def _llm_cost_estimate(
                 "calls": int(result["calls"]),
                 "usd": float(result["usd"]),
             }
+            cap = result.get("max_run_usd")
+            if cap is not None and float(result["usd"]) > cap:
+                warnings.append(
+                    f"strategy {spec.name!r}: its {int(result['calls']):,} LLM calls are "
+                    f"estimated at up to ${float(result['usd']):,.2f}, above its hard cap "
+                    f"max_run_usd = ${cap:,.2f}: once the cap is reached no call is made and "
+                    "the decisions abstain. The estimate is an upper bound (every answer at "
+                    "max_tokens); raise max_run_usd, call less often (every_n_bars) or route "
+                    "to cheaper models."
+                )
     return {
         "calls": sum(e["calls"] for e in per_strategy.values()),
         "usd": math.fsum(e["usd"] for e in per_strategy.values()),

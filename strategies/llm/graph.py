@@ -317,7 +317,8 @@ class LLMPolicy:
             first_bar: The first decision bar.
 
         Returns:
-            ``{"calls": int, "usd": float}``.
+            ``{"calls": int, "usd": float, "max_run_usd": float | None}`` (the run's hard
+            cap, so the engine can warn when the estimate passes it).
         """
         from backtest.llm.pricing import PriceTable, count_prompt_tokens
 
@@ -347,7 +348,11 @@ class LLMPolicy:
             route = self.routing.roles[role]
             usd_per += prices.estimate_max_cost(model, tokens, route.max_tokens, images=images)
             calls_per += 1
-        return {"calls": decisions * calls_per, "usd": decisions * usd_per}
+        return {
+            "calls": decisions * calls_per,
+            "usd": decisions * usd_per,
+            "max_run_usd": self.routing.budget.max_run_usd,
+        }
 
     def _scheduled_calls(self, market: MarketView, first_bar: int) -> int:
         stop = len(market)

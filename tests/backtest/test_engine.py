@@ -395,10 +395,17 @@ EVENTS: list[str] = []
 class FakeLLM:
     """Buys and holds, and answers the engine's two optional LLM questions."""
 
-    def __init__(self, name: str, models: tuple[str, ...] = (), usd_per_bar: float = 0.01) -> None:
+    def __init__(
+        self,
+        name: str,
+        models: tuple[str, ...] = (),
+        usd_per_bar: float = 0.01,
+        max_run_usd: float | None = None,
+    ) -> None:
         self.name = name
         self.models = list(models)
         self.usd_per_bar = usd_per_bar
+        self.max_run_usd = max_run_usd
 
     def reset(self, *, seed: int | None, market: MarketView) -> None:
         EVENTS.append("reset")
@@ -413,7 +420,11 @@ class FakeLLM:
     def estimate_llm_cost(self, market: MarketView, first_bar: int) -> dict[str, float]:
         EVENTS.append(f"estimate {first_bar} {len(market)}")
         bars = len(market) - first_bar
-        return {"calls": 4 * bars, "usd": self.usd_per_bar * bars}
+        return {
+            "calls": 4 * bars,
+            "usd": self.usd_per_bar * bars,
+            "max_run_usd": self.max_run_usd,
+        }
 
 
 def _dated_bars(tmp_path: Path, start: str, end: str) -> Path:
@@ -513,7 +524,8 @@ def test_the_cost_estimate_comes_before_any_decision(tmp_path: Path) -> None:
         tmp_path / "runs",
         strategies=[
             _fake([], "a"),
-            {**_fake([], "b"), "params": {"usd_per_bar": 0.5}},
+            {**_fake([], "b"), "params": {"usd_per_bar": 0.5, "max_run_usd": 10.0}},
+            {**_fake([], "c"), "params": {"usd_per_bar": 0.01, "max_run_usd": 10.0}},
             {"name": "bh", "kind": "buy_and_hold"},
         ],
     )
@@ -522,21 +534,21 @@ def test_the_cost_estimate_comes_before_any_decision(tmp_path: Path) -> None:
     result = run(config, write=False, on_estimate=lambda e: (seen.append(e), EVENTS.append("cb")))
     bars = result.summary["bars"]
     first = len(pd.bdate_range("2024-01-02", "2024-04-30")) - bars
-    assert EVENTS[:3] == [
-        f"estimate {first} {first + bars}",
-        f"estimate {first} {first + bars}",
-        "cb",
-    ]
+    assert EVENTS[:4] == [f"estimate {first} {first + bars}"] * 3 + ["cb"]
     assert EVENTS.index("act") > EVENTS.index("cb")
     expected = {
-        "calls": 8 * bars,
-        "usd": pytest.approx(0.51 * bars),
+        "calls": 12 * bars,
+        "usd": pytest.approx(0.52 * bars),
         "per_strategy": {
             "a": {"calls": 4 * bars, "usd": pytest.approx(0.01 * bars)},
             "b": {"calls": 4 * bars, "usd": pytest.approx(0.5 * bars)},
+            "c": {"calls": 4 * bars, "usd": pytest.approx(0.01 * bars)},
         },
     }
     assert seen == [expected] and result.manifest["llm_cost_estimate"] == expected
+    # b's estimate passes its hard cap ($0.5 x bars > $10); c's does not; a has none.
+    capped = [w for w in result.manifest["warnings"] if "above its hard cap" in w]
+    assert len(capped) == 1 and capped[0].startswith("strategy 'b'")
 
 
 def test_runs_without_llm_strategies_estimate_nothing(tmp_path: Path) -> None:
