@@ -308,7 +308,20 @@ def _run(
     from backtest.engine import run as run_experiment
 
     config = load_experiment(experiment, set_ or (), output_dir=out)
-    result = run_experiment(config, progress=progress)
+
+    def announce(estimate: dict[str, Any]) -> None:
+        # Before the first LLM call: what the run's calls will cost at the price table.
+        parts = ", ".join(
+            f"{escape(name)} {e['calls']:,} calls ~${e['usd']:,.2f}"
+            for name, e in estimate["per_strategy"].items()
+        )
+        console.print(
+            f"[bold]LLM cost estimate:[/bold] {estimate['calls']:,} calls, at most about "
+            f"${estimate['usd']:,.2f} at the price table ({parts}). Offline and replayed "
+            "answers pay nothing; replays still charge the recorded cost against P&L."
+        )
+
+    result = run_experiment(config, progress=progress, on_estimate=announce)
     summary = result.summary
     table = Table(
         title=f"{config.name}: {summary['symbol']} {summary['start'][:10]} to "

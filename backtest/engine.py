@@ -10,7 +10,7 @@ at the decision's bar, so equity is net of it.
 A run directory ``<output_dir>/<run_id>/`` holds:
 
 ``manifest.json``      config, run id, data sha256, seed, package versions, git revision,
-                       warnings
+                       warnings, ``llm_cost_estimate`` and ``leakage`` (below)
 ``ledger.parquet``     one row per strategy per bar (state at the bar's close, the fill
                        at its open, the decision taken at its close)
 ``decisions.parquet``  one row per decision: action, target, confidence, reasoning, signals
@@ -20,7 +20,23 @@ A run directory ``<output_dir>/<run_id>/`` holds:
                        ``<name>@<k>`` of a strategy run with several seeds);
                        ``comparisons`` (the first ``drl`` strategy against the first
                        ``hybrid``, see :mod:`backtest.compare`; empty without both);
-                       ``folds`` (per-fold metrics, walk-forward runs only)
+                       ``folds`` (per-fold metrics, walk-forward runs only);
+                       ``cutoff_split`` (below)
+
+Two optional policy methods feed the LLM parts of the record (the engine imports no strategy):
+
+- ``estimate_llm_cost(market, first_bar) -> {"calls": int, "usd": float}``, asked before
+  any strategy runs, with the view positioned at the last evaluated bar; the totals go to
+  ``manifest["llm_cost_estimate"] = {"calls", "usd", "per_strategy": {name: {"calls",
+  "usd"}}}`` and to the ``on_estimate`` callback (the CLI prints them).
+- ``models_used() -> list[str]``, asked after the run: the temporal-leakage guard looks up
+  each model's training cutoff in every price table of ``backtest/llm/prices.toml`` (the
+  latest published cutoff, else the latest release month, ``cutoff_upper_bound``). When
+  the evaluated window starts before the end of a cutoff month, ``manifest["warnings"]``
+  says so and ``manifest["leakage"]`` lists ``{"strategy", "model", "training_cutoff"
+  (YYYY-MM), "window_start", "window_end" (ISO)}``; ``summary["cutoff_split"][strategy]``
+  lists ``{"model", "cutoff", "before", "after"}`` with the metrics of the bars before the
+  month after the cutoff and from it on (None for a side with fewer than 2 bars).
 
 The run id is the sha256 of the canonical config (output directory excluded) and the
 data's sha256, so the same inputs always land in the same directory, and the ledgers are
@@ -39,7 +55,7 @@ import math
 import os
 import platform
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -541,6 +557,8 @@ def _replay(
     task: Any = None,
 ) -> tuple[_Track, bool]:
     env.reset(seed=seed)
+    # At reset a policy sees the bars before its first decision, nothing later.
+    view._seek(env.t - 1)
     policy.reset(seed=seed, market=view)
     start, stop = env.t, env.end_bar
     tr = _Track(stop - start)
@@ -733,13 +751,21 @@ def _evaluation_range(config: RunConfig, bars: Bars) -> tuple[int, int]:
     return part.start, part.stop
 
 
-def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> RunResult:
+def run(
+    config: RunConfig,
+    *,
+    progress: bool = False,
+    write: bool = True,
+    on_estimate: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
     """Run every strategy of ``config`` over the same bars and write the run directory.
 
     Args:
         config: The run's configuration.
         progress: Show a progress bar per strategy (for the CLI).
         write: Write the run directory (``False`` keeps everything in memory).
+        on_estimate: Called with the LLM cost estimate (``manifest["llm_cost_estimate"]``)
+            before any strategy runs, when some strategy calls LLMs.
 
     Returns:
         The ledger, decisions, LLM calls, summary and manifest as objects.
@@ -795,6 +821,10 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
     policies = [build_policy(spec, index) for spec, index, _ in expanded]  # checks them all
     seeds = [seed for _, _, seed in expanded]
     warnings: list[str] = []
+    probe = TradingEnv(bars, env_config, start=start, end=stop, features=features)
+    estimate = _llm_cost_estimate(policies, specs, view, probe.first_bar, probe.end_bar, warnings)
+    if estimate["per_strategy"] and on_estimate is not None:
+        on_estimate(estimate)
 
     tracks: dict[str, _Track] = {}
     first_bar = None
@@ -887,17 +917,46 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
         summary["folds"] = _fold_summaries(
             folds, tracks, timestamps, first_bar, ppy, risk_free, config.benchmark
         )
-    for name, track in tracks.items():
-        stats = metrics.summarize(
-            track.equity,
+
+    def stats_of(name: str, track: _Track, part: slice) -> dict[str, float]:
+        rf = risk_free if isinstance(risk_free, float) else risk_free[part]
+        return metrics.summarize(
+            track.equity[part],
             periods_per_year=ppy,
-            risk_free=risk_free,
-            benchmark_equity=None if bench is None or name == config.benchmark else bench.equity,
-            position_units=track.units,
-            fill_units=_all_fills(track),
-            fill_price=_all_prices(track),
-            fees_usd=track.fees,
+            risk_free=rf,
+            benchmark_equity=(
+                None if bench is None or name == config.benchmark else bench.equity[part]
+            ),
+            position_units=track.units[part],
+            fill_units=_all_fills(track)[part],
+            fill_price=_all_prices(track)[part],
+            fees_usd=track.fees[part],
         )
+
+    used = _models_used(policies, specs)
+    cutoffs = _model_cutoffs(sorted({m for models in used.values() for m in models}))
+    leakage = _leakage(used, cutoffs, index)
+    cutoff_split: dict[str, list[dict[str, Any]]] = {}
+    for entry in leakage:
+        boundary = _after_cutoff(entry["training_cutoff"])
+        cut = int(np.searchsorted(index.asi8, boundary.value, side="left"))
+        track = tracks[entry["strategy"]]
+        cutoff_split.setdefault(entry["strategy"], []).append(
+            {
+                "model": entry["model"],
+                "cutoff": entry["training_cutoff"],
+                "before": stats_of(entry["strategy"], track, slice(0, cut)) if cut >= 2 else None,
+                "after": (
+                    stats_of(entry["strategy"], track, slice(cut, None))
+                    if len(index) - cut >= 2
+                    else None
+                ),
+            }
+        )
+    warnings += _leakage_warnings(leakage, used, cutoffs)
+    summary["cutoff_split"] = cutoff_split
+    for name, track in tracks.items():
+        stats = stats_of(name, track, slice(None))
         stats["llm_cost_usd"] = float(track.llm_cost.sum())
         stats["llm_calls"] = int(track.llm_calls.sum())
         stats["abstains"] = int(track.abstain.sum())
@@ -941,6 +1000,8 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
             "versions": dict(_versions()),
             "git_revision": _git_revision(),
             "warnings": warnings,
+            "llm_cost_estimate": estimate,
+            "leakage": leakage,
         }
     )
     run_dir = Path(config.output_dir) / run_id
@@ -949,6 +1010,135 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
     return RunResult(
         run_id=run_id, run_dir=run_dir, tables=tables, summary=summary, manifest=manifest
     )
+
+
+def _llm_cost_estimate(
+    policies: list[Policy],
+    specs: list[StrategyConfig],
+    view: MarketView,
+    first: int,
+    stop: int,
+    warnings: list[str],
+) -> dict[str, Any]:
+    """Ask each policy that calls LLMs for its estimate (see the module docstring).
+
+    A policy may add ``max_run_usd`` (its hard cap) to its answer: an estimate above it
+    gets a warning, since the cap will stop the calls partway through the run.
+    """
+    per_strategy: dict[str, dict[str, Any]] = {}
+    view._seek(stop - 1)
+    for policy, spec in zip(policies, specs, strict=True):
+        estimate = getattr(policy, "estimate_llm_cost", None)
+        if callable(estimate):
+            result = estimate(view, first)
+            per_strategy[spec.name] = {
+                "calls": int(result["calls"]),
+                "usd": float(result["usd"]),
+            }
+            cap = result.get("max_run_usd")
+            if cap is not None and float(result["usd"]) > cap:
+                warnings.append(
+                    f"strategy {spec.name!r}: its {int(result['calls']):,} LLM calls are "
+                    f"estimated at up to ${float(result['usd']):,.2f}, above its hard cap "
+                    f"max_run_usd = ${cap:,.2f}: once the cap is reached no call is made and "
+                    "the decisions abstain. The estimate is an upper bound (every answer at "
+                    "max_tokens); raise max_run_usd, call less often (every_n_bars) or route "
+                    "to cheaper models."
+                )
+    return {
+        "calls": sum(e["calls"] for e in per_strategy.values()),
+        "usd": math.fsum(e["usd"] for e in per_strategy.values()),
+        "per_strategy": per_strategy,
+    }
+
+
+def _model_cutoffs(models: list[str]) -> dict[str, str | None]:
+    """Each model's training cutoff over every price table (None: unknown).
+
+    A published ``training_cutoff`` (the latest, if tables differ) wins; without one, the
+    latest release month bounds it (``cutoff_upper_bound``).
+    """
+    from backtest.errors import PricingError
+    from backtest.llm.pricing import load_tables
+
+    tables = list(load_tables().values()) if models else []
+    out: dict[str, str | None] = {}
+    for model in models:
+        published: list[str] = []
+        bounds: list[str] = []
+        for table in tables:
+            try:
+                entries = table.history(model)
+            except PricingError:
+                continue
+            published += [e.training_cutoff for e in entries if e.training_cutoff]
+            bounds += [e.cutoff_upper_bound for e in entries if e.cutoff_upper_bound]
+        out[model] = max(published or bounds) if (published or bounds) else None
+    return out
+
+
+def _after_cutoff(month: str) -> pd.Timestamp:
+    """The first instant the model cannot have seen: the start of the month after ``month``."""
+    return pd.Timestamp(f"{month}-01", tz="UTC") + pd.offsets.MonthBegin(1)
+
+
+def _models_used(policies: list[Policy], specs: list[StrategyConfig]) -> dict[str, list[str]]:
+    used: dict[str, list[str]] = {}
+    for policy, spec in zip(policies, specs, strict=True):
+        models_used = getattr(policy, "models_used", None)
+        if callable(models_used):
+            used[spec.name] = sorted(set(models_used()))
+    return used
+
+
+def _leakage(
+    used: dict[str, list[str]], cutoffs: dict[str, str | None], index: pd.DatetimeIndex
+) -> list[dict[str, Any]]:
+    """Models whose training cutoff falls after the evaluated window starts."""
+    out: list[dict[str, Any]] = []
+    for name, models in used.items():
+        for model in models:
+            cutoff = cutoffs[model]
+            if cutoff is not None and index[0] < _after_cutoff(cutoff):
+                out.append(
+                    {
+                        "strategy": name,
+                        "model": model,
+                        "training_cutoff": cutoff,
+                        "window_start": index[0].isoformat(),
+                        "window_end": index[-1].isoformat(),
+                    }
+                )
+    return out
+
+
+def _leakage_warnings(
+    leakage: list[dict[str, Any]], used: dict[str, list[str]], cutoffs: dict[str, str | None]
+) -> list[str]:
+    warnings = []
+    by_strategy: dict[str, list[dict[str, Any]]] = {}
+    for entry in leakage:
+        by_strategy.setdefault(entry["strategy"], []).append(entry)
+    for name, entries in by_strategy.items():
+        listed = ", ".join(f"{e['model']} ({e['training_cutoff']})" for e in entries)
+        start = entries[0]["window_start"][:10]
+        warnings.append(
+            f"strategy {name!r}: the evaluated window starts on {start}, before the training "
+            f"cutoff of {listed} (the published cutoff, else the release month). These models "
+            "may have read what happened next, so results before the cutoff can be inflated by "
+            "memory, not skill. summary.json's cutoff_split gives the metrics before and after "
+            "each cutoff; set anonymize = true on the strategy, or evaluate a later window."
+        )
+    for name, models in used.items():
+        unknown = [m for m in models if cutoffs[m] is None]
+        if unknown:
+            warnings.append(
+                f"strategy {name!r}: no training cutoff or release month is known for "
+                f"{', '.join(unknown)}, so look-ahead through the model's training data cannot "
+                "be ruled out. Fix: add training_cutoff or released to its entry in "
+                "backtest/llm/prices.toml."
+            )
+    return warnings
 
 
 def risk_free_rates(value: float | str, index: pd.DatetimeIndex) -> float | np.ndarray:

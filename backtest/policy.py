@@ -357,11 +357,20 @@ class Observation:
 class Policy(Protocol):
     """Anything that can trade: the engine knows nothing else about a strategy.
 
-    A policy that trains on the run's environment (DRL) may also define
-    ``bind(env_config)``; the engine calls it once, before ``reset``, with the run's
-    :class:`~backtest.config.EnvConfig` (risk limits included). A policy that trains may
-    define ``show_progress(progress)``; the engine calls it before ``reset`` with its
-    ``rich.progress.Progress`` when run with ``progress=True`` (the CLI), else ``None``.
+    Optional methods, looked up with ``getattr`` (a policy without them is still a Policy):
+
+    - ``bind(env_config)``: a policy that trains on the run's environment (DRL) gets the
+      run's :class:`~backtest.config.EnvConfig` (risk limits included), once, before
+      ``reset``.
+    - ``models_used() -> list[str]``: the LLM model ids the policy may call, asked after
+      the run for the temporal-leakage guard (training cutoffs against the evaluated
+      window).
+    - ``estimate_llm_cost(market, first_bar) -> {"calls": int, "usd": float}``: the
+      run's LLM calls and dollars, asked before any strategy runs, with ``market``
+      positioned at the last evaluated bar.
+    - ``show_progress(progress)``: a policy that trains gets the engine's
+      ``rich.progress.Progress`` before ``reset`` when run with ``progress=True`` (the CLI),
+      else ``None``.
     """
 
     name: str

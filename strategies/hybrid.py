@@ -9,10 +9,10 @@ At every bar both decide; then, as in the seed (section 4):
   BUY +1 / SELL -1 / HOLD 0); above +0.3 BUY and below -0.3 SELL, at size
   ``min(|combined|, 1) * 0.5``; in between HOLD.
 
-An abstaining LLM counts with confidence 0, so the DRL agent decides alone (still scaled by
-its weight and confidence); the decision records both sides' signals and the LLM's calls,
-so the LLM cost is charged to the hybrid. For a paired comparison with DRL-only, give both
-the same ``drl`` settings and seeds: member ``k`` of each then shares one cached model.
+Between LLM calls (``llm.every_n_bars`` > 1, or event-driven calls) the LLM's last decision
+holds: it is combined as if made now, and its age in bars is recorded in the ``llm`` signal's
+features (``age_bars``). For a paired comparison with DRL-only, give both the same ``drl``
+settings and seeds: member ``k`` of each then shares one cached model.
 
 **An abstaining LLM** (every agent failed, or the budget's hard cap stopped the calls)
 makes the hybrid fall back to the DRL agent alone for that bar (``on_llm_abstain =
@@ -204,6 +204,14 @@ class HybridPolicy:
         """Show the DRL side's training in ``progress``."""
         self.drl.show_progress(progress)
 
+    def models_used(self) -> list[str]:
+        """The LLM side's models (for the engine's temporal-leakage guard)."""
+        return self.llm.models_used()
+
+    def estimate_llm_cost(self, market: MarketView, first_bar: int) -> dict[str, Any]:
+        """The LLM side's cost estimate (see :meth:`LLMPolicy.estimate_llm_cost`)."""
+        return self.llm.estimate_llm_cost(market, first_bar)
+
     def reset(self, *, seed: int | None, market: MarketView) -> None:
         """Reset both sides (the same seed; the DRL side's own ``seed`` wins if set)."""
         self.drl.reset(seed=seed, market=market)
@@ -229,7 +237,12 @@ class HybridPolicy:
         drl_weight, llm_weight = self._weights(obs)
         drl = self.drl.act(obs)
         llm = self.llm.act(obs)
-        for i, side in enumerate((drl, llm)):
+        # Between calls the LLM's last decision holds (its age is recorded below); an LLM
+        # side that is not an LLMPolicy (a test double, a custom policy) holds nothing.
+        age = getattr(self.llm, "held_age", 0)
+        held = getattr(self.llm, "held", None)
+        view = held if age and held is not None else llm
+        for i, side in enumerate((drl, view)):
             if side.target_position is not None and not side.abstain:
                 self._held[i] = float(side.target_position)
         signals = (
@@ -242,26 +255,26 @@ class HybridPolicy:
             ),
             AgentSignal(
                 agent_name="llm",
-                signal=_direction(llm.target_position),
-                confidence=llm.confidence,
-                features={"weight": llm_weight},
+                signal=_direction(view.target_position),
+                confidence=view.confidence,
+                features={"weight": llm_weight, "age_bars": float(age)},
                 reasoning=llm.reasoning[:500],
-                abstain=llm.abstain,
+                abstain=view.abstain,
             ),
             *llm.signals,
         )
-        if llm.abstain and self.on_llm_abstain == "drl":
+        if view.abstain and self.on_llm_abstain == "drl":
             return Decision(
                 target_position=drl.target_position,
                 confidence=drl.confidence,
                 action=f"{drl.action} (DRL fallback)",
                 signals=signals,
                 llm_calls=llm.llm_calls,
-                reasoning=f"hybrid (DRL alone: the LLM abstained: {llm.reasoning[:300]}): "
+                reasoning=f"hybrid (DRL alone: the LLM abstained: {view.reasoning[:300]}): "
                 f"DRL {drl.action}",
             )
         action, size, confidence, how = combine(
-            drl, llm, drl_weight=drl_weight, llm_weight=llm_weight
+            drl, view, drl_weight=drl_weight, llm_weight=llm_weight
         )
         weights = f"; weights DRL {drl_weight:.3f} LLM {llm_weight:.3f}" if self.hedge else ""
         return Decision(

@@ -34,6 +34,8 @@ MODULES = [
     "strategies.drl",
     "strategies.hybrid",
     "strategies.meta_rl",
+    "strategies.llm.anonymize",
+    "strategies.llm.charts",
     "strategies.llm.graph",
     "strategies.llm.prompts",
     "strategies.llm.schemas",

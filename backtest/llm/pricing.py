@@ -46,6 +46,7 @@ __all__ = [
     "PriceTable",
     "count_prompt_tokens",
     "count_text_tokens",
+    "load_tables",
     "table_names",
 ]
 
@@ -486,6 +487,23 @@ class PriceTable:
             f"[tables.{self.name}.aliases]) in {self.source_file}, or set "
             "llm.allow_unpriced = true to run without a price for it."
         )
+
+
+def load_tables(path: str | Path | None = None) -> dict[str, PriceTable]:
+    """Every table of a prices file, read and validated once, by name.
+
+    Args:
+        path: A TOML prices file; None reads the packaged ``prices.toml``.
+
+    Raises:
+        ConfigError: The file cannot be read or an entry is malformed.
+    """
+    label, data = _read_prices(path)
+    version = str(data["version"])
+    return {
+        name: _build_table(label, version, name, raw)
+        for name, raw in sorted(data["tables"].items())
+    }
 
 
 def table_names(path: str | Path | None = None) -> tuple[str, ...]:

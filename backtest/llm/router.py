@@ -4,7 +4,8 @@ A routing configuration (TOML under ``experiments/routing/``) names, per role, a
 model, ordered fallbacks, temperature, ``max_tokens`` and optional OpenRouter provider pins,
 plus the seed's decision tree and budget:
 
-- visual input → the ``vision`` model; a prompt over ``long_context_tokens`` (counted
+- visual input → the ``vision`` model (a fallback that cannot read images gets the prompt's
+  text-only version); a prompt over ``long_context_tokens`` (counted
   conservatively) → the ``long_context`` model; intraday bars on a high-volume role →
   the ``fast`` model; otherwise the role's primary (the reasoning model for narrative and meta);
 - anything failing (429, 5xx, timeout, malformed body, a vanished model) → the next fallback;
@@ -20,7 +21,7 @@ not a reason to pay for another model).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,15 @@ class RoleRoute(_Strict):
 
 
 class DecisionTree(_Strict):
-    """The seed's model selection tree (None leaves the role's primary in charge)."""
+    """The seed's model selection tree (None leaves the role's primary in charge).
+
+    ``vision_models`` names other models that accept images. When ``vision`` is set, a
+    request with an image that falls back to a model that is neither gets the caller's
+    text-only version of the prompt instead (a text model would reject the image).
+    """
 
     vision: str | None = None
+    vision_models: tuple[str, ...] = ()
     long_context: str | None = None
     long_context_tokens: int = Field(32_000, ge=1)
     fast: str | None = None
@@ -247,12 +254,20 @@ class Router:
         response_format: Mapping[str, Any] | None = None,
         prompt_version: str = "",
         intraday: bool = False,
+        text_messages: Sequence[Mapping[str, Any]]
+        | Callable[[], Sequence[Mapping[str, Any]]]
+        | None = None,
+        text_prompt_version: str = "",
     ) -> RolePlan:
         """Decide, before any call, which models to try and reserve the budget for them.
 
         Plans made one after another in a fixed order can then be executed concurrently and
         committed in the same order: budgets and the circuit breaker see the same sequence
         on every replay.
+
+        ``text_messages`` (with ``text_prompt_version``) is the prompt without its images,
+        sent to the models that cannot read them (see :class:`DecisionTree`); a callable is
+        called only when such a model is planned.
         """
         images = sum(
             1
@@ -280,15 +295,27 @@ class Router:
         if verdict == "downgrade" and self.config.cheapest:
             models = list(dict.fromkeys([self.config.cheapest, *models]))
         allowed = tuple(m for m in models if self._breaker.allows(m, bar))
+        tree = self.config.tree
+        sees = {tree.vision, *tree.vision_models}
+
+        def text_only(model: str) -> bool:
+            return bool(images and text_messages is not None and tree.vision) and (
+                model not in sees
+            )
+
+        text: Sequence[Mapping[str, Any]] = ()
+        if any(text_only(m) for m in allowed):
+            assert text_messages is not None
+            text = text_messages() if callable(text_messages) else text_messages
         requests = tuple(
             ChatRequest(
                 model=model,
-                messages=tuple(messages),
+                messages=tuple(text if text_only(model) else messages),
                 temperature=route.temperature,
                 max_tokens=route.max_tokens,
                 provider=route.provider,
                 response_format=response_format,
-                prompt_version=prompt_version,
+                prompt_version=text_prompt_version if text_only(model) else prompt_version,
                 context=market,
             )
             for model in allowed

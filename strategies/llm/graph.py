@@ -1,8 +1,8 @@
 """LLM-only policy: the seed's graph of agents, routed over the Chinese model stack.
 
-At each decision bar (every ``every_n_bars``; HOLD in between) the graph runs, as in the
-seed: chart analysis, then narrative and data processing, then document analysis when the
-dataset has documents, then the meta orchestrator, whose ``TradingAction`` becomes the
+At each call bar (see *Call frequency* below) the graph runs, as in the seed: chart
+analysis, then narrative and data processing, then document analysis when the dataset has
+documents, then the meta orchestrator, whose ``TradingAction`` becomes the
 target exposure through the one action table. Failures are data:
 
 - an agent whose every model failed, or whose answer does not parse, is an *abstaining*
@@ -17,6 +17,25 @@ into ``cassette`` with ``record_mode``); without a key, a cassette that holds re
 replayed (mode ``none``); with neither, the offline analyst answers, and every record says
 ``offline``. ``mode`` forces one of ``live``, ``replay`` or ``offline``.
 
+Charts: with a vision model in the routing's decision tree (``chart = "auto"``) the chart
+role is shown a candlestick PNG of the last ``chart_bars`` bars (:mod:`strategies.llm.charts`),
+keyed in the cassette by the hash of what it is drawn from and rendered only when a request
+really goes out; without one (``no_vision.toml``), or with ``chart = "text"``, it reads the
+bars as a table.
+
+Call frequency: the graph runs on the first bar, then whenever ``every_n_bars`` bars have
+passed since the last call (0: never on a schedule), and on events: a volatility spike
+(``on_volatility_k``: the bar's log return exceeds k times the standard deviation of the
+``volatility_window`` returns before it) or a news item arriving (``on_news``: an item became
+available since the previous bar). Between calls the last signal holds: the decision is HOLD
+(no new order), with the last call's action, confidence and agent signals, each signal
+carrying ``age_bars`` (bars since the call) in its features; :attr:`LLMPolicy.held` and
+:attr:`LLMPolicy.held_age` give the hybrid the same.
+
+Anonymisation (``anonymize = true``): prompts and charts show shifted dates, another symbol
+and rescaled prices and volumes (:mod:`strategies.llm.anonymize`); decisions map back
+unchanged and price levels (support, resistance) are scaled back.
+
 Narrative and data processing are independent: in live mode they run concurrently, so a
 full analysis costs the critical path (chart, then the slower of the two, then meta), not
 the sum. They are planned (budget reserved, models chosen) and committed (costs charged,
@@ -28,24 +47,36 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pandas as pd
 
 from backtest.llm.cassette import Cassette
 from backtest.llm.client import PROFILES, CallContext, LLMClient, response_format_for
 from backtest.llm.offline import OfflineAnalyst
 from backtest.llm.router import RolePlan, RoleRun, Router, load_routing
 from strategies.base import AgentSignal, Decision, MarketView, Observation, action_to_target
-from strategies.llm.prompts import PROMPT_VERSIONS, build_messages, market_context
+from strategies.llm.anonymize import DEFAULT_SHIFT_DAYS, Anonymizer
+from strategies.llm.charts import ChartSpec, chart_part
+from strategies.llm.prompts import (
+    CHART_IMAGE_VERSION,
+    PROMPT_VERSIONS,
+    build_messages,
+    market_context,
+)
 from strategies.llm.schemas import ROLE_SCHEMAS, TradingAction, parse_answer
 
-__all__ = ["LLMPolicy", "fallback_average"]
+__all__ = ["LLMPolicy", "fallback_average", "volatility_spikes"]
 
 _AGENT_ROLES = ("chart_analysis", "narrative", "data_processor")
 # JSON schemas of the role answers, built once (pydantic takes ~1 ms per build).
 _SCHEMAS = {role: schema.model_json_schema() for role, schema in ROLE_SCHEMAS.items()}
 _FEATURE_FIELDS = ("support", "resistance", "order_flow_imbalance", "sentiment")
+_PRICE_FIELDS = ("support", "resistance")
 
 
 def fallback_average(signals: list[AgentSignal]) -> tuple[str, float, float]:
@@ -66,7 +97,50 @@ def fallback_average(signals: list[AgentSignal]) -> tuple[str, float, float]:
 
 def _abstaining(role: str, why: str) -> AgentSignal:
     # Failures are data: an explicit abstain that keeps the reason and the raw text.
-    return AgentSignal(agent_name=role, signal=0.0, confidence=0.0, abstain=True, reasoning=why)
+    return AgentSignal(
+        agent_name=role,
+        signal=0.0,
+        confidence=0.0,
+        abstain=True,
+        reasoning=why,
+        features={"age_bars": 0.0},
+    )
+
+
+def _aged(signal: AgentSignal, age: int) -> AgentSignal:
+    return AgentSignal(
+        agent_name=signal.agent_name,
+        signal=signal.signal,
+        confidence=signal.confidence,
+        features={**signal.features, "age_bars": float(age)},
+        reasoning=signal.reasoning,
+        abstain=signal.abstain,
+    )
+
+
+def volatility_spikes(close: np.ndarray, k: float, window: int) -> np.ndarray:
+    """Bars whose log return exceeds ``k`` times the std of the ``window`` returns before it.
+
+    Args:
+        close: Closes, oldest first.
+        k: Threshold in standard deviations.
+        window: Returns in the rolling standard deviation (sample std, ddof 1).
+
+    Returns:
+        A boolean per bar (False where fewer than ``window`` earlier returns exist).
+    """
+    close = np.asarray(close, dtype=np.float64)
+    out = np.zeros(len(close), dtype=bool)
+    if len(close) < window + 2:
+        return out
+    with np.errstate(divide="ignore", invalid="ignore"):
+        returns = np.diff(np.log(close))
+    past = np.lib.stride_tricks.sliding_window_view(returns[:-1], window)
+    std = past.std(axis=1, ddof=1)
+    latest = np.abs(returns[window:])
+    with np.errstate(invalid="ignore"):
+        out[window + 1 :] = (std > 0) & (latest > k * std)
+    return out
 
 
 class LLMPolicy:
@@ -79,8 +153,20 @@ class LLMPolicy:
         cassette: Cassette directory.
         record_mode: Record mode for live runs (``new_episodes`` by default).
         prices: Price table name in ``backtest/llm/prices.toml`` for live cost estimates.
-        every_n_bars: Run the graph every N bars; HOLD in between.
+        every_n_bars: Run the graph when this many bars have passed since the last call
+            (1: every bar; 0: only on the first bar and on events).
+        on_volatility_k: Also run it when the bar's absolute log return exceeds this many
+            standard deviations of the ``volatility_window`` returns before it (None: off).
+        volatility_window: Returns in that rolling standard deviation.
+        on_news: Also run it when a news item became available since the previous bar.
         lookback_bars: Bars of history in the prompts.
+        chart: ``auto`` (a rendered chart when the routing has a vision model, else a
+            table of bars), ``image`` or ``text``.
+        chart_bars: Candles in the chart.
+        anonymize: Shift dates, rename the symbol and rescale prices and volume in prompts
+            and charts (:mod:`strategies.llm.anonymize`).
+        anonymize_symbol: The name shown instead of the symbol.
+        anonymize_shift_days: Days added to every date shown.
         max_run_usd: Hard cap on the run's LLM cost (overrides the routing file's).
         base_url: Overrides the routing's base URL (a local server, the test server).
         max_retries: Retries per model before falling back to the next.
@@ -96,15 +182,29 @@ class LLMPolicy:
         record_mode: str = "new_episodes",
         prices: str = "openrouter",
         every_n_bars: int = 1,
+        on_volatility_k: float | None = None,
+        volatility_window: int = 20,
+        on_news: bool = False,
         lookback_bars: int = 60,
+        chart: str = "auto",
+        chart_bars: int = 60,
+        anonymize: bool = False,
+        anonymize_symbol: str = "ASSET",
+        anonymize_shift_days: int = DEFAULT_SHIFT_DAYS,
         max_run_usd: float | None = None,
         base_url: str | None = None,
         max_retries: int = 3,
     ) -> None:
         if mode not in ("auto", "live", "replay", "offline"):
             raise ValueError(f"mode must be auto, live, replay or offline, got {mode!r}")
-        if every_n_bars < 1:
-            raise ValueError(f"every_n_bars must be >= 1, got {every_n_bars}")
+        if every_n_bars < 0:
+            raise ValueError(f"every_n_bars must be >= 0 (0: events only), got {every_n_bars}")
+        if on_volatility_k is not None and not on_volatility_k > 0:
+            raise ValueError(f"on_volatility_k must be > 0 or None, got {on_volatility_k}")
+        if volatility_window < 2:
+            raise ValueError(f"volatility_window must be >= 2, got {volatility_window}")
+        if chart not in ("auto", "image", "text"):
+            raise ValueError(f"chart must be auto, image or text, got {chart!r}")
         self.name = name
         self.routing = load_routing(routing)
         if max_run_usd is not None:
@@ -121,12 +221,38 @@ class LLMPolicy:
         self.record_mode = record_mode
         self.prices_table = prices
         self.every_n_bars = every_n_bars
+        self.on_volatility_k = on_volatility_k
+        self.volatility_window = volatility_window
+        self.on_news = on_news
         self.lookback_bars = lookback_bars
+        self.chart_spec = ChartSpec(bars=chart_bars)
+        self.chart_images = chart == "image" or (
+            chart == "auto" and self.routing.tree.vision is not None
+        )
+        tree = self.routing.tree
+        chart_route = self.routing.roles.get("chart_analysis")
+        self._chart_text_fallback = (
+            self.chart_images
+            and chart_route is not None
+            and tree.vision is not None
+            and any(
+                m not in {tree.vision, *tree.vision_models}
+                for m in (chart_route.primary, *chart_route.fallbacks)
+            )
+        )
+        self._anonymizer_template = (
+            Anonymizer(shift_days=anonymize_shift_days, symbol=anonymize_symbol)
+            if anonymize
+            else None
+        )
+        self.anonymizer: Anonymizer | None = None
         self.router: Router | None = None
         self._formats: dict[str, dict[str, Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"llm-{name}")
         self.source = ""
-        self._since = 0
+        self.held: Decision | None = None
+        self.held_age = 0
+        self._news_seen: int | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -143,7 +269,9 @@ class LLMPolicy:
     def reset(self, *, seed: int | None, market: MarketView) -> None:
         """Pick the client (live, replay or offline) and start fresh budgets and breakers."""
         self.source = self._resolve_mode()
-        self._since = 0
+        self.held, self.held_age = None, 0
+        self._news_seen = None
+        self.anonymizer = None
         if self.source == "offline":
             self.router = Router(self.routing, OfflineAnalyst())
             return
@@ -160,6 +288,94 @@ class LLMPolicy:
         )
         self.router = Router(self.routing, client, prices=client.prices)
 
+    # ------------------------------------------------------ run-level questions
+
+    def models_used(self) -> list[str]:
+        """The models this policy may call: every model of its routing (none offline).
+
+        The engine checks their training cutoffs against the evaluated window (the
+        temporal-leakage guard). The offline analyst is rule-based and was trained on
+        nothing, so an offline run uses no model.
+        """
+        source = self.source or self._resolve_mode()
+        return [] if source == "offline" else self.routing.models()
+
+    def estimate_llm_cost(self, market: MarketView, first_bar: int) -> dict[str, Any]:
+        """Estimate the run's calls and dollars before the first call.
+
+        Decisions: the call schedule (first bar, ``every_n_bars``, and the volatility and
+        news events found in the window's bars and news) replayed over bars
+        ``first_bar``..``market.t``. Dollars per decision: for each role, the model the
+        decision tree picks first, priced by :meth:`PriceTable.estimate_max_cost` from the
+        policy's price table (every prompt counted conservatively as built at the last bar,
+        every answer at its ``max_tokens``): an upper bound when no call falls back, retries
+        or is downgraded. The offline analyst and a cassette replay pay nothing, but
+        ``cost_usd`` charges the recorded cost, which this bounds.
+
+        Args:
+            market: The run's bars, positioned at the last evaluated bar.
+            first_bar: The first decision bar.
+
+        Returns:
+            ``{"calls": int, "usd": float, "max_run_usd": float | None}`` (the run's hard
+            cap, so the engine can warn when the estimate passes it).
+        """
+        from backtest.llm.pricing import PriceTable, count_prompt_tokens
+
+        decisions = self._scheduled_calls(market, first_bar)
+        prices = PriceTable.load(table=self.prices_table)
+        router = Router(self.routing, None, prices=prices)
+        context = market_context(market, lookback=self.lookback_bars)
+        roles = [r for r in _AGENT_ROLES if r in self.routing.roles]
+        if len(market.documents(1)) and "document_analysis" in self.routing.roles:
+            roles.append("document_analysis")
+        placeholder = [
+            AgentSignal(agent_name=r, signal=0.5, confidence=0.5, reasoning="x" * 200)
+            for r in roles
+        ]
+        intraday = market.frequency not in ("1d", "1w")
+        calls_per, usd_per = 0, 0.0
+        for role in [*roles, "meta_orchestrator"]:
+            if role == "meta_orchestrator":
+                messages = build_messages(role, context, signals=placeholder, equity_usd=1e6)
+            else:
+                messages = self._messages(role, context)
+            images = int(isinstance(messages[-1]["content"], list))
+            tokens = count_prompt_tokens(messages)
+            model = router.choose(
+                role, has_image=images > 0, prompt_tokens=tokens, intraday=intraday
+            )[0]
+            route = self.routing.roles[role]
+            usd_per += prices.estimate_max_cost(model, tokens, route.max_tokens, images=images)
+            calls_per += 1
+        return {
+            "calls": decisions * calls_per,
+            "usd": decisions * usd_per,
+            "max_run_usd": self.routing.budget.max_run_usd,
+        }
+
+    def _scheduled_calls(self, market: MarketView, first_bar: int) -> int:
+        stop = len(market)
+        n = max(0, stop - first_bar)
+        events = np.zeros(n, dtype=bool)
+        if self.on_volatility_k is not None:
+            spikes = volatility_spikes(market.close, self.on_volatility_k, self.volatility_window)
+            events |= spikes[first_bar:stop]
+        if self.on_news:
+            news = market.news()
+            if len(news):
+                available = pd.DatetimeIndex(news["available_at"]).as_unit("ns").asi8
+                bars = np.searchsorted(market.timestamps_ns, available, side="right") - 1
+                bars = bars[(bars > first_bar) & (bars < stop)] - first_bar
+                events[bars] = True
+        calls, age = 0, -1
+        for k in range(n):
+            if age < 0 or events[k] or (self.every_n_bars and age + 1 >= self.every_n_bars):
+                calls, age = calls + 1, 0
+            else:
+                age += 1
+        return calls
+
     # --------------------------------------------------------------- deciding
 
     def _signal(self, role: str, run: RoleRun) -> AgentSignal:
@@ -174,6 +390,7 @@ class LLMPolicy:
             for f in _FEATURE_FIELDS
             if getattr(answer, f, None) is not None
         }
+        features["age_bars"] = 0.0
         return AgentSignal(
             agent_name=role,
             signal=answer.signal,
@@ -183,49 +400,136 @@ class LLMPolicy:
         )
 
     def _plan(
-        self, role: str, messages: list[dict[str, Any]], market: dict[str, Any], obs: Observation
+        self,
+        role: str,
+        messages: list[dict[str, Any]],
+        market: dict[str, Any],
+        obs: Observation,
+        when: str,
     ) -> RolePlan:
         assert self.router is not None
         route = self.routing.roles[role]
+        image = role == "chart_analysis" and isinstance(messages[-1]["content"], list)
+        # Fallbacks that cannot read the chart get the bars as a table instead.
+        text = (
+            (lambda: build_messages(role, market)) if image and self._chart_text_fallback else None
+        )
         return self.router.plan(
             role,
             messages,
-            context=CallContext(strategy=self.name, timestamp=market["decision_time"]),
-            day=market["decision_time"][:10],
+            context=CallContext(strategy=self.name, timestamp=when),
+            day=when[:10],
             bar=obs.t,
             market={**market, "role": role},
             response_format=self._formats.setdefault(
                 role, response_format_for(route.primary, _SCHEMAS[role], role)
             ),
-            prompt_version=PROMPT_VERSIONS[role],
+            prompt_version=CHART_IMAGE_VERSION if image else PROMPT_VERSIONS[role],
             intraday=obs.market.frequency not in ("1d", "1w"),
+            text_messages=text,
+            text_prompt_version=PROMPT_VERSIONS[role],
         )
 
+    def _messages(self, role: str, market: Mapping[str, Any]) -> list[dict[str, Any]]:
+        if role == "chart_analysis" and self.chart_images:
+            return build_messages(role, market, chart=chart_part(market, self.chart_spec))
+        return build_messages(role, market)
+
     def _ask(
-        self, role: str, messages: list[dict[str, Any]], market: dict[str, Any], obs: Observation
+        self,
+        role: str,
+        messages: list[dict[str, Any]],
+        market: dict[str, Any],
+        obs: Observation,
+        when: str,
     ) -> RoleRun:
         assert self.router is not None
-        plan = self._plan(role, messages, market, obs)
+        plan = self._plan(role, messages, market, obs, when)
         return self.router.commit(plan, self.router.execute(plan))
 
     def _ask_together(
-        self, roles: list[str], market: dict[str, Any], obs: Observation
+        self, roles: list[str], market: dict[str, Any], obs: Observation, when: str
     ) -> list[RoleRun]:
         """Independent nodes: planned and committed in order, run concurrently when live."""
         assert self.router is not None
-        plans = [self._plan(role, build_messages(role, market), market, obs) for role in roles]
+        plans = [
+            self._plan(role, self._messages(role, market), market, obs, when) for role in roles
+        ]
         if self.source == "live" and len(plans) > 1:
             runs = list(self._pool.map(self.router.execute, plans))
         else:
             runs = [self.router.execute(plan) for plan in plans]
         return [self.router.commit(plan, run) for plan, run in zip(plans, runs, strict=True)]
 
+    def _restored(self, signal: AgentSignal) -> AgentSignal:
+        """``signal`` with the price levels it read off anonymised bars in real units."""
+        anonymizer = self.anonymizer
+        if anonymizer is None or not any(f in signal.features for f in _PRICE_FIELDS):
+            return signal
+        features = {
+            k: anonymizer.restore_price(v) if k in _PRICE_FIELDS else v
+            for k, v in signal.features.items()
+        }
+        return AgentSignal(
+            agent_name=signal.agent_name,
+            signal=signal.signal,
+            confidence=signal.confidence,
+            features=features,
+            reasoning=signal.reasoning,
+            abstain=signal.abstain,
+        )
+
+    def _trigger(self, market: MarketView) -> str:
+        """Why the graph runs at this bar (``""``: it does not; the last signal holds)."""
+        reason = ""
+        if self.held is None:
+            reason = "first bar"
+        elif self.every_n_bars and self.held_age + 1 >= self.every_n_bars:
+            reason = "schedule"
+        if self.on_news:
+            latest = market.news(1)
+            newest = int(latest["available_at"].iloc[-1].value) if len(latest) else None
+            if newest is not None and (self._news_seen is None or newest > self._news_seen):
+                reason = reason or "news"
+            self._news_seen = newest
+        if not reason and self.on_volatility_k is not None:
+            recent = market.close[-(self.volatility_window + 2) :]
+            if volatility_spikes(recent, self.on_volatility_k, self.volatility_window)[-1]:
+                reason = "volatility"
+        return reason
+
+    def _holding(self) -> Decision:
+        held = self.held
+        assert held is not None
+        return Decision(
+            target_position=None,
+            # An abstain's confidence means nothing (there was no answer): hold 0, not it.
+            confidence=0.0 if held.abstain else held.confidence,
+            reasoning=f"{'offline analyst: ' if self.source == 'offline' else ''}"
+            f"between LLM calls: the last signal ({held.action or 'none'}, "
+            f"{self.held_age} bar(s) old) holds",
+            signals=tuple(_aged(s, self.held_age) for s in held.signals),
+            action="HOLD",
+        )
+
     def act(self, obs: Observation) -> Decision:
-        """Run the graph (on decision bars) and map the meta answer onto a target."""
-        self._since += 1
-        if (self._since - 1) % self.every_n_bars:
-            return Decision(target_position=None, action="HOLD", reasoning="between LLM calls")
-        market = market_context(obs.market, lookback=self.lookback_bars)
+        """Run the graph (on call bars) and map the meta answer onto a target."""
+        trigger = self._trigger(obs.market)
+        if not trigger:
+            self.held_age += 1
+            return self._holding()
+        decision = self._decide(obs, trigger)
+        self.held, self.held_age = decision, 0
+        return decision
+
+    def _decide(self, obs: Observation, trigger: str) -> Decision:
+        if self._anonymizer_template is not None and self.anonymizer is None:
+            # Factors fixed at the first call, from bars known then.
+            self.anonymizer = self._anonymizer_template.fitted(
+                obs.market.close, obs.market.volume[-self.lookback_bars :]
+            )
+        when = obs.market.decision_time.isoformat()
+        market = market_context(obs.market, lookback=self.lookback_bars, anonymizer=self.anonymizer)
         calls: list[Any] = []
         signals: list[AgentSignal] = []
         roles = list(_AGENT_ROLES)
@@ -240,7 +544,7 @@ class LLMPolicy:
             [r for r in present if r == "document_analysis"],
         ]
         for stage in stages:
-            for role, run in zip(stage, self._ask_together(stage, market, obs), strict=True):
+            for role, run in zip(stage, self._ask_together(stage, market, obs, when), strict=True):
                 calls += run.calls
                 signals.append(self._signal(role, run))
         meta_market = {
@@ -262,10 +566,14 @@ class LLMPolicy:
             ),
             meta_market,
             obs,
+            when,
         )
         calls += meta_run.calls
+        # The meta prompt saw the levels as the agents read them; the ledger keeps real ones.
+        signals = [self._restored(sig) for sig in signals]
         # Offline answers already say so; the graph's own messages must too.
         label = "offline analyst: " if self.source == "offline" else ""
+        called = f" [LLM call: {trigger}]" if trigger not in ("first bar", "schedule") else ""
         parsed = (
             parse_answer("meta_orchestrator", meta_run.result.content)
             if (meta_run.result is not None)
@@ -277,7 +585,7 @@ class LLMPolicy:
             return Decision(
                 target_position=target,
                 confidence=action.confidence,
-                reasoning=action.reasoning,
+                reasoning=action.reasoning + called,
                 signals=tuple(signals),
                 llm_calls=tuple(calls),
                 action=action.action,
@@ -290,7 +598,7 @@ class LLMPolicy:
                 signals=tuple(signals),
                 llm_calls=tuple(calls),
                 action="ABSTAIN",
-                reasoning=f"{label}no agent and no meta answer: {why}",
+                reasoning=f"{label}no agent and no meta answer: {why}{called}",
             )
         word, size, confidence = fallback_average(signals)
         why = meta_run.abstain_reason or (parsed.error if parsed else "no answer")
@@ -301,5 +609,5 @@ class LLMPolicy:
             signals=tuple(signals),
             llm_calls=tuple(calls),
             action=f"{word} (fallback)",
-            reasoning=f"{label}meta orchestrator failed ({why}); fallback averaging",
+            reasoning=f"{label}meta orchestrator failed ({why}); fallback averaging{called}",
         )

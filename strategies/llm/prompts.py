@@ -12,10 +12,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from strategies.base import AgentSignal, MarketView
+from strategies.llm.anonymize import Anonymizer
 
-__all__ = ["PROMPT_VERSIONS", "build_messages", "market_context"]
+__all__ = ["CHART_IMAGE_VERSION", "PROMPT_VERSIONS", "build_messages", "market_context"]
+
+#: Prompt version of the chart role when it is shown the rendered chart (an image part);
+#: ``PROMPT_VERSIONS["chart_analysis"]`` is the text fallback's (bars as a table).
+CHART_IMAGE_VERSION = "chart-image-v1"
 
 PROMPT_VERSIONS: dict[str, str] = {
     "chart_analysis": "chart-text-v1",
@@ -62,14 +68,26 @@ def _g(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _items(frame: Any, text_chars: int) -> list[dict[str, Any]]:
+def _items(
+    frame: Any, text_chars: int, anonymizer: Anonymizer | None, symbol: str
+) -> list[dict[str, Any]]:
     if frame.empty:
         return []
+    if anonymizer is None:
+        return [
+            {
+                "headline": str(r.headline),
+                "text": str(r.text)[:text_chars],
+                "available_at": r.available_at.isoformat(),
+            }
+            for r in frame.itertuples()
+        ]
+    shift = pd.Timedelta(anonymizer.shift_ns, unit="ns")
     return [
         {
-            "headline": str(r.headline),
-            "text": str(r.text)[:text_chars],
-            "available_at": r.available_at.isoformat(),
+            "headline": anonymizer.rename(str(r.headline), symbol),
+            "text": anonymizer.rename(str(r.text)[:text_chars], symbol),
+            "available_at": (r.available_at + shift).isoformat(),
         }
         for r in frame.itertuples()
     ]
@@ -82,20 +100,36 @@ def market_context(
     news_limit: int = 5,
     document_limit: int = 2,
     document_chars: int = 6000,
+    anonymizer: Anonymizer | None = None,
 ) -> dict[str, Any]:
-    """The structured context every prompt is written from (bars and text up to now)."""
+    """The structured context every prompt and chart is written from (bars and text up to now).
+
+    With a fitted ``anonymizer`` the context shows shifted times, the alias symbol and
+    rescaled prices and volumes (see :mod:`strategies.llm.anonymize`); nothing of the real
+    times, symbol or price levels is left in it except inside free text.
+    """
     start = max(0, len(market) - lookback)
-    stamps = np.datetime_as_string(market.timestamps_ns[start:].astype("datetime64[ns]"), unit="m")
+    shift_ns = 0 if anonymizer is None else anonymizer.shift_ns
+    stamps = np.datetime_as_string(
+        (market.timestamps_ns[start:] + shift_ns).astype("datetime64[ns]"), unit="m"
+    )
+    decision_time = market.decision_time + pd.Timedelta(shift_ns, unit="ns")
     context: dict[str, Any] = {
-        "symbol": market.symbol,
+        "symbol": market.symbol if anonymizer is None else anonymizer.symbol,
         "frequency": market.frequency,
-        "decision_time": market.decision_time.isoformat(),
+        "decision_time": decision_time.isoformat(),
         "timestamps": [f"{s}+00:00" for s in stamps.tolist()],
     }
+    price_scale = 1.0 if anonymizer is None else anonymizer.price_scale or 1.0
+    volume_scale = 1.0 if anonymizer is None else anonymizer.volume_scale or 1.0
     for name in ("open", "high", "low", "close", "volume"):
-        context[name] = getattr(market, name)[start:].tolist()
-    context["news"] = _items(market.news(news_limit), 1000)
-    context["documents"] = _items(market.documents(document_limit), document_chars)
+        values = getattr(market, name)[start:]
+        scale = volume_scale if name == "volume" else price_scale
+        context[name] = (values if scale == 1.0 else values * scale).tolist()
+    context["news"] = _items(market.news(news_limit), 1000, anonymizer, market.symbol)
+    context["documents"] = _items(
+        market.documents(document_limit), document_chars, anonymizer, market.symbol
+    )
     return context
 
 
@@ -145,12 +179,29 @@ def build_messages(
     signals: Sequence[AgentSignal] = (),
     position: float = 0.0,
     equity_usd: float = 0.0,
+    chart: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The chat messages for ``role`` from the market context (and, for meta, the signals)."""
+    """The chat messages for ``role`` from the market context (and, for meta, the signals).
+
+    For ``chart_analysis``, ``chart`` is an image part (``strategies.llm.charts.chart_part``):
+    the user message is then the instructions plus the chart, version
+    :data:`CHART_IMAGE_VERSION`; without it the bars go in as a table.
+    """
     head = (
         f"{context['symbol']} ({context['frequency']} bars), decision at the close of "
         f"{context['decision_time'][:16]} UTC."
     )
+    if role == "chart_analysis" and chart is not None:
+        text = (
+            f"{head}\nThe attached image is a candlestick chart of the last bars up to the "
+            "decision (green up, red down; volume in the lower panel; price levels on the "
+            "right). Identify support/resistance, chart patterns, trend direction and "
+            f"strength, candlestick signals.\nAnswer as JSON: {_SHAPES[role]}"
+        )
+        return [
+            {"role": "system", "content": _SYSTEM[role] + _DATA_RULE},
+            {"role": "user", "content": [{"type": "text", "text": text}, dict(chart)]},
+        ]
     if role == "chart_analysis":
         body = (
             f"{head}\nRecent bars:\n{_bars_table(context, 30)}\nIdentify support/"

@@ -102,3 +102,42 @@ def test_import_then_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "9" in out and "XNYS" in out
     # 2021-01-08 was removed and 2021-01-18 (MLK day) is a holiday: one gap of one bar.
     assert "1 run(s), 1 expected bar(s) missing" in out
+
+
+def test_run_prints_the_llm_cost_estimate_before_it_starts(
+    samples_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    routing = Path(__file__).resolve().parents[2] / "experiments" / "routing" / "seed_stack.toml"
+    experiment = tmp_path / "llm.toml"
+    experiment.write_text(
+        f"""
+name = "estimate"
+seed = 1
+output_dir = "{tmp_path / "runs"}"
+[data]
+path = "{samples_dir / "SP500.parquet"}"
+end = "2016-02-12"
+[splits]
+train_end = "2015-06-01"
+validation_end = "2016-01-01"
+[[strategies]]
+name = "llm"
+kind = "llm"
+params = {{ routing = "{routing}", mode = "offline", every_n_bars = 5 }}
+"""
+    )
+    with pytest.raises(SystemExit) as info:
+        main(["run", str(experiment), "--no-progress"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "LLM cost estimate:" in out
+    run_dir = next((tmp_path / "runs").iterdir())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    estimate = manifest["llm_cost_estimate"]
+    calls = len(pd.read_parquet(run_dir / "llm_calls.parquet"))
+    # Every fifth bar, four roles: the schedule is known before the run, so the count is exact.
+    assert estimate["calls"] == estimate["per_strategy"]["llm"]["calls"] == calls
+    assert f"{calls:,} calls" in out and 0 < estimate["usd"] < 1
+    assert out.index("LLM cost estimate:") < out.index("Run ")

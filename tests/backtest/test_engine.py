@@ -492,3 +492,176 @@ def test_rolling_walk_forward_hides_bars_before_the_train_block(
                 "strategies": [{"name": "s", "kind": "sma"}],
             }
         )
+
+
+# ------------------------------------------- LLM leakage guard and cost estimate
+
+EVENTS: list[str] = []
+
+
+class FakeLLM:
+    """Buys and holds, and answers the engine's two optional LLM questions."""
+
+    def __init__(
+        self,
+        name: str,
+        models: tuple[str, ...] = (),
+        usd_per_bar: float = 0.01,
+        max_run_usd: float | None = None,
+    ) -> None:
+        self.name = name
+        self.models = list(models)
+        self.usd_per_bar = usd_per_bar
+        self.max_run_usd = max_run_usd
+
+    def reset(self, *, seed: int | None, market: MarketView) -> None:
+        EVENTS.append("reset")
+
+    def act(self, obs: Observation) -> Decision:
+        EVENTS.append("act")
+        return Decision(target_position=1.0)
+
+    def models_used(self) -> list[str]:
+        return self.models
+
+    def estimate_llm_cost(self, market: MarketView, first_bar: int) -> dict[str, float]:
+        EVENTS.append(f"estimate {first_bar} {len(market)}")
+        bars = len(market) - first_bar
+        return {
+            "calls": 4 * bars,
+            "usd": self.usd_per_bar * bars,
+            "max_run_usd": self.max_run_usd,
+        }
+
+
+def _dated_bars(tmp_path: Path, start: str, end: str) -> Path:
+    index = pd.bdate_range(start, end, tz="UTC").as_unit("ns")
+    rng = np.random.default_rng(5)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, len(index))))
+    open_ = np.r_[100.0, close[:-1]]
+    frame = pd.DataFrame(
+        {
+            "open": open_,
+            "high": np.maximum(open_, close) * 1.002,
+            "low": np.minimum(open_, close) * 0.998,
+            "close": close,
+            "volume": rng.uniform(1e5, 2e5, len(index)),
+        },
+        index=pd.DatetimeIndex(index, name="timestamp"),
+    )
+    return _write(frame, tmp_path / "bars.parquet")
+
+
+def _fake(models: list[str], name: str = "llm") -> dict[str, object]:
+    return {
+        "name": name,
+        "kind": "tests.backtest.test_engine:FakeLLM",
+        "params": {"models": models},
+    }
+
+
+def test_a_window_before_a_training_cutoff_is_flagged_and_split(tmp_path: Path) -> None:
+    from backtest import metrics
+
+    path = _dated_bars(tmp_path, "2023-09-01", "2024-03-29")
+    models = ["openai/gpt-4-turbo", "anthropic/claude-3.5-sonnet", "acme/unpriced-model"]
+    config = _config(path, tmp_path / "runs", strategies=[_fake(models)], benchmark=None)
+    result = run(config)
+    window = (result.summary["start"], result.summary["end"])
+    leakage = result.manifest["leakage"]
+    assert leakage == [
+        {
+            "strategy": "llm",
+            "model": "anthropic/claude-3.5-sonnet",
+            "training_cutoff": "2024-04",
+            "window_start": window[0],
+            "window_end": window[1],
+        },
+        {
+            "strategy": "llm",
+            "model": "openai/gpt-4-turbo",
+            "training_cutoff": "2023-12",
+            "window_start": window[0],
+            "window_end": window[1],
+        },
+    ]
+    warnings = result.manifest["warnings"]
+    assert any("before the training cutoff" in w and "gpt-4-turbo (2023-12)" in w for w in warnings)
+    assert any("acme/unpriced-model" in w and "cannot be ruled out" in w for w in warnings)
+    split = {e["model"]: e for e in result.summary["cutoff_split"]["llm"]}
+    equity = result.equity()["llm"]
+    ppy = result.summary["periods_per_year"]
+    # The oracle: summarize on each side of 2024-01-01, straight from the ledger.
+    cut = equity.index < pd.Timestamp("2024-01-01", tz="UTC")
+    before = metrics.summarize(equity[cut].to_numpy(), periods_per_year=ppy)
+    after = metrics.summarize(equity[~cut].to_numpy(), periods_per_year=ppy)
+    gpt = split["openai/gpt-4-turbo"]
+    assert gpt["cutoff"] == "2023-12"
+    for key in ("total_return", "sharpe", "max_drawdown", "annual_volatility", "cagr"):
+        assert gpt["before"][key] == pytest.approx(before[key], rel=1e-12)
+        assert gpt["after"][key] == pytest.approx(after[key], rel=1e-12)
+    claude = split["anthropic/claude-3.5-sonnet"]
+    assert claude["after"] is None  # the whole window is before its cutoff
+    whole = result.summary["strategies"]["llm"]
+    assert claude["before"]["total_return"] == pytest.approx(whole["total_return"], rel=1e-12)
+    on_disk = json.loads((result.run_dir / "manifest.json").read_text())
+    assert on_disk["leakage"] == leakage
+    assert (
+        json.loads((result.run_dir / "summary.json").read_text())["cutoff_split"]
+        == (result.summary["cutoff_split"])
+    )
+
+
+def test_a_window_after_every_cutoff_raises_nothing(tmp_path: Path) -> None:
+    path = _dated_bars(tmp_path, "2024-01-02", "2024-04-30")
+    config = _config(
+        path,
+        tmp_path / "runs",
+        strategies=[_fake(["openai/gpt-4-turbo"]), {"name": "bh", "kind": "buy_and_hold"}],
+    )
+    result = run(config, write=False)
+    assert result.manifest["leakage"] == [] and result.summary["cutoff_split"] == {}
+    assert not any("cutoff" in w for w in result.manifest["warnings"])
+
+
+def test_the_cost_estimate_comes_before_any_decision(tmp_path: Path) -> None:
+    path = _dated_bars(tmp_path, "2024-01-02", "2024-04-30")
+    config = _config(
+        path,
+        tmp_path / "runs",
+        strategies=[
+            _fake([], "a"),
+            {**_fake([], "b"), "params": {"usd_per_bar": 0.5, "max_run_usd": 10.0}},
+            {**_fake([], "c"), "params": {"usd_per_bar": 0.01, "max_run_usd": 10.0}},
+            {"name": "bh", "kind": "buy_and_hold"},
+        ],
+    )
+    seen: list[dict[str, object]] = []
+    EVENTS.clear()
+    result = run(config, write=False, on_estimate=lambda e: (seen.append(e), EVENTS.append("cb")))
+    bars = result.summary["bars"]
+    first = len(pd.bdate_range("2024-01-02", "2024-04-30")) - bars
+    assert EVENTS[:4] == [f"estimate {first} {first + bars}"] * 3 + ["cb"]
+    assert EVENTS.index("act") > EVENTS.index("cb")
+    expected = {
+        "calls": 12 * bars,
+        "usd": pytest.approx(0.52 * bars),
+        "per_strategy": {
+            "a": {"calls": 4 * bars, "usd": pytest.approx(0.01 * bars)},
+            "b": {"calls": 4 * bars, "usd": pytest.approx(0.5 * bars)},
+            "c": {"calls": 4 * bars, "usd": pytest.approx(0.01 * bars)},
+        },
+    }
+    assert seen == [expected] and result.manifest["llm_cost_estimate"] == expected
+    # b's estimate passes its hard cap ($0.5 x bars > $10); c's does not; a has none.
+    capped = [w for w in result.manifest["warnings"] if "above its hard cap" in w]
+    assert len(capped) == 1 and capped[0].startswith("strategy 'b'")
+
+
+def test_runs_without_llm_strategies_estimate_nothing(tmp_path: Path) -> None:
+    path = _dated_bars(tmp_path, "2024-01-02", "2024-04-30")
+    seen: list[object] = []
+    result = run(_config(path, tmp_path / "runs"), write=False, on_estimate=seen.append)
+    assert seen == []
+    assert result.manifest["llm_cost_estimate"] == {"calls": 0, "usd": 0.0, "per_strategy": {}}
+    assert result.manifest["leakage"] == [] and result.summary["cutoff_split"] == {}
