@@ -15,7 +15,9 @@ A run directory ``<output_dir>/<run_id>/`` holds:
                        at its open, the decision taken at its close)
 ``decisions.parquet``  one row per decision: action, target, confidence, reasoning, signals
 ``llm_calls.parquet``  one row per LLM call (empty for strategies without LLMs)
-``summary.json``       metrics per strategy, against the benchmark, on the same dates
+``summary.json``       metrics per strategy, against the benchmark, on the same dates, and
+                       LLM counts: ``llm_calls``, ``llm_retries``, ``llm_fallbacks``,
+                       ``llm_failed_calls``, ``abstains``
 
 The run id is the sha256 of the canonical config (output directory excluded) and the
 data's sha256, so the same inputs always land in the same directory, and the ledgers are
@@ -61,7 +63,7 @@ from backtest.calendars import bar_close_times
 from backtest.config import STRATEGY_KINDS, RunConfig, StrategyConfig, canonical_json, config_hash
 from backtest.data import Bars, TextFeed, file_sha256, load_bars, load_text, split_by_date
 from backtest.env import TradingEnv
-from backtest.errors import ConfigError
+from backtest.errors import CassetteError, ConfigError, PricingError
 from backtest.features import Features, compute_features
 from backtest.policy import Decision, MarketView, Observation, Policy
 
@@ -231,6 +233,10 @@ def build_policy(spec: StrategyConfig, index: int) -> Policy:
             f"{key}.params: {exc}. Fix: correct the parameters of strategy "
             f"{spec.name!r} ({target})."
         ) from exc
+    except (ConfigError, PricingError, CassetteError) as exc:
+        # Raised by the strategy's own set-up (a routing file, a price table, a cassette):
+        # the message names the file; say which strategy's parameters led there.
+        raise type(exc)(f"{key}.params (strategy {spec.name!r}): {exc}") from exc
     if not isinstance(policy, Policy):
         raise ConfigError(
             f"{key}.kind: {target} does not implement the Policy protocol "
@@ -498,6 +504,12 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
     """
     from backtest import metrics
 
+    # Strategies first: a mistake in their parameters (a missing routing file, an unpriced
+    # model, an empty replay-only cassette) is reported before any bar is read.
+    specs = list(config.strategies)
+    if config.benchmark is not None and config.benchmark not in {s.name for s in specs}:
+        specs.append(StrategyConfig(name=config.benchmark, kind="buy_and_hold"))
+    policies = [build_policy(spec, i) for i, spec in enumerate(specs)]
     data_path = Path(config.data.path)
     max_gap = None if config.data.max_gap is None else pd.Timedelta(config.data.max_gap)
     bars = load_bars(
@@ -536,10 +548,6 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
         documents=_load_text_beside(data_path, "documents"),
     )
 
-    specs = list(config.strategies)
-    if config.benchmark is not None and config.benchmark not in {s.name for s in specs}:
-        specs.append(StrategyConfig(name=config.benchmark, kind="buy_and_hold"))
-    policies = [build_policy(spec, i) for i, spec in enumerate(specs)]
     seeds = [
         int(s.generate_state(1)[0]) for s in np.random.SeedSequence(config.seed).spawn(len(specs))
     ]
@@ -628,6 +636,7 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
         )
         stats["llm_cost_usd"] = float(track.llm_cost.sum())
         stats["llm_calls"] = int(track.llm_calls.sum())
+        stats.update(_llm_counts(calls, name))
         stats["abstains"] = int(track.abstain.sum())
         stats["decisions"] = len(track.decisions)
         stats["final_equity_usd"] = float(track.equity[-1])
@@ -664,6 +673,22 @@ def run(config: RunConfig, *, progress: bool = False, write: bool = True) -> Run
     return RunResult(
         run_id=run_id, run_dir=run_dir, tables=tables, summary=summary, manifest=manifest
     )
+
+
+def _llm_counts(calls: pa.Table, name: str) -> dict[str, int]:
+    """Retries, fallbacks and failed calls of one strategy, from ``llm_calls``."""
+    if not calls.num_rows:
+        return {"llm_retries": 0, "llm_fallbacks": 0, "llm_failed_calls": 0}
+    mine = calls.filter(pc.equal(calls["strategy"], name))
+
+    def count(mask: pa.ChunkedArray) -> int:
+        return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0)
+
+    return {
+        "llm_retries": int(pc.sum(mine["retries"]).as_py() or 0),
+        "llm_fallbacks": count(pc.not_equal(pc.fill_null(mine["fallback_from"], ""), "")),
+        "llm_failed_calls": count(pc.not_equal(pc.fill_null(mine["error"], ""), "")),
+    }
 
 
 def _risk_free(value: float | str, index: pd.DatetimeIndex) -> float | np.ndarray:

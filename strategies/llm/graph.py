@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from backtest.llm.cassette import Cassette
+from backtest.llm.cassette import RECORD_MODES, Cassette
 from backtest.llm.client import PROFILES, CallContext, LLMClient, response_format_for
 from backtest.llm.offline import OfflineAnalyst
 from backtest.llm.router import RolePlan, RoleRun, Router, load_routing
@@ -84,6 +84,13 @@ class LLMPolicy:
         max_run_usd: Hard cap on the run's LLM cost (overrides the routing file's).
         base_url: Overrides the routing's base URL (a local server, the test server).
         max_retries: Retries per model before falling back to the next.
+        timeout_s: Per-attempt timeout of a live call, in seconds.
+        backoff_s: First backoff between live retries (doubling, with seeded jitter).
+
+    Raises:
+        ValueError: A parameter out of range, a replay-only cassette that holds nothing, or
+            (for a live run) a routing model the price table does not price: all found here,
+            before the engine loads a bar or any call goes out.
     """
 
     def __init__(
@@ -100,11 +107,34 @@ class LLMPolicy:
         max_run_usd: float | None = None,
         base_url: str | None = None,
         max_retries: int = 3,
+        timeout_s: float = 60.0,
+        backoff_s: float = 1.0,
     ) -> None:
         if mode not in ("auto", "live", "replay", "offline"):
             raise ValueError(f"mode must be auto, live, replay or offline, got {mode!r}")
-        if every_n_bars < 1:
-            raise ValueError(f"every_n_bars must be >= 1, got {every_n_bars}")
+        if record_mode not in RECORD_MODES:
+            raise ValueError(
+                f"record_mode must be one of {', '.join(RECORD_MODES)}, got {record_mode!r}"
+            )
+        for key, value, low in (
+            ("every_n_bars", every_n_bars, 1),
+            ("lookback_bars", lookback_bars, 1),
+            ("max_retries", max_retries, 0),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{key} must be a whole number >= {low}, got {value!r}")
+        for key, number in (("timeout_s", timeout_s), ("backoff_s", backoff_s)):
+            if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
+                raise ValueError(f"{key} must be a positive number of seconds, got {number!r}")
+        if max_run_usd is not None and (
+            isinstance(max_run_usd, bool)
+            or not isinstance(max_run_usd, int | float)
+            or not max_run_usd > 0
+        ):
+            raise ValueError(
+                f"max_run_usd must be a positive number of dollars (leave it out for no cap), "
+                f"got {max_run_usd!r}"
+            )
         self.name = name
         self.routing = load_routing(routing)
         if max_run_usd is not None:
@@ -116,6 +146,8 @@ class LLMPolicy:
         if base_url is not None:
             self.routing = self.routing.model_copy(update={"base_url": base_url})
         self.max_retries = max_retries
+        self.timeout_s = float(timeout_s)
+        self.backoff_s = float(backoff_s)
         self.mode = mode
         self.cassette_path = Path(cassette)
         self.record_mode = record_mode
@@ -127,6 +159,54 @@ class LLMPolicy:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"llm-{name}")
         self.source = ""
         self._since = 0
+        self._prices: Any = None
+        self._preflight()
+
+    def _preflight(self) -> None:
+        """Refuse, before any work, a run that could only fail at its first call."""
+        source = self._resolve_mode()
+        if source == "offline":
+            return
+        profile = PROFILES.get(self.routing.profile)
+        if profile is None:
+            raise ValueError(
+                f"routing {self.routing.name!r}: unknown provider profile "
+                f"{self.routing.profile!r}. Fix: set profile to one of {', '.join(PROFILES)}"
+            )
+        record_mode = "none" if source == "replay" else self.record_mode
+        if record_mode == "none" and not any(self.cassette_path.glob("shard-*.tsv")):
+            raise ValueError(
+                f"the cassette {self.cassette_path} holds no recordings, and replay-only "
+                f"(mode {self.mode!r}, record_mode {record_mode!r}) would miss on the first "
+                "call. Fix: point cassette at a recorded cassette, or record one first with "
+                "mode = 'live' and record_mode = 'new_episodes'"
+            )
+        if source != "live":
+            return
+        if profile.name != "openai_compatible" and not os.environ.get(profile.api_key_env):
+            raise ValueError(
+                f"mode 'live' needs an API key, and the environment variable "
+                f"{profile.api_key_env} (profile {profile.name!r}) is not set. Fix: export "
+                f"{profile.api_key_env}=..., or replay a recorded cassette with mode = "
+                "'replay', or use mode = 'offline'"
+            )
+        from backtest.errors import PricingError
+        from backtest.llm.pricing import PriceTable
+
+        self._prices = PriceTable.load(table=self.prices_table)
+        unpriced = []
+        for model in self.routing.models():
+            try:
+                self._prices.price(model)
+            except PricingError:
+                unpriced.append(model)
+        if unpriced:
+            raise ValueError(
+                f"routing {self.routing.name!r} names model(s) {', '.join(unpriced)} that "
+                f"price table {self.prices_table!r} does not price, so no budget could be "
+                "enforced before their calls. Fix: add them to backtest/llm/prices.toml, "
+                "pick another table (prices = '...'), or use priced models in the routing file"
+            )
 
     # ------------------------------------------------------------------ set-up
 
@@ -156,7 +236,9 @@ class LLMPolicy:
             base_url=self.routing.base_url,
             seed=seed or 0,
             max_retries=self.max_retries,
-            prices=PriceTable.load(table=self.prices_table),
+            timeout_s=self.timeout_s,
+            backoff_s=self.backoff_s,
+            prices=self._prices or PriceTable.load(table=self.prices_table),
         )
         self.router = Router(self.routing, client, prices=client.prices)
 
