@@ -19,6 +19,7 @@ tests/backtest/llm/test_client.py and tests/backtest/llm/test_testing.py.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -102,7 +103,7 @@ def _check_accounting(calls: pd.DataFrame, summary: dict, requests: int) -> None
         # Only the last model of a role may have answered; each one before it failed, and
         # the next one says which model it stood in for.
         assert all(r["error"] for r in rows[:-1])
-        for before, after in zip(rows, rows[1:], strict=False):
+        for before, after in itertools.pairwise(rows):
             assert after["fallback_from"] == before["model_requested"]
         assert not rows[0]["fallback_from"]
         assert all(r["cost_usd"] == 0 for r in rows if r["error"])
