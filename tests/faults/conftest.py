@@ -167,3 +167,9 @@ def server() -> Iterator[LLMTestServer]:
 def key_env() -> dict[str, str]:
     """The environment of a live run: the routing profile's key set to the fake one."""
     return {"OPENROUTER_API_KEY": FAKE_KEY}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register ``slow`` here rather than in pyproject.toml (which would force a reinstall):
+    slow tests still run in ``make test``; ``-m 'not slow'`` skips them while iterating."""
+    config.addinivalue_line("markers", "slow: takes several seconds (subprocesses, big inputs)")
