@@ -86,6 +86,8 @@ class LLMPolicy:
         max_retries: Retries per model before falling back to the next.
         timeout_s: Per-attempt timeout of a live call, in seconds.
         backoff_s: First backoff between live retries (doubling, with seeded jitter).
+        api_key_env: Environment variable holding the API key, instead of the profile's
+            (its value is scrubbed from the cassette like the known key variables).
 
     Raises:
         ValueError: A parameter out of range, a replay-only cassette that holds nothing, or
@@ -109,6 +111,7 @@ class LLMPolicy:
         max_retries: int = 3,
         timeout_s: float = 60.0,
         backoff_s: float = 1.0,
+        api_key_env: str | None = None,
     ) -> None:
         if mode not in ("auto", "live", "replay", "offline"):
             raise ValueError(f"mode must be auto, live, replay or offline, got {mode!r}")
@@ -148,6 +151,9 @@ class LLMPolicy:
         self.max_retries = max_retries
         self.timeout_s = float(timeout_s)
         self.backoff_s = float(backoff_s)
+        if api_key_env is not None and not str(api_key_env).strip():
+            raise ValueError("api_key_env must name an environment variable, got ''")
+        self.api_key_env = api_key_env
         self.mode = mode
         self.cassette_path = Path(cassette)
         self.record_mode = record_mode
@@ -183,11 +189,12 @@ class LLMPolicy:
             )
         if source != "live":
             return
-        if profile.name != "openai_compatible" and not os.environ.get(profile.api_key_env):
+        key_env = self.api_key_env or profile.api_key_env
+        if profile.name != "openai_compatible" and not os.environ.get(key_env):
             raise ValueError(
                 f"mode 'live' needs an API key, and the environment variable "
-                f"{profile.api_key_env} (profile {profile.name!r}) is not set. Fix: export "
-                f"{profile.api_key_env}=..., or replay a recorded cassette with mode = "
+                f"{key_env} (profile {profile.name!r}) is not set. Fix: export "
+                f"{key_env}=..., or replay a recorded cassette with mode = "
                 "'replay', or use mode = 'offline'"
             )
         from backtest.errors import PricingError
@@ -214,7 +221,7 @@ class LLMPolicy:
         if self.mode != "auto":
             return self.mode
         profile = PROFILES.get(self.routing.profile)
-        if profile is not None and os.environ.get(profile.api_key_env):
+        if profile is not None and os.environ.get(self.api_key_env or profile.api_key_env):
             return "live"
         if self.cassette_path.is_dir() and any(self.cassette_path.glob("shard-*.tsv")):
             return "replay"
@@ -231,9 +238,14 @@ class LLMPolicy:
 
         record_mode = "none" if self.source == "replay" else self.record_mode
         client = LLMClient(
-            Cassette(self.cassette_path, record_mode),  # type: ignore[arg-type]
+            Cassette(
+                self.cassette_path,
+                record_mode,  # type: ignore[arg-type]
+                secret_env=[self.api_key_env] if self.api_key_env else [],
+            ),
             profile=self.routing.profile,
             base_url=self.routing.base_url,
+            api_key_env=self.api_key_env,
             seed=seed or 0,
             max_retries=self.max_retries,
             timeout_s=self.timeout_s,
