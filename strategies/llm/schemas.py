@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
+    "MAX_ANSWER_CHARS",
     "ROLE_SCHEMAS",
     "ChartAnalysis",
     "DataProcessing",
@@ -170,36 +171,30 @@ ROLE_SCHEMAS: dict[str, type[RoleAnswer]] = {
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
+#: Characters of an answer that are searched for its JSON object. A role's answer is a few
+#: hundred tokens; a longer one is garbage or hostile, and is only searched this far.
+MAX_ANSWER_CHARS = 64_000
+_DECODER = json.JSONDecoder()
+
+
 def extract_json(text: str) -> dict[str, Any] | None:
-    """The first JSON object in ``text``: bare, in a code fence, or inside prose."""
+    """The first JSON object in ``text``: bare, in a code fence, or inside prose.
+
+    Runs in time linear in the text for any input (each ``{`` is tried with the C decoder,
+    which gives up at the first character that cannot continue an object), and reads at
+    most :data:`MAX_ANSWER_CHARS` of it.
+    """
+    text = text[:MAX_ANSWER_CHARS]
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     for candidate in candidates:
         start = candidate.find("{")
         while start != -1:
-            depth, in_string, escaped = 0, False, False
-            for end in range(start, len(candidate)):
-                char = candidate[end]
-                if in_string:
-                    escaped = not escaped and char == "\\"
-                    if char == '"' and not escaped:
-                        in_string = False
-                    elif char != "\\":
-                        escaped = False
-                    continue
-                if char == '"':
-                    in_string = True
-                elif char == "{":
-                    depth += 1
-                elif char == "}":
-                    depth -= 1
-                    if depth == 0:
-                        try:
-                            value = json.loads(candidate[start : end + 1])
-                        except ValueError:
-                            break
-                        if isinstance(value, dict):
-                            return value
-                        break
+            try:
+                value, _ = _DECODER.raw_decode(candidate, start)
+            except (ValueError, RecursionError):
+                value = None
+            if isinstance(value, dict):
+                return value
             start = candidate.find("{", start + 1)
     return None
 
