@@ -8,6 +8,7 @@ decision anyway.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from strategies.base import AgentSignal, MarketView
 
-__all__ = ["PROMPT_VERSIONS", "build_messages", "market_context"]
+__all__ = ["HEADLINE_CHARS", "PROMPT_VERSIONS", "build_messages", "market_context"]
 
 PROMPT_VERSIONS: dict[str, str] = {
     "chart_analysis": "chart-text-v1",
@@ -62,13 +63,23 @@ def _g(value: float) -> str:
     return f"{value:.6g}"
 
 
+#: Characters of a news or document headline quoted in a prompt.
+HEADLINE_CHARS = 300
+# A quoted item must not close the <data> fence early and go on as instructions.
+_FENCE_TAG = re.compile(r"<\s*/?\s*data\s*>", re.IGNORECASE)
+
+
+def _quoted(text: object, limit: int) -> str:
+    return _FENCE_TAG.sub("[data tag]", str(text)[:limit])
+
+
 def _items(frame: Any, text_chars: int) -> list[dict[str, Any]]:
     if frame.empty:
         return []
     return [
         {
-            "headline": str(r.headline),
-            "text": str(r.text)[:text_chars],
+            "headline": _quoted(r.headline, HEADLINE_CHARS),
+            "text": _quoted(r.text, text_chars),
             "available_at": r.available_at.isoformat(),
         }
         for r in frame.itertuples()
