@@ -173,3 +173,32 @@ def pytest_configure(config: pytest.Config) -> None:
     """Register ``slow`` here rather than in pyproject.toml (which would force a reinstall):
     slow tests still run in ``make test``; ``-m 'not slow'`` skips them while iterating."""
     config.addinivalue_line("markers", "slow: takes several seconds (subprocesses, big inputs)")
+
+
+_PEAK_RSS = (
+    "import resource, subprocess, sys\n"
+    "r = subprocess.run(sys.argv[1:], capture_output=True)\n"
+    "sys.stderr.buffer.write(r.stderr)\n"
+    "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
+def peak_rss_mb(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 600
+) -> tuple[int, float, str]:
+    """Run a command in a fresh process and return (exit status, its peak RSS in MB, stderr).
+
+    The peak is ``ru_maxrss`` of the children of a small Python process that only starts the
+    command, so nothing else the test process holds is counted.
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    status, kilobytes = result.stdout.split()
+    return int(status), int(kilobytes) / 1024, result.stderr
