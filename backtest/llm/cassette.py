@@ -456,9 +456,10 @@ class Cassette:
         end = os.lseek(writer.fileno(), 0, os.SEEK_CUR)
         stored = Recording.from_payload(recording.key, payload)
         if recording.key not in self._index:
+            assert self._writer_path is not None
             number = self._files.index(self._writer_path)
             self._index[recording.key] = (
-                ((end - len(line)) << 40) | ((len(line) - 1) << 16) | (number)
+                ((end - len(line)) << 40) | ((len(line) - 1) << 16) | number
             )
         return self._remember(stored)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 
 from backtest.data import import_text
 from backtest.llm.testing import LLMTestServer
+from strategies.llm.schemas import parse_answer
 from tests.faults.conftest import BACKTEST, answer, llm_params, peak_rss_mb, write_experiment
 
 pytestmark = pytest.mark.slow
@@ -148,3 +150,23 @@ def test_hostile_text_cannot_break_limits_prompts_or_memory(sp500: Path, tmp_pat
     # Memory: the hostile run needs at most EXTRA_MB more than the clean one.
     assert peak - clean_peak <= EXTRA_MB, (clean_peak, peak)
     print(f"peak RSS: clean {clean_peak:.0f} MB, hostile {peak:.0f} MB")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{" * 1_000_000,
+        '{"a":' * 200_000,
+        '{"a" ' * 200_000,
+        "```" * 330_000,
+        '{"reasoning": "' + "x" * 1_000_000,
+        "<script>" * 120_000,
+    ],
+    ids=["braces", "nesting", "keys", "fences", "unclosed", "tags"],
+)
+def test_a_megabyte_answer_parses_quickly_as_an_abstain(text: str) -> None:
+    # Before: quadratic brace matching took 13 s for 20 KB of '{' (hours for a megabyte).
+    started = time.perf_counter()
+    parsed = parse_answer("meta_orchestrator", text)
+    assert time.perf_counter() - started < 3.0
+    assert parsed.answer is None and parsed.raw == text
