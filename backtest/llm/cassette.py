@@ -361,7 +361,15 @@ class Cassette:
         number, length, offset = code & 0xFFFF, (code >> 16) & 0xFFFFFF, code >> 40
         fd = self._fds.get(number)
         if fd is None:
-            fd = self._fds[number] = os.open(self._files[number], os.O_RDONLY)
+            try:
+                fd = self._fds[number] = os.open(self._files[number], os.O_RDONLY)
+            except FileNotFoundError as exc:
+                raise CassetteError(
+                    f"{self._files[number]}: this shard was removed while the cassette was "
+                    "open (by `backtest cassette merge`?), so recording "
+                    f"{key[:12]}... cannot be read. Fix: open the cassette again, and merge "
+                    "only when no run is using it."
+                ) from exc
         return os.pread(fd, length, offset), self._files[number], offset
 
     @staticmethod

@@ -143,3 +143,20 @@ def test_two_sweeps_share_one_model_cache(sp500: Path, tmp_path: Path) -> None:
         }
     columns = ["point", "strategy", "total_return", "sharpe", "trade_count", "final_equity_usd"]
     pd.testing.assert_frame_equal(tables[0][columns], tables[1][columns])
+
+
+def test_a_merge_under_an_open_reader_is_a_clear_error(tmp_path: Path) -> None:
+    """Known gap, made explicit: merging while a run uses the cassette."""
+    from backtest.errors import CassetteError
+    from backtest.llm.cassette import Recording
+
+    for batch in range(2):
+        with Cassette(tmp_path, "new_episodes") as writer:
+            for i in range(3):
+                key = f"{batch * 10 + i:064x}"
+                writer.record(Recording(key=key, request={"i": i}, outcome="ok", response={}))
+    reader = Cassette(tmp_path, "none")
+    Cassette(tmp_path, "none").merge()
+    with pytest.raises(CassetteError, match="merge only when no run is using it"):
+        reader.get(f"{0:064x}")
+    assert len(Cassette(tmp_path, "none")) == 6  # the merged cassette lost nothing
