@@ -257,6 +257,24 @@ class CassetteStats:
         return {m: s for m, s in self.models_served.items() if len(s) > 1}
 
 
+def _writer_alive(shard: Path) -> bool:
+    """Whether the process that writes ``shard`` (named by host and pid) is still running here."""
+    parts = shard.stem.rsplit("-", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[0].startswith("shard-"):
+        return False  # shard-merged.tsv, or a name this module did not write
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:32]
+    pid = int(parts[1])
+    if parts[0][len("shard-") :] != host or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _encode_line(key: str, payload: Mapping[str, Any]) -> bytes:
     body = json.dumps(
         payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
@@ -556,13 +574,28 @@ class Cassette:
         return len(rows)
 
     def merge(self) -> tuple[Path, int]:
-        """Compact every shard into one (sorted by key, duplicates dropped), atomically.
+        """Compact the shards into one (sorted by key, duplicates dropped), atomically.
+
+        Only the shards indexed when this cassette was opened are merged and removed, and
+        among them not those of a writer still running on this host: records such a writer
+        (or one that started after the open) appends later would otherwise go to a removed
+        file and be lost.
 
         Returns:
             The merged shard and the number of duplicate keys dropped.
         """
         self.close()
-        rows = sorted(self.recordings(), key=lambda r: r.key)
+        own = [self._writer_path] if self._writer_path is not None else []
+        sources = [p for p in [*self._shards, *own] if not _writer_alive(p)]
+        numbers = {n for n, p in enumerate(self._files) if p in set(sources)}
+        rows = sorted(
+            (
+                self._parsed.get(key) or self._parse(key)
+                for key, code in self._index.items()
+                if code & 0xFFFF in numbers
+            ),
+            key=lambda r: r.key,
+        )
         self.path.mkdir(parents=True, exist_ok=True)
         target = self.path / "shard-merged.tsv"
         tmp = self.path / ".merge.tmp"
@@ -571,7 +604,8 @@ class Cassette:
                 fh.write(_encode_line(recording.key, recording.payload()))
             fh.flush()
             os.fsync(fh.fileno())
-        old = [p for p in self.path.glob(_SHARD_GLOB) if p != target]
+        self.close()
+        old = [p for p in sources if p != target]
         tmp.replace(target)
         for shard in old:
             shard.unlink()

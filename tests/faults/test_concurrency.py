@@ -160,3 +160,45 @@ def test_a_merge_under_an_open_reader_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CassetteError, match="merge only when no run is using it"):
         reader.get(f"{0:064x}")
     assert len(Cassette(tmp_path, "none")) == 6  # the merged cassette lost nothing
+
+
+_SLOW_WRITER = """
+import sys
+from backtest.llm.cassette import Cassette, Recording
+cassette = Cassette(sys.argv[1], "new_episodes")
+def put(i):
+    cassette.record(Recording(key=f"{1000 + i:064x}", request={"i": i}, outcome="ok", response={}))
+put(0)
+print("ready", flush=True)
+sys.stdin.readline()
+put(1)
+cassette.close()
+"""
+
+
+def test_merge_leaves_a_live_writers_shard_alone(tmp_path: Path) -> None:
+    """``backtest cassette merge`` while a run records: the run's later records survive."""
+    import sys
+
+    finished = (
+        "import sys\nfrom backtest.llm.cassette import Cassette, Recording\n"
+        "with Cassette(sys.argv[1], 'new_episodes') as c:\n"
+        "    c.record(Recording(key=f'{1:064x}', request={}, outcome='ok', response={}))\n"
+    )
+    subprocess.run([sys.executable, "-c", finished, str(tmp_path)], check=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WRITER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None and writer.stdin is not None
+    assert writer.stdout.readline().strip() == "ready"
+    merged = cli("cassette", "merge", str(tmp_path), cwd=tmp_path)
+    assert merged.returncode == 0, merged.stderr
+    writer.stdin.write("go\n")
+    writer.stdin.flush()
+    assert writer.wait(timeout=60) == 0
+    cassette = Cassette(tmp_path, "none")
+    assert len(cassette) == 3 and cassette.verify() == []
+    assert len(list(tmp_path.glob("shard-*.tsv"))) == 2  # merged + the live writer's
