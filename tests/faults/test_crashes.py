@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +33,9 @@ def _recordings(cassette: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for p in cassette.glob("shard-*.tsv"))
 
 
-def _kill_when(proc: subprocess.Popen[bytes], ready: callable, timeout: float = 120) -> None:
+def _kill_when(
+    proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout: float = 120
+) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
         assert proc.poll() is None, "the command finished before it could be killed"
