@@ -438,7 +438,10 @@ def explain_validation_error(exc: ValidationError, source: str) -> ConfigError:
             shown = repr(got) if not isinstance(got, dict | list) else type(got).__name__
             problems.append(f"{key}: {error['msg']} (got {shown}).")
     listing = "\n  - ".join(problems)
-    return ConfigError(f"{source}: {len(problems)} problem(s) in the configuration:\n  - {listing}")
+    return ConfigError(
+        f"{source}: {len(problems)} problem(s) in the configuration:\n  - {listing}\n"
+        f"Fix: correct the key(s) above in {source} (or in the --set overrides)."
+    )
 
 
 def read_toml(path: Path, kind: str, missing_fix: str) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
@@ -631,6 +632,52 @@ def _parquet_files(path: Path, symbol: str | None) -> tuple[Path | list[str], st
     return files, str(path)
 
 
+def _check_stored_types(schema: pa.Schema, source: str) -> None:
+    """Refuse a stored file whose columns have the wrong Arrow types (nothing is cast)."""
+    if "timestamp" in schema.names:
+        ts_type = schema.field("timestamp").type
+        if not pa.types.is_timestamp(ts_type):
+            raise DataValidationError(
+                source,
+                "timestamp_type",
+                f"the timestamp column is stored as {ts_type}, not as a timestamp (text with "
+                "mixed UTC offsets, or epoch numbers, end up like this)",
+                "re-import the source with `backtest data import FILE --symbol SYM --tz ZONE`",
+            )
+        if ts_type.tz is None:
+            raise DataValidationError(
+                source,
+                "naive_timestamp",
+                f"the timestamp column is {ts_type}, with no time zone",
+                "re-import with `backtest data import FILE --symbol SYM --tz ZONE`",
+            )
+    for column in (*BAR_COLUMNS, *OPTIONAL_COLUMNS):
+        if column not in schema.names:
+            continue
+        kind = schema.field(column).type
+        if not (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+            raise DataValidationError(
+                source,
+                "column_type",
+                f"column {column!r} is stored as {kind}, not as numbers",
+                f"store {column!r} as float64 (re-import the source with "
+                "`backtest data import`, which parses and checks it)",
+            )
+
+
+def _check_one_symbol(dataset: pads.Dataset, source: str) -> None:
+    symbols = pc.unique(dataset.to_table(columns=["symbol"]).column("symbol")).to_pylist()
+    if len(symbols) > 1:
+        shown = ", ".join(map(str, symbols[:5]))
+        raise DataValidationError(
+            source,
+            "multiple_symbols",
+            f"the file holds {len(symbols)} symbols ({shown}); bars of different "
+            "instruments would be read as one series",
+            "write one file per symbol: `backtest data import FILE --symbol SYM` picks one",
+        )
+
+
 def load_bars(
     path: str | Path,
     *,
@@ -665,6 +712,11 @@ def load_bars(
         names = [
             c for c in ("timestamp", *BAR_COLUMNS, *OPTIONAL_COLUMNS) if c in dataset.schema.names
         ]
+        # Types first: a time filter on a naive timestamp fails inside Arrow with a message
+        # about kernels, and a string or bool column would be silently cast to float below.
+        _check_stored_types(dataset.schema, source)
+        if "symbol" in dataset.schema.names:
+            _check_one_symbol(dataset, source)
         condition = None
         if start is not None:
             condition = pads.field("timestamp") >= _utc(start)

@@ -15,7 +15,9 @@ A run directory ``<output_dir>/<run_id>/`` holds:
                        at its open, the decision taken at its close)
 ``decisions.parquet``  one row per decision: action, target, confidence, reasoning, signals
 ``llm_calls.parquet``  one row per LLM call (empty for strategies without LLMs)
-``summary.json``       metrics per strategy, against the benchmark, on the same dates;
+``summary.json``       metrics per strategy, against the benchmark, on the same dates, with
+                       LLM counts: ``llm_calls``, ``llm_retries``, ``llm_fallbacks``,
+                       ``llm_failed_calls``, ``abstains``;
                        ``seed_groups`` (mean and std of each metric across the members
                        ``<name>@<k>`` of a strategy run with several seeds);
                        ``comparisons`` (the first ``drl`` strategy against the first
@@ -99,7 +101,7 @@ from backtest.data import (
     walk_forward_folds,
 )
 from backtest.env import TradingEnv
-from backtest.errors import ConfigError
+from backtest.errors import CassetteError, ConfigError, PricingError
 from backtest.features import Features, compute_features
 from backtest.policy import Decision, MarketView, Observation, Policy
 
@@ -271,6 +273,10 @@ def build_policy(spec: StrategyConfig, index: int) -> Policy:
             f"{key}.params: {exc}. Fix: correct the parameters of strategy "
             f"{spec.name!r} ({target})."
         ) from exc
+    except (ConfigError, PricingError, CassetteError) as exc:
+        # Raised by the strategy's own set-up (a routing file, a price table, a cassette):
+        # the message names the file; say which strategy's parameters led there.
+        raise type(exc)(f"{key}.params (strategy {spec.name!r}): {exc}") from exc
     if not isinstance(policy, Policy):
         raise ConfigError(
             f"{key}.kind: {target} does not implement the Policy protocol "
@@ -775,6 +781,15 @@ def run(
     """
     from backtest import metrics
 
+    # Strategies first: a mistake in their parameters (a missing routing file, an unpriced
+    # model, an empty replay-only cassette) is reported before any bar is read.
+    specs = list(config.strategies)
+    if config.benchmark is not None and config.benchmark not in {s.name for s in specs}:
+        specs.append(StrategyConfig(name=config.benchmark, kind="buy_and_hold"))
+    expanded, groups = _expand_seeds(specs, config.seed)
+    specs = [spec for spec, _, _ in expanded]
+    policies = [build_policy(spec, index) for spec, index, _ in expanded]  # checks them all
+    seeds = [seed for _, _, seed in expanded]
     data_path = Path(config.data.path)
     max_gap = None if config.data.max_gap is None else pd.Timedelta(config.data.max_gap)
     bars = load_bars(
@@ -813,13 +828,6 @@ def run(
         documents=_load_text_beside(data_path, "documents"),
     )
 
-    specs = list(config.strategies)
-    if config.benchmark is not None and config.benchmark not in {s.name for s in specs}:
-        specs.append(StrategyConfig(name=config.benchmark, kind="buy_and_hold"))
-    expanded, groups = _expand_seeds(specs, config.seed)
-    specs = [spec for spec, _, _ in expanded]
-    policies = [build_policy(spec, index) for spec, index, _ in expanded]  # checks them all
-    seeds = [seed for _, _, seed in expanded]
     warnings: list[str] = []
     probe = TradingEnv(bars, env_config, start=start, end=stop, features=features)
     estimate = _llm_cost_estimate(policies, specs, view, probe.first_bar, probe.end_bar, warnings)
@@ -959,6 +967,7 @@ def run(
         stats = stats_of(name, track, slice(None))
         stats["llm_cost_usd"] = float(track.llm_cost.sum())
         stats["llm_calls"] = int(track.llm_calls.sum())
+        stats.update(_llm_counts(calls, name))
         stats["abstains"] = int(track.abstain.sum())
         stats["decisions"] = len(track.decisions)
         stats["final_equity_usd"] = float(track.equity[-1])
@@ -1141,6 +1150,22 @@ def _leakage_warnings(
     return warnings
 
 
+def _llm_counts(calls: pa.Table, name: str) -> dict[str, int]:
+    """Retries, fallbacks and failed calls of one strategy, from ``llm_calls``."""
+    if not calls.num_rows:
+        return {"llm_retries": 0, "llm_fallbacks": 0, "llm_failed_calls": 0}
+    mine = calls.filter(pc.equal(calls["strategy"], name))
+
+    def count(mask: pa.ChunkedArray) -> int:
+        return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0)
+
+    return {
+        "llm_retries": int(pc.sum(mine["retries"]).as_py() or 0),
+        "llm_fallbacks": count(pc.not_equal(pc.fill_null(mine["fallback_from"], ""), "")),
+        "llm_failed_calls": count(pc.not_equal(pc.fill_null(mine["error"], ""), "")),
+    }
+
+
 def risk_free_rates(value: float | str, index: pd.DatetimeIndex) -> float | np.ndarray:
     """Return a constant annual rate, or read a file of annual rates taken as of each bar.
 
@@ -1289,20 +1314,31 @@ def _decisions_table(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pa.T
 
 
 def _llm_calls_table(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pa.Table:
-    rows = []
+    # Column by column: a run of 100,000 bars makes 400,000 calls, and a dict per row
+    # (about 1 KB each) would be the run's largest allocation.
+    columns: dict[str, list[Any]] = {c: [] for c in LLM_CALL_COLUMNS}
+    stamps: list[int] = []
+    names: list[str] = []
     for name, tr in tracks.items():
         if not tr.llm_calls.any():
             continue
         for k, decision in enumerate(tr.decisions):
             for call in decision.llm_calls:
-                row = dict.fromkeys(LLM_CALL_COLUMNS)
-                row.update({c: v for c, v in _call_row(call).items() if c in LLM_CALL_COLUMNS})
-                row["strategy"] = name
-                row["timestamp"] = index[k]
-                rows.append(row)
-    if not rows:
+                row = _call_row(call)
+                for column, values in columns.items():
+                    values.append(row.get(column))
+                names.append(name)
+                stamps.append(int(index.asi8[k]))
+    if not names:
         return LLM_CALL_SCHEMA.empty_table()
-    return pa.Table.from_pylist(rows, schema=LLM_CALL_SCHEMA)
+    columns["strategy"] = names
+    arrays = [
+        pa.array(stamps, type=pa.int64()).cast(_TIMESTAMP)
+        if column == "timestamp"
+        else pa.array(values, type=LLM_CALL_COLUMNS[column])
+        for column, values in columns.items()
+    ]
+    return pa.Table.from_arrays(arrays, schema=LLM_CALL_SCHEMA)
 
 
 def _pid_alive(text: str) -> bool:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -111,6 +113,30 @@ def expand_grid(spec: SweepSpec) -> list[SweepPoint]:
             raise ConfigError(f"{spec.path}, grid point {index} {values}: {exc}") from exc
         points.append(SweepPoint(index, values, config))
     return points
+
+
+def _watch_parent(sweep_pid: int) -> None:
+    """Worker initializer: exit as soon as the sweep process is gone.
+
+    A sweep killed with SIGKILL cannot stop its pool; without this its workers would go on
+    with the runs already queued to them, unseen (racing a restarted sweep for the same run
+    directories), and then wait forever for work that never comes.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.2)
+            if os.getppid() != parent:  # the forkserver went away with the sweep
+                os._exit(1)
+            try:
+                os.kill(sweep_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="sweep-watch-parent", daemon=True).start()
 
 
 def _execute(config_json: str) -> dict[str, Any]:
@@ -212,7 +238,12 @@ def run_sweep(
         # torch state) that has already imported the engine, so they start in milliseconds.
         context = get_context("forkserver")
         context.set_forkserver_preload(["backtest.engine", "strategies.baselines"])
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_watch_parent,
+            initargs=(os.getpid(),),
+        ) as pool:
             futures = {pool.submit(_execute, p.config.model_dump_json()): p for p in todo}
             for future in as_completed(futures):
                 point = futures[future]

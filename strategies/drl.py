@@ -301,7 +301,14 @@ def _train(
     if folder.exists():  # another process finished the same training first
         shutil.rmtree(staging)
         return
-    staging.rename(folder)
+    try:
+        staging.rename(folder)
+    except OSError:
+        # Another process renamed its copy into place between the check and here (two
+        # sweeps sharing one cache): theirs is as good as ours.
+        if not (folder / "manifest.json").exists():
+            raise
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class DRLPolicy:

@@ -18,8 +18,11 @@ killed with SIGKILL loses at most the call in flight; its torn last line (no new
 ignored on open and reported by :meth:`Cassette.verify`. Any other damaged line (bad
 checksum, bad JSON) raises :class:`~backtest.errors.CassetteError` naming the file and line.
 
-Opening reads every shard and indexes keys without parsing payloads (a payload is parsed on
-first lookup), so a cassette of 100,000 recordings opens in well under a second. When two
+Opening streams every shard once and indexes keys by where their line lies (shard, offset,
+length), without parsing payloads or keeping them: a lookup reads its line back with
+``pread`` and parses it, and only the last :data:`PARSED_CACHE` parsed recordings are kept.
+Memory therefore grows by about 200 bytes per recording however large the prompts are, and
+a cassette of 100,000 recordings opens in well under a second. When two
 shards hold the same key (two processes recorded the same call), the first in sorted shard
 order wins, deterministically; :meth:`Cassette.merge` compacts shards into one and reports
 such conflicts.
@@ -38,6 +41,7 @@ import re
 import secrets
 import socket
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +50,7 @@ from typing import Any, Literal
 from backtest.errors import CassetteError, ConfigError
 
 __all__ = [
+    "PARSED_CACHE",
     "RECORD_MODES",
     "SECRET_ENV_VARS",
     "Cassette",
@@ -72,6 +77,9 @@ _KEY_SHAPES = re.compile(
     r"(sk-or-v1-[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_\-]{16,}|Bearer\s+[A-Za-z0-9._\-]{8,})"
 )
 _REDACTED = "[REDACTED]"
+#: Parsed recordings kept for repeated lookups (the rest are read back from disk).
+PARSED_CACHE = 1024
+_READ_BLOCK = 1 << 20
 _SHARD_GLOB = "shard-*.tsv"
 _KEY_FIELDS = (
     "model",
@@ -249,6 +257,24 @@ class CassetteStats:
         return {m: s for m, s in self.models_served.items() if len(s) > 1}
 
 
+def _writer_alive(shard: Path) -> bool:
+    """Whether the process that writes ``shard`` (named by host and pid) is still running here."""
+    parts = shard.stem.rsplit("-", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[0].startswith("shard-"):
+        return False  # shard-merged.tsv, or a name this module did not write
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:32]
+    pid = int(parts[1])
+    if parts[0][len("shard-") :] != host or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _encode_line(key: str, payload: Mapping[str, Any]) -> bytes:
     body = json.dumps(
         payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
@@ -288,8 +314,11 @@ class Cassette:
         self.path = Path(path)
         self.fsync = fsync
         self._secrets = _secret_values(secret_env)
-        self._index: dict[str, tuple[bytes, str, int]] = {}
-        self._parsed: dict[str, Recording] = {}
+        # key -> (offset << 40 | length << 16 | file number): one int per recording.
+        self._index: dict[str, int] = {}
+        self._files: list[Path] = []
+        self._fds: dict[int, int] = {}
+        self._parsed: OrderedDict[str, Recording] = OrderedDict()
         self._duplicates = 0
         self._torn: list[tuple[str, int]] = []
         self._shards: list[Path] = []
@@ -319,45 +348,77 @@ class Cassette:
             self._index_shard(shard)
 
     def _index_shard(self, shard: Path) -> None:
-        data = shard.read_bytes()
-        if not data:
-            return
-        lines = data.split(b"\n")
-        tail = lines.pop()  # b"" when the file ends with a newline
-        if tail:
-            # A writer died mid-line: that record never completed (the call in flight).
-            self._torn.append((str(shard), len(lines) + 1))
-        name = shard.name
+        number = len(self._files)
+        self._files.append(shard)
         index = self._index
-        for number, line in enumerate(lines, start=1):
-            if len(line) < 75 or line[64:65] != b"\t" or line[73:74] != b"\t":
+        offset = 0
+        line_no = 0
+        with open(shard, "rb", buffering=_READ_BLOCK) as fh:
+            for line in fh:
+                line_no += 1
+                length = len(line)
+                if not line.endswith(b"\n"):
+                    # A writer died mid-line: that record never completed (the call in flight).
+                    self._torn.append((str(shard), line_no))
+                    break
+                if length < 76 or line[64:65] != b"\t" or line[73:74] != b"\t":
+                    raise CassetteError(
+                        f"{shard}:{line_no}: damaged recording (not '<key>\\t<crc>\\t<json>'). "
+                        "Fix: run `backtest cassette verify` and restore the shard from a copy, "
+                        "or delete the line and re-record that call."
+                    )
+                key = line[:64].decode("ascii", "replace")
+                if key in index:
+                    self._duplicates += 1
+                else:
+                    index[key] = (offset << 40) | ((length - 1) << 16) | number
+                offset += length
+
+    def _read_line(self, key: str) -> tuple[bytes, Path, int]:
+        code = self._index[key]
+        number, length, offset = code & 0xFFFF, (code >> 16) & 0xFFFFFF, code >> 40
+        fd = self._fds.get(number)
+        if fd is None:
+            try:
+                fd = self._fds[number] = os.open(self._files[number], os.O_RDONLY)
+            except FileNotFoundError as exc:
                 raise CassetteError(
-                    f"{shard}:{number}: damaged recording (not '<key>\\t<crc>\\t<json>'). Fix: "
-                    "run `backtest cassette verify` and restore the shard from a copy, or "
-                    "delete the line and re-record that call."
-                )
-            key = line[:64].decode("ascii", "replace")
-            if key in index:
-                self._duplicates += 1
-                continue
-            index[key] = (line, name, number)
+                    f"{self._files[number]}: this shard was removed while the cassette was "
+                    "open (by `backtest cassette merge`?), so recording "
+                    f"{key[:12]}... cannot be read. Fix: open the cassette again, and merge "
+                    "only when no run is using it."
+                ) from exc
+        return os.pread(fd, length, offset), self._files[number], offset
+
+    @staticmethod
+    def _line_number(path: Path, offset: int) -> int:
+        with open(path, "rb") as fh:
+            return fh.read(offset).count(b"\n") + 1
 
     def _parse(self, key: str) -> Recording:
-        line, name, number = self._index[key]
+        line, path, offset = self._read_line(key)
         body = line[74:]
         if zlib.crc32(body) != int(line[65:73], 16):
             raise CassetteError(
-                f"{self.path / name}:{number}: checksum mismatch for recording {key[:12]}... "
-                "(the line was altered or damaged). Fix: restore the shard or re-record."
+                f"{path}:{self._line_number(path, offset)}: checksum mismatch for recording "
+                f"{key[:12]}... (the line was altered or damaged). Fix: restore the shard or "
+                "re-record."
             )
         try:
             payload = json.loads(body)
         except ValueError as exc:
             raise CassetteError(
-                f"{self.path / name}:{number}: recording {key[:12]}... is not valid JSON ({exc})."
+                f"{path}:{self._line_number(path, offset)}: recording {key[:12]}... is not "
+                f"valid JSON ({exc})."
             ) from exc
-        recording = Recording.from_payload(key, payload)
-        self._parsed[key] = recording
+        return Recording.from_payload(key, payload)
+
+    def _remember(self, recording: Recording) -> Recording:
+        parsed = self._parsed
+        parsed[recording.key] = recording
+        parsed.move_to_end(recording.key)
+        if len(parsed) > PARSED_CACHE:
+            parsed.popitem(last=False)
         return recording
 
     def __len__(self) -> int:
@@ -385,7 +446,7 @@ class Cassette:
         if not self._can_replay or key not in self._index:
             return None
         recording = self._parsed.get(key)
-        return recording if recording is not None else self._parse(key)
+        return recording if recording is not None else self._remember(self._parse(key))
 
     # ------------------------------------------------------------------ writing
 
@@ -395,6 +456,7 @@ class Cassette:
         name = f"shard-{host}-{os.getpid()}-{secrets.token_hex(4)}.tsv"
         self._writer_path = self.path / name
         fd = os.open(self._writer_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._files.append(self._writer_path)
         self._writer = os.fdopen(fd, "ab", buffering=0)
         return self._writer
 
@@ -417,18 +479,24 @@ class Cassette:
         writer.write(line)
         if self.fsync:
             os.fsync(writer.fileno())
+        end = os.lseek(writer.fileno(), 0, os.SEEK_CUR)
         stored = Recording.from_payload(recording.key, payload)
         if recording.key not in self._index:
             assert self._writer_path is not None
-            self._index[recording.key] = (line[:-1], self._writer_path.name, -1)
-        self._parsed[recording.key] = stored
-        return stored
+            number = self._files.index(self._writer_path)
+            self._index[recording.key] = (
+                ((end - len(line)) << 40) | ((len(line) - 1) << 16) | number
+            )
+        return self._remember(stored)
 
     def close(self) -> None:
-        """Close this process's shard."""
+        """Close this process's shard and the files opened for lookups."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
     def __enter__(self) -> Cassette:
         return self
@@ -440,7 +508,7 @@ class Cassette:
 
     def recordings(self) -> Iterator[Recording]:
         """Every recording, parsed and checked, in index order."""
-        for key in self._index:
+        for key in list(self._index):
             yield self._parsed.get(key) or self._parse(key)
 
     def verify(self) -> list[str]:
@@ -506,13 +574,28 @@ class Cassette:
         return len(rows)
 
     def merge(self) -> tuple[Path, int]:
-        """Compact every shard into one (sorted by key, duplicates dropped), atomically.
+        """Compact the shards into one (sorted by key, duplicates dropped), atomically.
+
+        Only the shards indexed when this cassette was opened are merged and removed, and
+        among them not those of a writer still running on this host: records such a writer
+        (or one that started after the open) appends later would otherwise go to a removed
+        file and be lost.
 
         Returns:
             The merged shard and the number of duplicate keys dropped.
         """
         self.close()
-        rows = sorted(self.recordings(), key=lambda r: r.key)
+        own = [self._writer_path] if self._writer_path is not None else []
+        sources = [p for p in [*self._shards, *own] if not _writer_alive(p)]
+        numbers = {n for n, p in enumerate(self._files) if p in set(sources)}
+        rows = sorted(
+            (
+                self._parsed.get(key) or self._parse(key)
+                for key, code in self._index.items()
+                if code & 0xFFFF in numbers
+            ),
+            key=lambda r: r.key,
+        )
         self.path.mkdir(parents=True, exist_ok=True)
         target = self.path / "shard-merged.tsv"
         tmp = self.path / ".merge.tmp"
@@ -521,12 +604,15 @@ class Cassette:
                 fh.write(_encode_line(recording.key, recording.payload()))
             fh.flush()
             os.fsync(fh.fileno())
-        old = [p for p in self.path.glob(_SHARD_GLOB) if p != target]
+        self.close()
+        old = [p for p in sources if p != target]
         tmp.replace(target)
         for shard in old:
             shard.unlink()
         dropped = self._duplicates
+        self.close()
         self._index.clear()
+        self._files.clear()
         self._parsed.clear()
         self._duplicates = 0
         self._torn.clear()

@@ -121,6 +121,11 @@ class Fault(Enum):
         REFUSAL: HTTP 200 with content :data:`REFUSAL_TEXT` and ``finish_reason`` ``"stop"``.
         NOT_JSON_CONTENT: HTTP 200 with content :data:`NOT_JSON_TEXT`, prose where a parser
             expects JSON.
+        NOT_FOUND: HTTP 404 ``model_not_found``, as for a model the provider withdrew
+            (with ``after=k`` in :meth:`LLMTestServer.inject`: a model that vanishes after
+            ``k`` answers).
+        UNAUTHORIZED: HTTP 401 whose message echoes the whole API key the request presented
+            (the worst a provider or proxy does), to prove nothing writes it down.
     """
 
     RATE_LIMIT = "rate_limit"
@@ -132,6 +137,8 @@ class Fault(Enum):
     EMPTY_CONTENT = "empty_content"
     REFUSAL = "refusal"
     NOT_JSON_CONTENT = "not_json_content"
+    NOT_FOUND = "not_found"
+    UNAUTHORIZED = "unauthorized"
 
 
 _ERROR_STATUS = {
@@ -224,6 +231,7 @@ class _Injection:
     fault: Fault
     remaining: int | None
     retry_after_s: float
+    after: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +433,7 @@ class LLMTestServer:
         *,
         times: int | None = 1,
         retry_after_s: float = 1.0,
+        after: int = 0,
     ) -> None:
         """Make the next ``times`` chat completions for ``model`` suffer ``fault``.
 
@@ -437,11 +446,13 @@ class LLMTestServer:
             times: How many requests it affects; ``None`` for every request from now on.
             retry_after_s: The ``Retry-After`` header of :attr:`Fault.RATE_LIMIT`, in seconds.
                 The SDK honours values in (0, 120]; for 0 it falls back to its own backoff.
+            after: Requests answered normally before the fault starts (``after=5,
+                times=None``: the sixth request and every later one fail).
 
         Raises:
             TypeError: ``fault`` is not a :class:`Fault`.
             KeyError: ``model`` is not served.
-            ValueError: ``times`` is not positive or ``retry_after_s`` is negative.
+            ValueError: ``times`` is not positive, ``retry_after_s`` or ``after`` negative.
         """
         if not isinstance(fault, Fault):
             raise TypeError(f"fault is {fault!r}; give a member of Fault, e.g. Fault.RATE_LIMIT")
@@ -449,10 +460,12 @@ class LLMTestServer:
             raise ValueError(f"times is {times}; give a positive count, or None for always")
         if retry_after_s < 0:
             raise ValueError(f"retry_after_s is {retry_after_s}; give 0 or more seconds")
+        if after < 0:
+            raise ValueError(f"after is {after}; give 0 or more requests")
         with self._lock:
             if model != "*" and self._script_for(model) is None:
                 raise KeyError(self._unknown_model_message(model))
-            injection = _Injection(fault, times, retry_after_s)
+            injection = _Injection(fault, times, retry_after_s, after)
             self._faults.setdefault(model, []).append(injection)
 
     def clear_faults(self, model: str | None = None) -> None:
@@ -521,6 +534,9 @@ class LLMTestServer:
                 if not queue:
                     continue
                 injection = queue[0]
+                if injection.after > 0:  # not yet: this request is answered normally
+                    injection.after -= 1
+                    return None
                 if injection.remaining is not None:
                     injection.remaining -= 1
                     if injection.remaining == 0:
@@ -837,6 +853,18 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is Fault.RATE_LIMIT:
                 headers["Retry-After"] = _format_seconds(injection.retry_after_s)
             self._send_json(status, _error_body(message, error_type, code), headers)
+            return
+        if fault is Fault.NOT_FOUND:
+            self._model_not_found(model)
+            return
+        if fault is Fault.UNAUTHORIZED:
+            presented = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            self._send_error(
+                401,
+                f"Incorrect API key provided: {presented}",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
             return
         if fault is Fault.HANG and owner._stopping.wait(owner._hang_s):
             self.close_connection = True  # shutting down: drop the request unanswered

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from backtest.llm.cassette import Cassette
+from backtest.llm.cassette import RECORD_MODES, Cassette
 from backtest.llm.client import PROFILES, CallContext, LLMClient, response_format_for
 from backtest.llm.offline import OfflineAnalyst
 from backtest.llm.router import RolePlan, RoleRun, Router, load_routing
@@ -170,6 +170,15 @@ class LLMPolicy:
         max_run_usd: Hard cap on the run's LLM cost (overrides the routing file's).
         base_url: Overrides the routing's base URL (a local server, the test server).
         max_retries: Retries per model before falling back to the next.
+        timeout_s: Per-attempt timeout of a live call, in seconds.
+        backoff_s: First backoff between live retries (doubling, with seeded jitter).
+        api_key_env: Environment variable holding the API key, instead of the profile's
+            (its value is scrubbed from the cassette like the known key variables).
+
+    Raises:
+        ValueError: A parameter out of range, a replay-only cassette that holds nothing, or
+            (for a live run) a routing model the price table does not price: all found here,
+            before the engine loads a bar or any call goes out.
     """
 
     def __init__(
@@ -194,11 +203,35 @@ class LLMPolicy:
         max_run_usd: float | None = None,
         base_url: str | None = None,
         max_retries: int = 3,
+        timeout_s: float = 60.0,
+        backoff_s: float = 1.0,
+        api_key_env: str | None = None,
     ) -> None:
         if mode not in ("auto", "live", "replay", "offline"):
             raise ValueError(f"mode must be auto, live, replay or offline, got {mode!r}")
-        if every_n_bars < 0:
-            raise ValueError(f"every_n_bars must be >= 0 (0: events only), got {every_n_bars}")
+        if record_mode not in RECORD_MODES:
+            raise ValueError(
+                f"record_mode must be one of {', '.join(RECORD_MODES)}, got {record_mode!r}"
+            )
+        for key, value, low in (
+            ("every_n_bars", every_n_bars, 0),
+            ("lookback_bars", lookback_bars, 1),
+            ("max_retries", max_retries, 0),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{key} must be a whole number >= {low}, got {value!r}")
+        for key, number in (("timeout_s", timeout_s), ("backoff_s", backoff_s)):
+            if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
+                raise ValueError(f"{key} must be a positive number of seconds, got {number!r}")
+        if max_run_usd is not None and (
+            isinstance(max_run_usd, bool)
+            or not isinstance(max_run_usd, int | float)
+            or not max_run_usd > 0
+        ):
+            raise ValueError(
+                f"max_run_usd must be a positive number of dollars (leave it out for no cap), "
+                f"got {max_run_usd!r}"
+            )
         if on_volatility_k is not None and not on_volatility_k > 0:
             raise ValueError(f"on_volatility_k must be > 0 or None, got {on_volatility_k}")
         if volatility_window < 2:
@@ -216,6 +249,11 @@ class LLMPolicy:
         if base_url is not None:
             self.routing = self.routing.model_copy(update={"base_url": base_url})
         self.max_retries = max_retries
+        self.timeout_s = float(timeout_s)
+        self.backoff_s = float(backoff_s)
+        if api_key_env is not None and not str(api_key_env).strip():
+            raise ValueError("api_key_env must name an environment variable, got ''")
+        self.api_key_env = api_key_env
         self.mode = mode
         self.cassette_path = Path(cassette)
         self.record_mode = record_mode
@@ -253,6 +291,55 @@ class LLMPolicy:
         self.held: Decision | None = None
         self.held_age = 0
         self._news_seen: int | None = None
+        self._prices: Any = None
+        self._preflight()
+
+    def _preflight(self) -> None:
+        """Refuse, before any work, a run that could only fail at its first call."""
+        source = self._resolve_mode()
+        if source == "offline":
+            return
+        profile = PROFILES.get(self.routing.profile)
+        if profile is None:
+            raise ValueError(
+                f"routing {self.routing.name!r}: unknown provider profile "
+                f"{self.routing.profile!r}. Fix: set profile to one of {', '.join(PROFILES)}"
+            )
+        record_mode = "none" if source == "replay" else self.record_mode
+        if record_mode == "none" and not any(self.cassette_path.glob("shard-*.tsv")):
+            raise ValueError(
+                f"the cassette {self.cassette_path} holds no recordings, and replay-only "
+                f"(mode {self.mode!r}, record_mode {record_mode!r}) would miss on the first "
+                "call. Fix: point cassette at a recorded cassette, or record one first with "
+                "mode = 'live' and record_mode = 'new_episodes'"
+            )
+        if source != "live":
+            return
+        key_env = self.api_key_env or profile.api_key_env
+        if profile.name != "openai_compatible" and not os.environ.get(key_env):
+            raise ValueError(
+                f"mode 'live' needs an API key, and the environment variable "
+                f"{key_env} (profile {profile.name!r}) is not set. Fix: export "
+                f"{key_env}=..., or replay a recorded cassette with mode = "
+                "'replay', or use mode = 'offline'"
+            )
+        from backtest.errors import PricingError
+        from backtest.llm.pricing import PriceTable
+
+        self._prices = PriceTable.load(table=self.prices_table)
+        unpriced = []
+        for model in self.routing.models():
+            try:
+                self._prices.price(model)
+            except PricingError:
+                unpriced.append(model)
+        if unpriced:
+            raise ValueError(
+                f"routing {self.routing.name!r} names model(s) {', '.join(unpriced)} that "
+                f"price table {self.prices_table!r} does not price, so no budget could be "
+                "enforced before their calls. Fix: add them to backtest/llm/prices.toml, "
+                "pick another table (prices = '...'), or use priced models in the routing file"
+            )
 
     # ------------------------------------------------------------------ set-up
 
@@ -260,7 +347,7 @@ class LLMPolicy:
         if self.mode != "auto":
             return self.mode
         profile = PROFILES.get(self.routing.profile)
-        if profile is not None and os.environ.get(profile.api_key_env):
+        if profile is not None and os.environ.get(self.api_key_env or profile.api_key_env):
             return "live"
         if self.cassette_path.is_dir() and any(self.cassette_path.glob("shard-*.tsv")):
             return "replay"
@@ -279,12 +366,19 @@ class LLMPolicy:
 
         record_mode = "none" if self.source == "replay" else self.record_mode
         client = LLMClient(
-            Cassette(self.cassette_path, record_mode),  # type: ignore[arg-type]
+            Cassette(
+                self.cassette_path,
+                record_mode,  # type: ignore[arg-type]
+                secret_env=[self.api_key_env] if self.api_key_env else [],
+            ),
             profile=self.routing.profile,
             base_url=self.routing.base_url,
+            api_key_env=self.api_key_env,
             seed=seed or 0,
             max_retries=self.max_retries,
-            prices=PriceTable.load(table=self.prices_table),
+            timeout_s=self.timeout_s,
+            backoff_s=self.backoff_s,
+            prices=self._prices or PriceTable.load(table=self.prices_table),
         )
         self.router = Router(self.routing, client, prices=client.prices)
 

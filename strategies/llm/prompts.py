@@ -8,6 +8,7 @@ decision anyway.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,7 +18,13 @@ import pandas as pd
 from strategies.base import AgentSignal, MarketView
 from strategies.llm.anonymize import Anonymizer
 
-__all__ = ["CHART_IMAGE_VERSION", "PROMPT_VERSIONS", "build_messages", "market_context"]
+__all__ = [
+    "CHART_IMAGE_VERSION",
+    "HEADLINE_CHARS",
+    "PROMPT_VERSIONS",
+    "build_messages",
+    "market_context",
+]
 
 #: Prompt version of the chart role when it is shown the rendered chart (an image part);
 #: ``PROMPT_VERSIONS["chart_analysis"]`` is the text fallback's (bars as a table).
@@ -68,6 +75,16 @@ def _g(value: float) -> str:
     return f"{value:.6g}"
 
 
+#: Characters of a news or document headline quoted in a prompt.
+HEADLINE_CHARS = 300
+# A quoted item must not close the <data> fence early and go on as instructions.
+_FENCE_TAG = re.compile(r"<\s*/?\s*data\s*>", re.IGNORECASE)
+
+
+def _quoted(text: object, limit: int) -> str:
+    return _FENCE_TAG.sub("[data tag]", str(text)[:limit])
+
+
 def _items(
     frame: Any, text_chars: int, anonymizer: Anonymizer | None, symbol: str
 ) -> list[dict[str, Any]]:
@@ -76,8 +93,8 @@ def _items(
     if anonymizer is None:
         return [
             {
-                "headline": str(r.headline),
-                "text": str(r.text)[:text_chars],
+                "headline": _quoted(r.headline, HEADLINE_CHARS),
+                "text": _quoted(r.text, text_chars),
                 "available_at": r.available_at.isoformat(),
             }
             for r in frame.itertuples()
@@ -85,8 +102,8 @@ def _items(
     shift = pd.Timedelta(anonymizer.shift_ns, unit="ns")
     return [
         {
-            "headline": anonymizer.rename(str(r.headline), symbol),
-            "text": anonymizer.rename(str(r.text)[:text_chars], symbol),
+            "headline": _quoted(anonymizer.rename(str(r.headline), symbol), HEADLINE_CHARS),
+            "text": _quoted(anonymizer.rename(str(r.text)[:text_chars], symbol), text_chars),
             "available_at": (r.available_at + shift).isoformat(),
         }
         for r in frame.itertuples()

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 __all__ = [
+    "MAX_ANSWER_CHARS",
     "ROLE_SCHEMAS",
     "ChartAnalysis",
     "DataProcessing",
@@ -170,37 +171,32 @@ ROLE_SCHEMAS: dict[str, type[RoleAnswer]] = {
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
+#: Characters of an answer that are searched for its JSON object. A role's answer is a few
+#: hundred tokens; a longer one is garbage or hostile, and is only searched this far.
+MAX_ANSWER_CHARS = 32_000
+_DECODER = json.JSONDecoder()
+_OBJECT_START = re.compile(r'\{\s*["}]')
+
+
 def extract_json(text: str) -> dict[str, Any] | None:
-    """The first JSON object in ``text``: bare, in a code fence, or inside prose."""
+    """The first JSON object in ``text``: bare, in a code fence, or inside prose.
+
+    Each ``{`` that can open an object is tried with the C decoder, which gives up at the
+    first character that cannot continue one; at most :data:`MAX_ANSWER_CHARS` of the text
+    are read, so hostile or garbled answers cost milliseconds, not hours.
+    """
+    text = text[:MAX_ANSWER_CHARS]
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     for candidate in candidates:
-        start = candidate.find("{")
-        while start != -1:
-            depth, in_string, escaped = 0, False, False
-            for end in range(start, len(candidate)):
-                char = candidate[end]
-                if in_string:
-                    escaped = not escaped and char == "\\"
-                    if char == '"' and not escaped:
-                        in_string = False
-                    elif char != "\\":
-                        escaped = False
-                    continue
-                if char == '"':
-                    in_string = True
-                elif char == "{":
-                    depth += 1
-                elif char == "}":
-                    depth -= 1
-                    if depth == 0:
-                        try:
-                            value = json.loads(candidate[start : end + 1])
-                        except ValueError:
-                            break
-                        if isinstance(value, dict):
-                            return value
-                        break
-            start = candidate.find("{", start + 1)
+        # Only a '{' followed by a key or '}' can open an object: a run of '{' or of prose
+        # braces costs one regex scan, not a decoder error each (errors count lines).
+        for match in _OBJECT_START.finditer(candidate):
+            try:
+                value, _ = _DECODER.raw_decode(candidate, match.start())
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(value, dict):
+                return value
     return None
 
 

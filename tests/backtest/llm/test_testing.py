@@ -313,6 +313,27 @@ def test_rate_limit_is_a_429_with_retry_after(server: LLMTestServer, client: ope
     assert ask(client).choices[0].message.content == DECISION  # times=1 by default
 
 
+def test_not_found_after_k_answers_is_a_model_that_vanishes(
+    server: LLMTestServer, client: openai.OpenAI
+) -> None:
+    server.inject(DEEPSEEK, Fault.NOT_FOUND, times=None, after=2)
+    assert [ask(client).choices[0].message.content for _ in range(2)] == [DECISION, DECISION]
+    for _ in range(3):
+        with pytest.raises(openai.NotFoundError) as caught:
+            ask(client)
+        assert caught.value.code == "model_not_found"
+    assert ask(client, QWEN).choices[0].message.content == "first"  # other models unaffected
+    with pytest.raises(ValueError, match="after"):
+        server.inject(DEEPSEEK, Fault.NOT_FOUND, after=-1)
+
+
+def test_unauthorized_echoes_the_presented_key(server: LLMTestServer) -> None:
+    server.inject(DEEPSEEK, Fault.UNAUTHORIZED)
+    with make_client(server) as sdk, pytest.raises(openai.AuthenticationError) as caught:
+        ask(sdk)
+    assert caught.value.status_code == 401 and "test-key" in str(caught.value)
+
+
 @pytest.mark.parametrize(("fault", "status"), [(Fault.SERVER_ERROR, 500), (Fault.BAD_GATEWAY, 502)])
 def test_server_errors_are_internal_server_errors(
     server: LLMTestServer, client: openai.OpenAI, fault: Fault, status: int
