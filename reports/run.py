@@ -112,15 +112,9 @@ def _order(summary: Mapping[str, Any], ledger: pd.DataFrame) -> list[str]:
 def _warnings(
     manifest: Mapping[str, Any], decisions: pd.DataFrame, calls: pd.DataFrame
 ) -> list[str]:
+    # The engine words the temporal-leakage, offline-analyst, ruin and cost-estimate
+    # warnings itself (manifest["warnings"]); the rest is read off the ledgers.
     out = [str(w) for w in manifest.get("warnings", [])]
-    for item in manifest.get("leakage", []) or []:
-        text = (
-            f"temporal leakage: strategy {item.get('strategy')!r} uses {item.get('model')}, "
-            f"whose training data runs to {item.get('training_cutoff')}, on a window starting "
-            f"{str(item.get('window_start', ''))[:10]}: the model may have seen this period."
-        )
-        if text not in out:
-            out.append(text)
     if not decisions.empty:
         reasons = decisions["reasoning"].fillna("")
         stops = decisions[reasons.str.contains("budget:", regex=False)]
@@ -433,6 +427,8 @@ def run_report_html(run_dir: str | Path) -> str:
         "cutoff_split": summary.get("cutoff_split") or {},
         "folds": summary.get("folds") or [],
         "versions": sorted((manifest.get("versions") or {}).items()),
+        "estimate": manifest.get("llm_cost_estimate") or {},
+        "leakage": manifest.get("leakage") or [],
         "window": window,
         "benchmark": summary.get("benchmark"),
     }

@@ -195,3 +195,48 @@ def test_walk_forward_folds_are_tabulated(samples_dir: Path, tmp_path: Path) -> 
         for name, metrics in fold["strategies"].items():
             assert f'data-v="{metrics["total_return"]}"' in table, (fold["fold"], name)
         assert fold["test_start"][:10] in table
+
+
+def test_leakage_estimate_and_cutoff_split_are_shown(
+    hostile_run: RunResult, tmp_path: Path
+) -> None:
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(hostile_run.run_dir, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
+    stats = summary["strategies"]["llm<i>"]
+    manifest["warnings"].append("strategy 'llm<i>': the evaluated window starts before a cutoff")
+    manifest["leakage"] = [
+        {
+            "strategy": "llm<i>",
+            "model": "deepseek/deepseek-chat",
+            "training_cutoff": "2017-06",
+            "window_start": summary["start"],
+            "window_end": summary["end"],
+        }
+    ]
+    manifest["llm_cost_estimate"] = {
+        "calls": 1508,
+        "usd": 1.2345,
+        "per_strategy": {"llm<i>": {"calls": 1508, "usd": 1.2345}},
+    }
+    summary["cutoff_split"] = {
+        "llm<i>": [
+            {
+                "model": "deepseek/deepseek-chat",
+                "cutoff": "2017-06",
+                "before": {**stats, "total_return": 0.1111},
+                "after": None,
+            }
+        ]
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "summary.json").write_text(json.dumps(summary))
+    html = run_report_html(folder)
+    assert "the evaluated window starts before a cutoff" in html
+    assert "Leakage-exposed models</b> deepseek/deepseek-chat" in html
+    assert "1,508 calls, up to $1.23" in html
+    split = html[html.index("training cutoff</h3>") :]
+    assert 'data-v="0.1111"' in split and "2017-06" in split
