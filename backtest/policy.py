@@ -335,6 +335,11 @@ class Policy(Protocol):
     A policy that trains on the run's environment (DRL) may also define
     ``bind(env_config)``; the engine calls it once, before ``reset``, with the run's
     :class:`~backtest.config.EnvConfig` (risk limits included).
+
+    A policy class that reads files besides the data (routing files, prompt templates) may
+    define a classmethod ``input_hashes(params) -> Mapping[str, str]`` that hashes them from
+    its constructor's parameters; the hashes enter the run id
+    (:func:`backtest.engine.run_inputs`).
     """
 
     name: str

@@ -18,6 +18,7 @@ the same ``drl`` settings and seed: they then share one cached model.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from backtest.config import EnvConfig
@@ -94,6 +95,12 @@ class HybridPolicy:
         self.drl = DRLPolicy(f"{name}.drl", **(drl or {}))
         self.llm = LLMPolicy(f"{name}.llm", **(llm or {}))
         self.drl_weight, self.llm_weight = drl_weight, llm_weight
+
+    @classmethod
+    def input_hashes(cls, params: Mapping[str, Any]) -> dict[str, str]:
+        """Hash what the LLM side reads (routing file, prompts, price table)."""
+        llm = params.get("llm") or {}
+        return {f"llm.{k}": v for k, v in LLMPolicy.input_hashes(llm).items()}
 
     def bind(self, env_config: EnvConfig) -> None:
         """The DRL side trains on the run's environment."""

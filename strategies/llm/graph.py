@@ -28,16 +28,18 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from backtest.data import file_sha256
 from backtest.llm.cassette import Cassette
 from backtest.llm.client import PROFILES, CallContext, LLMClient, response_format_for
 from backtest.llm.offline import OfflineAnalyst
 from backtest.llm.router import RolePlan, RoleRun, Router, load_routing
 from strategies.base import AgentSignal, Decision, MarketView, Observation, action_to_target
-from strategies.llm.prompts import PROMPT_VERSIONS, build_messages, market_context
+from strategies.llm.prompts import PROMPT_VERSIONS, build_messages, market_context, prompts_sha256
 from strategies.llm.schemas import ROLE_SCHEMAS, TradingAction, parse_answer
 
 __all__ = ["LLMPolicy", "fallback_average"]
@@ -46,6 +48,7 @@ _AGENT_ROLES = ("chart_analysis", "narrative", "data_processor")
 # JSON schemas of the role answers, built once (pydantic takes ~1 ms per build).
 _SCHEMAS = {role: schema.model_json_schema() for role, schema in ROLE_SCHEMAS.items()}
 _FEATURE_FIELDS = ("support", "resistance", "order_flow_imbalance", "sentiment")
+_DEFAULT_ROUTING = "experiments/routing/seed_stack.toml"
 
 
 def fallback_average(signals: list[AgentSignal]) -> tuple[str, float, float]:
@@ -90,7 +93,7 @@ class LLMPolicy:
         self,
         name: str = "llm",
         *,
-        routing: str = "experiments/routing/seed_stack.toml",
+        routing: str = _DEFAULT_ROUTING,
         mode: str = "auto",
         cassette: str = "cassettes/default",
         record_mode: str = "new_episodes",
@@ -127,6 +130,23 @@ class LLMPolicy:
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"llm-{name}")
         self.source = ""
         self._since = 0
+
+    @classmethod
+    def input_hashes(cls, params: Mapping[str, Any]) -> dict[str, str]:
+        """Hash what a policy built from ``params`` reads: routing file, prompts, price table.
+
+        A routing file that does not exist hashes as ``missing`` (the run itself then fails
+        with the fix).
+        """
+        from backtest.llm import pricing
+
+        routing = Path(str(params.get("routing", _DEFAULT_ROUTING)))
+        prices = Path(pricing.__file__).with_name("prices.toml")
+        return {
+            "routing": file_sha256(routing) if routing.is_file() else "missing",
+            "prompts": prompts_sha256(),
+            "prices": file_sha256(prices),
+        }
 
     # ------------------------------------------------------------------ set-up
 
