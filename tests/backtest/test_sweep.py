@@ -236,3 +236,91 @@ def test_shipped_sweeps_expand() -> None:
     for path in sorted((repo / "experiments" / "sweeps").glob("*.toml")):
         points = expand_grid(load_sweep(path))
         assert points and all(p.config.output_dir.startswith(str(repo / "runs")) for p in points)
+
+
+def _llm_answer(body: dict[str, object]) -> str:
+    # A deterministic analyst: every role answers the same way to the same prompt.
+    system = str(body["messages"][0]["content"])  # type: ignore[index]
+    answers = {
+        "technical analyst": '{"trend": "up", "support": 1, "resistance": 2, "patterns": [], '
+        '"signal": 0.6, "confidence": 0.8, "reasoning": "uptrend"}',
+        "expert market analyst": '{"regime": "bull", "drivers": [], "risks": [], '
+        '"signal": 0.4, "confidence": 0.7, "reasoning": "bull"}',
+        "order-flow": '{"order_flow_imbalance": 0.1, "volume_spike": false, "signal": 0.1, '
+        '"confidence": 0.5, "reasoning": "flow"}',
+        "orchestrator": '{"action": "BUY", "size": 0.5, "confidence": 0.75, '
+        '"risk_level": "low", "reasoning": "agree"}',
+    }
+    return next((a for marker, a in answers.items() if marker in system), "{}")
+
+
+def test_ray_backend_gives_the_local_backends_summary(tmp_path: Path, samples_dir: Path) -> None:
+    import ray
+
+    from backtest.llm.cassette import Cassette
+    from backtest.llm.testing import LLMTestServer
+
+    repo = Path(__file__).resolve().parents[2]
+    routing = tmp_path / "routing.toml"  # the seed's routing, sent to the loopback server
+    routing.write_text(
+        (repo / "experiments/routing/seed_stack.toml")
+        .read_text()
+        .replace('profile = "openrouter"', 'profile = "openai_compatible"')
+    )
+    cassette = tmp_path / "cassette"
+    shard_pids: set[str] = set()
+
+    def watch(point: object, status: str) -> None:
+        shard_pids.update(p.name.split("-")[-2] for p in cassette.glob("shard-*.tsv"))
+
+    with LLMTestServer(models={"*": _llm_answer}, prices={"*": (0.27, 1.10)}) as server:
+        llm = (
+            f'{{ mode = "live", routing = "{routing}", cassette = "{cassette}", '
+            f'base_url = "{server.base_url}", every_n_bars = 40 }}'
+        )
+        (tmp_path / "base.toml").write_text(f"""
+[data]
+path = "{samples_dir / "SP500.parquet"}"
+[splits]
+train_end = "2013-01-01"
+validation_end = "2016-01-01"
+[[strategies]]
+name = "sma"
+kind = "sma"
+params = {{ fast = 10, slow = 30 }}
+[[strategies]]
+name = "llm"
+kind = "llm"
+params = {llm}
+""")
+        grid = '[grid]\n"env.fee_bps" = [1.0, 20.0]\nseed = [0, 1]\n'
+        for name in ("ray", "local"):
+            (tmp_path / f"{name}.toml").write_text(
+                f'base = "base.toml"\noutput_dir = "out-{name}"\nstrategy = "llm"\n{grid}'
+            )
+        try:
+            # Ray first, recording every answer through two workers; then the local pool
+            # replays what Ray recorded (and the driver merged).
+            by_ray = run_sweep(
+                load_sweep(tmp_path / "ray.toml"), workers=2, backend="ray", on_done=watch
+            )
+        finally:
+            ray.shutdown()
+        assert not ray.is_initialized()
+        assert len(shard_pids) >= 2 and str(os.getpid()) not in shard_pids  # one per worker
+        assert [p.name for p in cassette.glob("shard-*.tsv")] == ["shard-merged.tsv"]
+        recorded = Cassette(cassette, "none")
+        assert recorded.verify() == [] and len(recorded) > 0
+        requests_after_ray = len(server.requests)
+        by_pool = run_sweep(load_sweep(tmp_path / "local.toml"), workers=2, backend="local")
+        assert len(server.requests) == requests_after_ray  # everything replayed
+    assert (by_ray.status == "done").all() and by_ray.llm_calls.max() > 0
+    pd.testing.assert_frame_equal(by_ray, by_pool)
+    assert json.loads((tmp_path / "out-ray/selection.json").read_text()) == json.loads(
+        (tmp_path / "out-local/selection.json").read_text()
+    )
+    for run_id in by_ray.run_id.unique():
+        ledger = f"{run_id}/ledger.parquet"
+        assert (tmp_path / "out-ray" / ledger).read_bytes() == (
+            tmp_path / "out-local" / ledger
+        ).read_bytes()
