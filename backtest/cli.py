@@ -415,7 +415,8 @@ def _sweep(
     runs = sum(counts.values())
     console.print(
         f"{runs} run(s): {counts['done']} done, {counts['skipped']} already complete, "
-        f"{counts['failed']} failed. Summary: {spec.output_dir}/sweep_summary.parquet"
+        f"{counts['failed']} failed. Summary: {spec.output_dir}/sweep_summary.parquet",
+        soft_wrap=True,
     )
     for row in table[table["status"] == "failed"].itertuples():
         console.print(
@@ -467,7 +468,7 @@ def _print_selection(path: Path) -> None:
         )
     for note in selection.get("notes", []):
         console.print(f"note: {escape(note)}")
-    console.print(f"Selection: {path}")
+    console.print(f"Selection: {path}", soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:
