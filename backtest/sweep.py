@@ -54,7 +54,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -322,8 +322,13 @@ def _execute_in(cwd: str, config_json: str) -> dict[str, Any]:
 Report = Callable[[SweepPoint, dict[str, Any]], None]
 
 
-def _run_local(todo: Sequence[SweepPoint], workers: int, report: Report) -> None:
-    if workers <= 1 or len(todo) <= 1:
+def _run_local(
+    todo: Sequence[SweepPoint], workers: int, report: Report, *, in_pool: bool = False
+) -> None:
+    """Run in this process (one worker, or a single run unless ``in_pool``) or in a pool."""
+    if not todo:
+        return
+    if workers <= 1 or (len(todo) == 1 and not in_pool):
         for point in todo:
             report(point, _execute(point.config.model_dump_json()))
         return
@@ -631,12 +636,12 @@ def run_sweep(
     ray_backend = _RayBackend(workers, address) if backend == "ray" else None
     try:
 
-        def execute(batch: Sequence[SweepPoint]) -> None:
+        def execute(batch: Sequence[SweepPoint], in_pool: bool = False) -> None:
             todo = pending(batch)
             if ray_backend is not None:
                 ray_backend.run(todo, report)
             else:
-                _run_local(todo, workers, report)
+                _run_local(todo, workers, report, in_pool=in_pool)
 
         execute(points)
         metric = spec.selection.metric
@@ -653,7 +658,18 @@ def run_sweep(
         chosen = select_top_k(scores, spec.selection.top_k, metric)
         by_index = {p.index: p for p in points}
         test_points = [_on_test(by_index[i]) for i in chosen]
-        execute(test_points)
+        val_ids = {p.index: ids[("validation", p.index)] for p in points}
+        best = by_index[chosen[0]] if chosen else None
+        if test_points and (ray_backend is not None or workers > 1):
+            # The test runs go to other processes while this one computes the statistics
+            # (which read only the validation runs).
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweep-test") as side:
+                running = side.submit(execute, test_points, True)
+                statistics = _selection_statistics(spec, tried, val_ids, best)
+                running.result()
+        else:
+            execute(test_points)
+            statistics = _selection_statistics(spec, tried, val_ids, best)
     finally:
         if ray_backend is not None:
             ray_backend.close()
@@ -674,9 +690,6 @@ def run_sweep(
         spec.output_dir / "sweep_summary.parquet", lambda p: table.to_parquet(p, index=False)
     )
 
-    val_ids = {p.index: ids[("validation", p.index)] for p in points}
-    best = by_index[chosen[0]] if chosen else None
-    statistics = _selection_statistics(spec, tried, val_ids, best)
     selected = []
     for index in chosen:
         point = by_index[index]
