@@ -333,13 +333,28 @@ def _run_local(
             report(point, _execute(point.config.model_dump_json()))
         return
     # forkserver: workers fork from a clean server process (no inherited threads, numba or
-    # torch state) that has already imported the engine, so they start in milliseconds.
+    # torch state) that has already imported the engine and the strategies the runs use
+    # (importing the LLM graph pulls in the openai SDK, ~1 s per worker otherwise), so they
+    # start in milliseconds. Modules that fail to import are skipped there.
     context = get_context("forkserver")
-    context.set_forkserver_preload(["backtest.engine", "strategies.baselines"])
+    context.set_forkserver_preload(["backtest.engine", *_strategy_modules(todo)])
     with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
         futures = {pool.submit(_execute, p.config.model_dump_json()): p for p in todo}
         for future in as_completed(futures):
             report(futures[future], future.result())
+
+
+def _strategy_modules(points: Sequence[SweepPoint]) -> list[str]:
+    """The modules that define the strategies of these runs, in first-use order."""
+    from backtest.config import STRATEGY_KINDS
+
+    modules: dict[str, None] = {"strategies.baselines": None}
+    for point in points:
+        for spec in point.config.strategies:
+            module = STRATEGY_KINDS.get(spec.kind, spec.kind).partition(":")[0]
+            if module:
+                modules[module] = None
+    return list(modules)
 
 
 class _RayBackend:
