@@ -357,6 +357,23 @@ def _strategy_modules(points: Sequence[SweepPoint]) -> list[str]:
     return list(modules)
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast on a cluster address nothing listens at (Ray itself retries for minutes)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"--address {address!r}: nothing answers there ({exc}). Fix: start the cluster "
+            "with `ray start --head` and pass the address it prints, or leave --address out "
+            "for a local Ray instance."
+        ) from exc
+
+
 class _RayBackend:
     """Ray tasks on a local instance (started here, stopped at the end) or a cluster."""
 
@@ -373,6 +390,8 @@ class _RayBackend:
         self.ray = ray
         self.started = False
         if not ray.is_initialized():
+            if address is not None:
+                _check_reachable(address)
             kwargs: dict[str, Any] = {"logging_level": "warning", "log_to_driver": False}
             if address is None:
                 kwargs.update(num_cpus=workers, include_dashboard=False)
@@ -626,7 +645,6 @@ def run_sweep(
     if backend not in ("local", "ray"):
         raise ConfigError(f"--backend {backend!r}: use local or ray.")
     points = expand_grid(spec)
-    spec.output_dir.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
     cassettes = _cassettes([p.config for p in points])
     shards_before = {c: _shards(c) for c in cassettes}
@@ -650,6 +668,7 @@ def run_sweep(
 
     ray_backend = _RayBackend(workers, address) if backend == "ray" else None
     try:
+        spec.output_dir.mkdir(parents=True, exist_ok=True)
 
         def execute(batch: Sequence[SweepPoint], in_pool: bool = False) -> None:
             todo = pending(batch)

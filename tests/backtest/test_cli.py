@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -165,4 +166,11 @@ def test_sweep_backend_mistakes(tmp_path: Path, samples_dir: Path) -> None:
     assert result.returncode == 1 and "use local or ray" in result.stderr
     result = _run("sweep", str(sweep), "--address", "127.0.0.1:6379")
     assert result.returncode == 1 and "--backend ray" in result.stderr
+    # A cluster address where nothing listens fails at once (Ray would retry for minutes).
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    result = _run("sweep", str(sweep), "--backend", "ray", "--address", f"127.0.0.1:{port}")
+    assert result.returncode == 1 and "nothing answers there" in result.stderr
+    assert "ray start --head" in result.stderr
     assert not (tmp_path / "out").exists()
