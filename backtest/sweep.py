@@ -28,7 +28,8 @@ read (:func:`backtest.engine.run_inputs`), so a run already complete (its direct
 killed sweep resumes where it stopped. A run that fails is recorded with its error and does
 not stop the others. ``sweep_summary.parquet`` has one row per run and strategy: the point,
 the grid values (as text, column ``grid.<key>``), ``split`` (``validation`` or ``test``),
-``selected``, run id, status, error, and the strategy's metrics and LLM counts.
+``selected``, run id, status, error, the strategy's metrics and LLM counts, and
+``n_configs_tried`` (how many configurations the selection chose among).
 
 Backends:
 
@@ -720,6 +721,8 @@ def run_sweep(
         state, error = status[key]
         rows += _summary_rows(point, ids[key], state, error, point.index in chosen, metric)
     table = pd.DataFrame(rows)
+    # How many configurations the selection chose among, on every row (also in selection.json).
+    table["n_configs_tried"] = len(tried)
     _write_atomic(
         spec.output_dir / "sweep_summary.parquet", lambda p: table.to_parquet(p, index=False)
     )

@@ -147,7 +147,7 @@ def test_selection_runs_only_the_best_on_test(tmp_path: Path, samples_dir: Path)
     selection = json.loads((out / "selection.json").read_text())
     assert selection["metric"] == "sharpe" and selection["top_k"] == 2
     assert (selection["selection_split"], selection["test_split"]) == ("validation", "test")
-    assert selection["n_configs_tried"] == 4
+    assert selection["n_configs_tried"] == 4 and (table["n_configs_tried"] == 4).all()
     assert [s["params"] for s in selection["selected"]] == [
         {"env.fee_bps": 0.0},
         {"env.fee_bps": 2.0},
