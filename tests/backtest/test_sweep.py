@@ -268,6 +268,7 @@ def test_ray_backend_gives_the_local_backends_summary(tmp_path: Path, samples_di
         .replace('profile = "openrouter"', 'profile = "openai_compatible"')
     )
     cassette = tmp_path / "cassette"
+    models = tmp_path / "models"  # the DRL model cache every worker shares
     shard_pids: set[str] = set()
 
     def watch(point: object, status: str) -> None:
@@ -277,6 +278,10 @@ def test_ray_backend_gives_the_local_backends_summary(tmp_path: Path, samples_di
         llm = (
             f'{{ mode = "live", routing = "{routing}", cassette = "{cassette}", '
             f'base_url = "{server.base_url}", every_n_bars = 40 }}'
+        )
+        drl = (
+            f"{{ timesteps = 256, episode_bars = 64, eval_every = 128, seed = 0, "
+            f'cache_dir = "{models}", hyperparameters = {{ n_steps = 64, batch_size = 32 }} }}'
         )
         (tmp_path / "base.toml").write_text(f"""
 [data]
@@ -292,6 +297,10 @@ params = {{ fast = 10, slow = 30 }}
 name = "llm"
 kind = "llm"
 params = {llm}
+[[strategies]]
+name = "drl"
+kind = "drl"
+params = {drl}
 """)
         grid = '[grid]\n"env.fee_bps" = [1.0, 20.0]\nseed = [0, 1]\n'
         for name in ("ray", "local"):
@@ -311,9 +320,14 @@ params = {llm}
         assert [p.name for p in cassette.glob("shard-*.tsv")] == ["shard-merged.tsv"]
         recorded = Cassette(cassette, "none")
         assert recorded.verify() == [] and len(recorded) > 0
+        # One model per distinct training (the fee is part of the training env; the test
+        # run trains on more bars), however many workers and points needed it.
+        trained = {p.name: p.stat().st_mtime_ns for p in models.iterdir()}
+        assert len(trained) == 3 and not list(models.glob("*.tmp-*"))
         requests_after_ray = len(server.requests)
         by_pool = run_sweep(load_sweep(tmp_path / "local.toml"), workers=2, backend="local")
         assert len(server.requests) == requests_after_ray  # everything replayed
+        assert {p.name: p.stat().st_mtime_ns for p in models.iterdir()} == trained
     assert (by_ray.status == "done").all() and by_ray.llm_calls.max() > 0
     pd.testing.assert_frame_equal(by_ray, by_pool)
     assert json.loads((tmp_path / "out-ray/selection.json").read_text()) == json.loads(
