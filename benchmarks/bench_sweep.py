@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> str:
         finally:
             if ray_started:
                 ray.shutdown()
+    load = os.getloadavg()[1]  # the machine is shared: say how busy it was
     one = statistics.median(phase["1"])
     lines = [
         f"### Sweep of 8 replay-only LLM runs (median of {args.repeats} interleaved repeats)",
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> str:
         "",
         f"- target >= 1.7x with 2 workers (the 8 runs): {'met' if one / two >= 1.7 else 'missed'}; "
         f"raw {[round(t, 2) for t in phase['1']]} vs {[round(t, 2) for t in phase['2']]}",
+        f"- load average over the last 5 minutes at the end: {load:.2f} on {os.cpu_count()} cores",
         "- whole sweeps, raw: "
         + "; ".join(f"{b}: {[round(t, 2) for t in times[b]]}" for b in backends),
     ]
