@@ -323,26 +323,39 @@ def _execute_in(cwd: str, config_json: str) -> dict[str, Any]:
 Report = Callable[[SweepPoint, dict[str, Any]], None]
 
 
-def _run_local(
-    todo: Sequence[SweepPoint], workers: int, report: Report, *, in_pool: bool = False
-) -> None:
-    """Run in this process (one worker, or a single run unless ``in_pool``) or in a pool."""
-    if not todo:
-        return
-    if workers <= 1 or (len(todo) == 1 and not in_pool):
-        for point in todo:
-            report(point, _execute(point.config.model_dump_json()))
-        return
-    # forkserver: workers fork from a clean server process (no inherited threads, numba or
-    # torch state) that has already imported the engine and the strategies the runs use
-    # (importing the LLM graph pulls in the openai SDK, ~1 s per worker otherwise), so they
-    # start in milliseconds. Modules that fail to import are skipped there.
-    context = get_context("forkserver")
-    context.set_forkserver_preload(["backtest.engine", *_strategy_modules(todo)])
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
-        futures = {pool.submit(_execute, p.config.model_dump_json()): p for p in todo}
+class _LocalBackend:
+    """A process pool kept for the whole sweep, so the test runs reuse warm workers."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pool: ProcessPoolExecutor | None = None
+
+    def run(self, todo: Sequence[SweepPoint], report: Report, *, in_pool: bool = False) -> None:
+        """Run in this process (one worker, or a lone run unless ``in_pool``) or in the pool."""
+        if not todo:
+            return
+        if self.workers <= 1 or (len(todo) == 1 and not in_pool and self.pool is None):
+            for point in todo:
+                report(point, _execute(point.config.model_dump_json()))
+            return
+        if self.pool is None:
+            # forkserver: workers fork from a clean server process (no inherited threads,
+            # numba or torch state) that has already imported the engine and the strategies
+            # the runs use (the LLM graph pulls in the openai SDK, ~1 s per worker
+            # otherwise), so they start in milliseconds. Modules that fail to import are
+            # skipped there.
+            context = get_context("forkserver")
+            context.set_forkserver_preload(["backtest.engine", *_strategy_modules(todo)])
+            self.pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        futures = {self.pool.submit(_execute, p.config.model_dump_json()): p for p in todo}
         for future in as_completed(futures):
             report(futures[future], future.result())
+
+    def close(self) -> None:
+        """Stop the pool's workers."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
 
 def _strategy_modules(points: Sequence[SweepPoint]) -> list[str]:
@@ -668,6 +681,7 @@ def run_sweep(
         return todo
 
     ray_backend = _RayBackend(workers, address) if backend == "ray" else None
+    local_backend = _LocalBackend(workers)
     try:
         spec.output_dir.mkdir(parents=True, exist_ok=True)
 
@@ -676,7 +690,7 @@ def run_sweep(
             if ray_backend is not None:
                 ray_backend.run(todo, report)
             else:
-                _run_local(todo, workers, report, in_pool=in_pool)
+                local_backend.run(todo, report, in_pool=in_pool)
 
         execute(points)
         metric = spec.selection.metric
@@ -706,6 +720,7 @@ def run_sweep(
             execute(test_points)
             statistics = _selection_statistics(spec, tried, val_ids, best)
     finally:
+        local_backend.close()
         if ray_backend is not None:
             ray_backend.close()
 
