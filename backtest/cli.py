@@ -321,7 +321,8 @@ def _run(
             "answers pay nothing; replays still charge the recorded cost against P&L."
         )
 
-    result = run_experiment(config, progress=progress, on_estimate=announce)
+    # Bars only on a terminal: piped or captured output (CI, tests) stays clean.
+    result = run_experiment(config, progress=progress and console.is_terminal, on_estimate=announce)
     summary = result.summary
     table = Table(
         title=f"{config.name}: {summary['symbol']} {summary['start'][:10]} to "
@@ -457,31 +458,121 @@ def _compare(
 def _sweep(
     sweep_file: Annotated[Path, typer.Argument(help="Sweep TOML file (base + [grid]).")],
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes (default: one per core).")
+        int | None,
+        typer.Option(
+            help="Worker processes, or the CPUs of a local Ray instance (default: cores)."
+        ),
     ] = None,
+    backend: Annotated[
+        str, typer.Option(help="local (process pool) or ray (Ray tasks; needs the ray extra).")
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Address of an existing Ray cluster (with --backend ray)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar (on a terminal).")] = True,
+    report: Annotated[
+        bool, typer.Option(help="Write the HTML report into the sweep's output directory.")
+    ] = True,
 ) -> None:
-    """Run every grid point of a sweep (skipping complete runs); write sweep_summary.parquet."""
-    from rich.progress import Progress
+    """Run every grid point on validation, the best on test; write the summary and selection."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from backtest.sweep import expand_grid, load_sweep, run_sweep
 
+    if backend not in ("local", "ray"):
+        raise BacktestError(f"--backend {backend!r}: use local or ray.")
+    if address is not None and backend != "ray":
+        raise BacktestError("--address is for --backend ray. Fix: add --backend ray.")
     spec = load_sweep(sweep_file)
     total = len(expand_grid(spec))
     counts = {"done": 0, "skipped": 0, "failed": 0}
-    with Progress(console=console) as progress:
-        task = progress.add_task("sweep", total=total)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[red]{task.fields[failed]} failed"),
+        console=console,
+        disable=not (progress and console.is_terminal),
+    )
+    with bar:
+        task = bar.add_task("sweep (validation)", total=total, failed=0)
+        tests = 0
 
         def done(point: Any, status: str) -> None:
+            nonlocal tests
             counts[status] = counts.get(status, 0) + 1
-            progress.update(task, advance=1)
+            if point.split == "test":  # the selection reaches the test split, one run each
+                tests += 1
+                bar.update(task, description="sweep (test)", total=total + tests)
+            bar.update(task, advance=1, failed=counts["failed"])
 
-        table = run_sweep(spec, workers=workers, on_done=done)
+        table = run_sweep(
+            spec,
+            workers=workers,
+            backend=backend,  # type: ignore[arg-type]
+            address=address,
+            on_done=done,
+        )
+    runs = sum(counts.values())
     console.print(
-        f"{total} run(s): {counts['done']} done, {counts['skipped']} already complete, "
-        f"{counts['failed']} failed. Summary: {spec.output_dir}/sweep_summary.parquet"
+        f"{runs} run(s): {counts['done']} done, {counts['skipped']} already complete, "
+        f"{counts['failed']} failed. Summary: {spec.output_dir}/sweep_summary.parquet",
+        soft_wrap=True,
     )
     for row in table[table["status"] == "failed"].itertuples():
-        console.print(f"[red]failed[/red] point {row.point}: {escape(str(row.error))[:300]}")
+        console.print(
+            f"[red]failed[/red] point {row.point} ({row.split}): {escape(str(row.error))[:300]}"
+        )
+    _print_selection(spec.output_dir / "selection.json")
+    if report:
+        console.print(f"Report: {_write_report(spec.output_dir)}", soft_wrap=True)
+
+
+def _print_selection(path: Path) -> None:
+    import json
+
+    selection = json.loads(path.read_text())
+
+    def num(value: float | None, fmt: str = ".3f") -> str:
+        return "-" if value is None else format(value, fmt)
+
+    metric = selection["metric"]
+    table = Table(
+        title=f"Selected by validation {metric} among {selection['n_configs_tried']} "
+        f"configuration(s) (top {selection['top_k']})"
+    )
+    for column in ("point", "strategy", "params", f"validation {metric}", f"test {metric}"):
+        table.add_column(column, overflow="fold")
+    for item in selection["selected"]:
+        params = ", ".join(f"{k}={v}" for k, v in item["params"].items())
+        table.add_row(
+            str(item["point"]),
+            escape(item["strategy"]),
+            escape(params),
+            num((item["validation"] or {}).get(metric)),
+            num((item["test"] or {}).get(metric)),
+        )
+    console.print(table)
+    dsr, pbo, spa = selection["deflated_sharpe"], selection["pbo"], selection["spa"]
+    if dsr:
+        console.print(
+            f"Deflated Sharpe ratio of the best: {num(dsr['dsr'])} "
+            f"({dsr['n_trials']} trial(s); per-bar Sharpe {num(dsr['sharpe'], '.4f')})"
+        )
+    if pbo:
+        console.print(
+            f"Probability of backtest overfitting (CSCV, {pbo['n_splits']} blocks): "
+            f"{num(pbo['pbo'])}"
+        )
+    if spa:
+        console.print(
+            f"SPA p-value against {escape(spa['benchmark'])}: {num(spa['p_value'])} "
+            f"({spa['reps']} bootstrap replications)"
+        )
+    for note in selection.get("notes", []):
+        console.print(f"note: {escape(note)}")
+    console.print(f"Selection: {path}", soft_wrap=True)
 
 
 #: The report writer, found by name so that ``backtest`` does not import ``reports``.

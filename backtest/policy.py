@@ -371,6 +371,12 @@ class Policy(Protocol):
     - ``show_progress(progress)``: a policy that trains gets the engine's
       ``rich.progress.Progress`` before ``reset`` when run with ``progress=True`` (the CLI),
       else ``None``.
+    - ``close()``: called when the policy's replay ends, to release what it holds open
+      (an LLM policy's cassette shard).
+    - ``input_hashes(params) -> Mapping[str, str]`` (a classmethod): a policy class that
+      reads files besides the data (routing files, prompt templates) hashes them from its
+      constructor's parameters; the hashes enter the run id
+      (:func:`backtest.engine.run_inputs`).
     """
 
     name: str

@@ -1,55 +1,159 @@
-"""Sweeps: one base experiment, a grid of overrides, every point a run; resumable.
+"""Sweeps: one base experiment, a grid of overrides, every point a run; resumable and honest.
 
 A sweep file (TOML) names a base experiment and a grid of dotted keys, each with a list of
-values (the same keys ``--set`` takes)::
+values (the same keys ``--set`` takes), and says how the best configuration is chosen::
 
     base = "quickstart.toml"          # relative to this file
-    output_dir = "../runs/sweep-fees" # where the runs and sweep_summary.parquet go
+    output_dir = "../runs/sweep-fees" # where the runs, sweep_summary.parquet, selection.json go
+    strategy = "hybrid"               # the strategy being tuned (default: the first one)
+    metric = "sharpe"                 # what the selection ranks by (default sharpe)
+    top_k = 1                         # how many configurations reach the test split
+    baseline = "drl_ppo"              # SPA benchmark: a strategy of the runs (buy_and_hold)
 
     [grid]
     "env.fee_bps" = [0.5, 1.0, 2.0]
     seed = [0, 1]
 
-Every point of the grid (the Cartesian product, in sorted key order) is a run whose id is
-the hash of its resolved config and data, so a run already complete (its directory holds a
+Selection discipline (sweeps are where backtests lie): every point of the grid (the
+Cartesian product, in sorted key order) is run on the **validation** split only; the
+``top_k`` points by ``metric`` are then run on the **test** split, and no other point ever
+is. ``selection.json`` records how many configurations were tried and, for the best one, the
+Deflated Sharpe Ratio over all of them, the probability of backtest overfitting (CSCV over
+the per-bar validation returns of every configuration) and Hansen's SPA p-value against the
+baseline (:mod:`backtest.selection`).
+
+Every run's id is the hash of its resolved config, its data and the files its strategies
+read (:func:`backtest.engine.run_inputs`), so a run already complete (its directory holds a
 ``summary.json``: directories are renamed into place only when complete) is skipped, and a
 killed sweep resumes where it stopped. A run that fails is recorded with its error and does
-not stop the others. ``sweep_summary.parquet`` has one row per run and strategy: the grid
-values, run id, status, error, and the strategy's metrics and LLM counts.
+not stop the others. ``sweep_summary.parquet`` has one row per run and strategy: the point,
+the grid values (as text, column ``grid.<key>``), ``split`` (``validation`` or ``test``),
+``selected``, run id, status, error, the strategy's metrics and LLM counts, and
+``n_configs_tried`` (how many configurations the selection chose among).
 
-The local backend is a process pool (default: one worker per core) whose workers fork from a
-forkserver that has the engine imported.
+Backends:
+
+- ``local`` (default): a process pool (one worker per core) whose workers fork from a
+  forkserver that has the engine imported.
+- ``ray``: every run is a Ray task (``pip install hybrid-backtest[ray]``), on a local Ray
+  instance with ``num_cpus=workers`` or on an existing cluster (``address``). Tasks run in
+  the driver's working directory when it exists on their node, so relative paths (routing
+  files, cassettes, the DRL model cache) mean the same there; on a multi-node cluster those
+  directories must be on a shared filesystem. Each worker process records LLM calls into a
+  shard of its own (``shard-<host>-<pid>-<random>.tsv``); the driver compacts the shards
+  afterwards. Trained DRL models are shared through the model cache directory.
+
+Cassettes that gained shards during a sweep (on either backend) are compacted with
+:meth:`backtest.llm.cassette.Cassette.merge` once every run has finished.
 """
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
+import math
 import os
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field, replace
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+from pydantic import Field, ValidationError
 
-from backtest.config import RunConfig, load_experiment, read_toml
+from backtest.config import Frozen, RunConfig, explain_validation_error, load_experiment, read_toml
 from backtest.errors import BacktestError, ConfigError
 
-__all__ = ["SweepPoint", "SweepSpec", "expand_grid", "load_sweep", "run_sweep"]
+__all__ = [
+    "METRIC_DIRECTIONS",
+    "SelectionConfig",
+    "SweepPoint",
+    "SweepSpec",
+    "expand_grid",
+    "load_sweep",
+    "run_sweep",
+    "select_top_k",
+]
+
+#: Metrics a sweep may select by: +1 when higher is better, -1 when lower is better.
+METRIC_DIRECTIONS: dict[str, int] = {
+    "total_return": 1,
+    "cagr": 1,
+    "sharpe": 1,
+    "sortino": 1,
+    "calmar": 1,
+    "max_drawdown": 1,  # a negative fraction: closer to zero is better
+    "win_rate": 1,
+    "alpha": 1,
+    "information_ratio": 1,
+    "final_equity_usd": 1,
+    "annual_volatility": -1,
+    "max_drawdown_bars": -1,
+    "turnover": -1,
+    "fees_usd": -1,
+    "tracking_error": -1,
+    "llm_cost_usd": -1,
+    "llm_calls": -1,
+    "abstains": -1,
+}
+_SUMMARY_METRICS = (
+    "total_return",
+    "cagr",
+    "sharpe",
+    "sortino",
+    "max_drawdown",
+    "trade_count",
+    "fees_usd",
+    "llm_cost_usd",
+    "llm_calls",
+    "abstains",
+    "final_equity_usd",
+)
+_SWEEP_KEYS = ("base", "output_dir", "grid")
+Split = Literal["validation", "test"]
+
+
+class SelectionConfig(Frozen):
+    """How a sweep picks its configuration (top-level keys of the sweep file).
+
+    Attributes:
+        strategy: The strategy whose metric ranks the configurations (default: the first
+            strategy of the base experiment).
+        metric: A key of :data:`METRIC_DIRECTIONS`.
+        top_k: How many of the best configurations are run on the test split.
+        baseline: Strategy of the runs that the SPA test compares against (the DRL-only
+            policy, e.g. ``drl_ppo``); when not set, ``buy_and_hold`` (the runs' default
+            benchmark), and no SPA test when the runs have none.
+        spa_reps: Bootstrap replications of the SPA test.
+        spa_seed: Seed of the SPA bootstrap's generator.
+        pbo_splits: Blocks of the CSCV (even); fewer are used when the validation split is
+            too short for this many (at least two bars per block).
+    """
+
+    strategy: str | None = None
+    metric: str = "sharpe"
+    top_k: int = Field(1, ge=1)
+    baseline: str | None = None
+    spa_reps: int = Field(1000, ge=10)
+    spa_seed: int = Field(0, ge=0)
+    pbo_splits: int = Field(16, ge=2)
 
 
 @dataclass(frozen=True, slots=True)
 class SweepPoint:
-    """One grid point: its overrides and the resolved config."""
+    """One run of a sweep: its grid point, overrides, resolved config and split."""
 
     index: int
     values: dict[str, Any]
     config: RunConfig
+    split: Split = "validation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,21 +164,28 @@ class SweepSpec:
     base: Path
     output_dir: Path
     grid: dict[str, list[Any]]
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read a sweep file.
 
     Raises:
-        ConfigError: Missing file or keys, a grid value that is not a non-empty list.
+        ConfigError: Missing file or keys, an unknown key, a grid value that is not a
+            non-empty list, a grid over the split being evaluated, or a bad selection key.
     """
     path = Path(path)
     raw = read_toml(path, "sweep", "check the path")
-    unknown = sorted(set(raw) - {"base", "output_dir", "grid"})
+    known = [*_SWEEP_KEYS, *SelectionConfig.model_fields]
+    unknown = sorted(set(raw) - set(known))
     if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, known, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ConfigError(
-            f"{path}: unknown key(s) {', '.join(unknown)}. Fix: a sweep file has "
-            "base, output_dir and [grid]."
+            f"{path}: unknown key(s) {', '.join(hints)}. Fix: a sweep file has "
+            f"{', '.join(known)} and [grid]."
         )
     if "base" not in raw:
         raise ConfigError(
@@ -89,6 +200,26 @@ def load_sweep(path: str | Path) -> SweepSpec:
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{path}: grid.{key} must be a non-empty list of values.")
+        if key.replace(" ", "") == "splits.evaluate":
+            raise ConfigError(
+                f"{path}: grid.{key}: a sweep is scored on the validation split and only its "
+                "selection sees the test split. Fix: remove this key from [grid]."
+            )
+    try:
+        selection = SelectionConfig.model_validate(
+            {k: v for k, v in raw.items() if k in SelectionConfig.model_fields}
+        )
+    except ValidationError as exc:
+        raise explain_validation_error(exc, str(path)) from exc
+    if selection.metric not in METRIC_DIRECTIONS:
+        close = difflib.get_close_matches(selection.metric, METRIC_DIRECTIONS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"{path}: metric = {selection.metric!r} is not a metric a sweep can select by.{hint} "
+            f"Fix: use one of {', '.join(METRIC_DIRECTIONS)}."
+        )
+    if selection.pbo_splits % 2:
+        raise ConfigError(f"{path}: pbo_splits must be even (got {selection.pbo_splits}).")
     here = path.resolve().parent
     output = raw.get("output_dir", f"runs/sweep-{path.stem}")
     return SweepSpec(
@@ -96,21 +227,60 @@ def load_sweep(path: str | Path) -> SweepSpec:
         base=(here / raw["base"]).resolve(),
         output_dir=(here / output).resolve(),
         grid=dict(grid),
+        selection=selection,
     )
 
 
 def expand_grid(spec: SweepSpec) -> list[SweepPoint]:
-    """Every grid point as a validated config (errors name the sweep file and the point)."""
+    """Every grid point as a validated config on the validation split.
+
+    Raises:
+        ConfigError: A point's config is invalid, the base experiment has no train /
+            validation / test split, or the selected strategy or baseline is missing (each
+            naming the sweep file and the point).
+    """
     keys = sorted(spec.grid)
     points = []
     for index, combo in enumerate(itertools.product(*(spec.grid[k] for k in keys))):
         values = dict(zip(keys, combo, strict=True))
         # JSON spells TOML's strings, numbers, booleans and arrays the same way.
         overrides = [f"{k}={json.dumps(v)}" for k, v in values.items()]
+        overrides.append('splits.evaluate="validation"')
         try:
             config = load_experiment(spec.base, overrides, output_dir=spec.output_dir)
         except ConfigError as exc:
             raise ConfigError(f"{spec.path}, grid point {index} {values}: {exc}") from exc
+        if config.splits.validation_end is None:
+            raise ConfigError(
+                f"{spec.path}: the base experiment {spec.base} has no validation split. A sweep "
+                "is scored on the validation split and only its selection is run on the test "
+                "split. Fix: set [splits] train_end and validation_end in the base experiment."
+            )
+        names = [s.name for s in config.strategies]
+        strategy = spec.selection.strategy
+        if strategy is not None and strategy not in names:
+            close = difflib.get_close_matches(strategy, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{spec.path}: strategy = {strategy!r} is not a strategy of grid point {index} "
+                f"({', '.join(names)}).{hint}"
+            )
+        baseline = spec.selection.baseline
+        benchmark_names = [*names, *([config.benchmark] if config.benchmark else [])]
+        if baseline is not None and baseline not in benchmark_names:
+            close = difflib.get_close_matches(baseline, benchmark_names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"{spec.path}: baseline = {baseline!r} is not a strategy of grid point {index} "
+                f"({', '.join(benchmark_names)}).{hint} Fix: name the DRL-only strategy the "
+                "selection must beat."
+            )
+        if baseline is not None and _strategy_of(spec, config) == baseline:
+            raise ConfigError(
+                f"{spec.path}: baseline = {baseline!r} is the strategy being "
+                "selected. Fix: set strategy to the tuned strategy and baseline to the one it "
+                "must beat (e.g. the DRL-only policy)."
+            )
         points.append(SweepPoint(index, values, config))
     return points
 
@@ -139,6 +309,22 @@ def _watch_parent(sweep_pid: int) -> None:
     threading.Thread(target=watch, name="sweep-watch-parent", daemon=True).start()
 
 
+def _strategy_of(spec: SweepSpec, config: RunConfig) -> str:
+    return spec.selection.strategy or config.strategies[0].name
+
+
+def _baseline_of(spec: SweepSpec) -> str:
+    return spec.selection.baseline or "buy_and_hold"
+
+
+def _on_test(point: SweepPoint) -> SweepPoint:
+    splits = point.config.splits.model_copy(update={"evaluate": "test"})
+    return replace(point, config=point.config.model_copy(update={"splits": splits}), split="test")
+
+
+# --------------------------------------------------------------------------- execution
+
+
 def _execute(config_json: str) -> dict[str, Any]:
     """Run one point in a worker process; never raises (a failure is a result)."""
     from backtest.engine import run
@@ -153,10 +339,296 @@ def _execute(config_json: str) -> dict[str, Any]:
     return {"status": "done", "run_id": result.run_id}
 
 
-def _summary_rows(point: SweepPoint, run_id: str, status: str, error: str) -> list[dict[str, Any]]:
+def _execute_in(cwd: str, config_json: str) -> dict[str, Any]:
+    """A Ray task: run in the driver's working directory where this node has it."""
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    return _execute(config_json)
+
+
+Report = Callable[[SweepPoint, dict[str, Any]], None]
+
+
+class _LocalBackend:
+    """A process pool kept for the whole sweep, so the test runs reuse warm workers."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pool: ProcessPoolExecutor | None = None
+
+    def run(self, todo: Sequence[SweepPoint], report: Report, *, in_pool: bool = False) -> None:
+        """Run in this process (one worker, or a lone run unless ``in_pool``) or in the pool."""
+        if not todo:
+            return
+        if self.workers <= 1 or (len(todo) == 1 and not in_pool and self.pool is None):
+            for point in todo:
+                report(point, _execute(point.config.model_dump_json()))
+            return
+        if self.pool is None:
+            # forkserver: workers fork from a clean server process (no inherited threads,
+            # numba or torch state) that has already imported the engine and the strategies
+            # the runs use (the LLM graph pulls in the openai SDK, ~1 s per worker
+            # otherwise), so they start in milliseconds. Modules that fail to import are
+            # skipped there.
+            context = get_context("forkserver")
+            context.set_forkserver_preload(["backtest.engine", *_strategy_modules(todo)])
+            self.pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=context,
+                initializer=_watch_parent,
+                initargs=(os.getpid(),),
+            )
+        futures = {self.pool.submit(_execute, p.config.model_dump_json()): p for p in todo}
+        for future in as_completed(futures):
+            report(futures[future], future.result())
+
+    def close(self) -> None:
+        """Stop the pool's workers."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+
+
+def _strategy_modules(points: Sequence[SweepPoint]) -> list[str]:
+    """The modules that define the strategies of these runs, in first-use order."""
+    from backtest.config import STRATEGY_KINDS
+
+    modules: dict[str, None] = {"strategies.baselines": None}
+    for point in points:
+        for spec in point.config.strategies:
+            module = STRATEGY_KINDS.get(spec.kind, spec.kind).partition(":")[0]
+            if module:
+                modules[module] = None
+    return list(modules)
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on a cluster address nothing listens at (Ray itself retries for minutes)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"--address {address!r}: nothing answers there ({exc}). Fix: start the cluster "
+            "with `ray start --head` and pass the address it prints, or leave --address out "
+            "for a local Ray instance."
+        ) from exc
+
+
+class _RayBackend:
+    """Ray tasks on a local instance (started here, stopped at the end) or a cluster."""
+
+    def __init__(self, workers: int, address: str | None) -> None:
+        try:
+            import ray
+        except ImportError as exc:
+            raise ConfigError(
+                "--backend ray: Ray is not installed. Fix: pip install 'hybrid-backtest[ray]', "
+                "or use --backend local."
+            ) from exc
+        # No usage statistics and no dashboard: nothing leaves the machine.
+        os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+        self.ray = ray
+        self.started = False
+        if not ray.is_initialized():
+            if address is not None:
+                _check_reachable(address)
+            kwargs: dict[str, Any] = {"logging_level": "warning", "log_to_driver": False}
+            if address is None:
+                kwargs.update(num_cpus=workers, include_dashboard=False)
+            try:
+                ray.init(address=address, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise ConfigError(
+                    f"--address {address!r}: cannot connect to a Ray cluster ({exc}). Fix: "
+                    "start one with `ray start --head` and pass its address, or leave "
+                    "--address out for a local instance."
+                ) from exc
+            self.started = True
+        self.task = ray.remote(num_cpus=1, max_retries=0)(_execute_in)
+
+    def run(self, todo: Sequence[SweepPoint], report: Report) -> None:
+        ray = self.ray
+        cwd = os.getcwd()
+        pending = {self.task.remote(cwd, p.config.model_dump_json()): p for p in todo}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                point = pending.pop(ref)
+                try:
+                    outcome = ray.get(ref)
+                except Exception as exc:  # the worker died: the run failed, the sweep goes on
+                    outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+                report(point, outcome)
+
+    def close(self) -> None:
+        if self.started:
+            self.ray.shutdown()
+
+
+def _cassettes(configs: Sequence[RunConfig]) -> set[Path]:
+    """Cassette directories the strategies of these runs name (``cassette`` parameters)."""
+
+    def walk(value: Any) -> list[str]:
+        if isinstance(value, Mapping):
+            found = [str(v) for k, v in value.items() if k == "cassette" and isinstance(v, str)]
+            return found + [c for v in value.values() for c in walk(v)]
+        return []
+
+    return {Path(c).resolve() for cfg in configs for s in cfg.strategies for c in walk(s.params)}
+
+
+def _shards(folder: Path) -> set[str]:
+    return {p.name for p in folder.glob("shard-*.tsv")} if folder.is_dir() else set()
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def _stats_of(run_dir: Path, strategy: str) -> dict[str, float | None] | None:
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return None
+    stats = json.loads(path.read_text()).get("strategies", {}).get(strategy)
+    if stats is None:
+        return None
+    out: dict[str, float | None] = {}
+    for key, value in stats.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        out[key] = float(value) if math.isfinite(value) else None
+    return out
+
+
+def _returns_of(run_dir: Path, strategy: str) -> pd.Series | None:
+    """Per-bar simple returns of one strategy of a run, indexed by timestamp."""
+    from backtest.metrics import returns_from_equity
+
+    path = run_dir / "ledger.parquet"
+    if not path.exists():
+        return None
+    table = pq.read_table(
+        path, columns=["timestamp", "equity_usd"], filters=[("strategy", "==", strategy)]
+    )
+    if table.num_rows < 2:
+        return None
+    frame = table.to_pandas()
+    returns = returns_from_equity(frame["equity_usd"].to_numpy())
+    return pd.Series(returns, index=pd.DatetimeIndex(frame["timestamp"][1:]).as_unit("ns"))
+
+
+def _per_period_sharpe(returns: np.ndarray) -> float:
+    sd = float(np.std(returns, ddof=1)) if returns.size > 1 else 0.0
+    # A flat equity curve (no trade) is a trial with a Sharpe ratio of zero.
+    return float(np.mean(returns)) / sd if sd > 0 else 0.0
+
+
+def select_top_k(scores: Mapping[int, float | None], top_k: int, metric: str) -> list[int]:
+    """The ``top_k`` point indices by ``metric`` (its direction from :data:`METRIC_DIRECTIONS`).
+
+    Points without a finite score are never selected; ties go to the lower index.
+    """
+    sign = METRIC_DIRECTIONS[metric]
+    ranked = sorted(
+        (i for i, s in scores.items() if s is not None and math.isfinite(s)),
+        key=lambda i: (-sign * float(scores[i]), i),  # type: ignore[arg-type]
+    )
+    return ranked[:top_k]
+
+
+def _selection_statistics(
+    spec: SweepSpec,
+    tried: Sequence[SweepPoint],
+    ids: Mapping[int, str],
+    best: SweepPoint | None,
+) -> dict[str, Any]:
+    """Deflated Sharpe, PBO and SPA of the best configuration, as ``selection.json`` has them."""
+    from backtest.selection import (
+        deflated_sharpe_ratio,
+        probability_of_backtest_overfitting,
+        spa_pvalue,
+    )
+
+    sel = spec.selection
+    out: dict[str, Any] = {"deflated_sharpe": None, "pbo": None, "spa": None, "notes": []}
+    if best is None:
+        out["notes"].append("no configuration completed on the validation split")
+        return out
+    series = {}
+    for point in tried:
+        returns = _returns_of(spec.output_dir / ids[point.index], _strategy_of(spec, point.config))
+        if returns is not None:
+            series[point.index] = returns
+    best_returns = series.get(best.index)
+    if best_returns is None or len(best_returns) < 3:
+        out["notes"].append("the best configuration has fewer than 3 validation returns")
+        return out
+    sharpes = np.array([_per_period_sharpe(s.to_numpy()) for s in series.values()])
+    dsr = deflated_sharpe_ratio(best_returns.to_numpy(), sharpes)
+    out["deflated_sharpe"] = {
+        "sharpe": _per_period_sharpe(best_returns.to_numpy()),
+        "dsr": None if math.isnan(dsr) else dsr,
+        "n_trials": int(sharpes.size),
+        "sharpe_variance": float(sharpes.var(ddof=1)) if sharpes.size > 1 else 0.0,
+    }
+    # Every configuration on the bars they all traded (the same bars unless the grid
+    # changes the data or the window).
+    matrix = pd.DataFrame(series).dropna()
+    if matrix.shape[1] >= 2:
+        n_splits = min(sel.pbo_splits, (len(matrix) // 2) // 2 * 2)
+        if n_splits >= 2:
+            out["pbo"] = {
+                "pbo": probability_of_backtest_overfitting(matrix.to_numpy(), n_splits),
+                "n_splits": n_splits,
+            }
+        else:
+            out["notes"].append(f"PBO needs at least 4 common validation bars ({len(matrix)})")
+    else:
+        out["notes"].append("PBO needs at least two configurations")
+    benchmark = _baseline_of(spec)
+    baseline = _returns_of(spec.output_dir / ids[best.index], benchmark)
+    if benchmark == _strategy_of(spec, best.config):
+        out["notes"].append(f"SPA: the selected strategy {benchmark!r} is the baseline itself")
+    elif baseline is None:
+        out["notes"].append(
+            f"SPA: the baseline strategy {benchmark!r} is not in the best run's ledger"
+        )
+    else:
+        common = matrix.join(baseline.rename("baseline"), how="inner")
+        if len(common) >= 3:
+            p_value = spa_pvalue(
+                common["baseline"].to_numpy(),
+                common.drop(columns="baseline").to_numpy(),
+                reps=sel.spa_reps,
+                seed=sel.spa_seed,
+            )
+            out["spa"] = {
+                "p_value": p_value,
+                "benchmark": benchmark,
+                "reps": sel.spa_reps,
+                "n_models": int(common.shape[1] - 1),
+                "seed": sel.spa_seed,
+            }
+        else:
+            out["notes"].append("SPA needs at least 3 validation bars shared with the baseline")
+    return out
+
+
+# ------------------------------------------------------------------------------- sweep
+
+
+def _summary_rows(
+    point: SweepPoint, run_id: str, status: str, error: str, selected: bool, metric: str
+) -> list[dict[str, Any]]:
     base = {
         "point": point.index,
         **{f"grid.{k}": str(v) for k, v in point.values.items()},
+        "split": point.split,
+        "selected": selected,
         "run_id": run_id,
         "status": status,
         "error": error,
@@ -166,28 +638,14 @@ def _summary_rows(point: SweepPoint, run_id: str, status: str, error: str) -> li
         return [{**base, "strategy": None}]
     summary = json.loads(summary_path.read_text())
     rows = []
+    keys = _SUMMARY_METRICS if metric in _SUMMARY_METRICS else (*_SUMMARY_METRICS, metric)
     for name, stats in summary["strategies"].items():
         decisions = stats.get("decisions") or 0
         rows.append(
             {
                 **base,
                 "strategy": name,
-                **{
-                    k: stats.get(k)
-                    for k in (
-                        "total_return",
-                        "cagr",
-                        "sharpe",
-                        "sortino",
-                        "max_drawdown",
-                        "trade_count",
-                        "fees_usd",
-                        "llm_cost_usd",
-                        "llm_calls",
-                        "abstains",
-                        "final_equity_usd",
-                    )
-                },
+                **{k: stats.get(k) for k in keys},
                 "llm_cost_per_decision_usd": (stats.get("llm_cost_usd") or 0.0) / decisions
                 if decisions
                 else None,
@@ -196,67 +654,167 @@ def _summary_rows(point: SweepPoint, run_id: str, status: str, error: str) -> li
     return rows
 
 
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    tmp.replace(path)
+
+
 def run_sweep(
     spec: SweepSpec,
     *,
     workers: int | None = None,
+    backend: Literal["local", "ray"] = "local",
+    address: str | None = None,
     on_done: Callable[[SweepPoint, str], None] | None = None,
 ) -> pd.DataFrame:
-    """Run every grid point not already complete; write ``sweep_summary.parquet``.
+    """Run the grid on validation, the selection on test; write the summary and selection.
 
     Args:
         spec: The sweep.
-        workers: Processes (default: one per core; 1 runs in this process).
-        on_done: Called after each point with its status (``done``, ``skipped``, ``failed``).
+        workers: Processes (default: one per core; 1 runs in this process). With Ray, the
+            CPUs of the local instance (ignored with ``address``).
+        backend: ``local`` (process pool) or ``ray``.
+        address: A Ray cluster's address (``ray``); a local instance is started when None.
+        on_done: Called after each run with its point (``point.split`` says which split)
+            and status (``done``, ``skipped``, ``failed``).
 
     Returns:
-        The summary table (one row per run and strategy).
+        The summary table (one row per run and strategy; ``sweep_summary.parquet``).
+
+    Raises:
+        ConfigError: A bad sweep or grid point, or Ray missing or unreachable.
     """
     from backtest.engine import run_id_for
 
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"--backend {backend!r}: use local or ray.")
     points = expand_grid(spec)
-    spec.output_dir.mkdir(parents=True, exist_ok=True)
-    ids = {p.index: run_id_for(p.config) for p in points}
-    status: dict[int, tuple[str, str]] = {}
-    todo = []
-    for point in points:
-        if (spec.output_dir / ids[point.index] / "summary.json").exists():
-            status[point.index] = ("skipped", "")
-            if on_done:
-                on_done(point, "skipped")
-        else:
-            todo.append(point)
     workers = workers or os.cpu_count() or 1
-    if workers <= 1 or len(todo) <= 1:
-        for point in todo:
-            outcome = _execute(point.config.model_dump_json())
-            status[point.index] = (outcome["status"], outcome.get("error", ""))
-            if on_done:
-                on_done(point, outcome["status"])
-    else:
-        # forkserver: workers fork from a clean server process (no inherited threads, numba or
-        # torch state) that has already imported the engine, so they start in milliseconds.
-        context = get_context("forkserver")
-        context.set_forkserver_preload(["backtest.engine", "strategies.baselines"])
-        with ProcessPoolExecutor(
-            max_workers=workers,
-            mp_context=context,
-            initializer=_watch_parent,
-            initargs=(os.getpid(),),
-        ) as pool:
-            futures = {pool.submit(_execute, p.config.model_dump_json()): p for p in todo}
-            for future in as_completed(futures):
-                point = futures[future]
-                outcome = future.result()
-                status[point.index] = (outcome["status"], outcome.get("error", ""))
-                if on_done:
-                    on_done(point, outcome["status"])
+    cassettes = _cassettes([p.config for p in points])
+    shards_before = {c: _shards(c) for c in cassettes}
+    status: dict[tuple[Split, int], tuple[str, str]] = {}
+    ids: dict[tuple[Split, int], str] = {}
+
+    def report(point: SweepPoint, outcome: dict[str, Any]) -> None:
+        status[(point.split, point.index)] = (outcome["status"], outcome.get("error", ""))
+        if on_done:
+            on_done(point, outcome["status"])
+
+    def pending(batch: Sequence[SweepPoint]) -> list[SweepPoint]:
+        todo = []
+        for point in batch:
+            run_id = ids[(point.split, point.index)] = run_id_for(point.config)
+            if (spec.output_dir / run_id / "summary.json").exists():
+                report(point, {"status": "skipped"})
+            else:
+                todo.append(point)
+        return todo
+
+    ray_backend = _RayBackend(workers, address) if backend == "ray" else None
+    local_backend = _LocalBackend(workers)
+    try:
+        spec.output_dir.mkdir(parents=True, exist_ok=True)
+
+        def execute(batch: Sequence[SweepPoint], in_pool: bool = False) -> None:
+            todo = pending(batch)
+            if ray_backend is not None:
+                ray_backend.run(todo, report)
+            else:
+                local_backend.run(todo, report, in_pool=in_pool)
+
+        execute(points)
+        metric = spec.selection.metric
+        tried = [p for p in points if status[("validation", p.index)][0] != "failed"]
+        scores: dict[int, float | None] = {}
+        validation_stats: dict[int, dict[str, float | None] | None] = {}
+        for point in tried:
+            stats = _stats_of(
+                spec.output_dir / ids[("validation", point.index)],
+                _strategy_of(spec, point.config),
+            )
+            validation_stats[point.index] = stats
+            scores[point.index] = None if stats is None else stats.get(metric)
+        chosen = select_top_k(scores, spec.selection.top_k, metric)
+        by_index = {p.index: p for p in points}
+        test_points = [_on_test(by_index[i]) for i in chosen]
+        val_ids = {p.index: ids[("validation", p.index)] for p in points}
+        best = by_index[chosen[0]] if chosen else None
+        if test_points and (ray_backend is not None or workers > 1):
+            # The test runs go to other processes while this one computes the statistics
+            # (which read only the validation runs).
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweep-test") as side:
+                running = side.submit(execute, test_points, True)
+                statistics = _selection_statistics(spec, tried, val_ids, best)
+                running.result()
+        else:
+            execute(test_points)
+            statistics = _selection_statistics(spec, tried, val_ids, best)
+    finally:
+        local_backend.close()
+        if ray_backend is not None:
+            ray_backend.close()
+
+    for folder in sorted(cassettes):
+        if _shards(folder) - shards_before[folder] and len(_shards(folder)) > 1:
+            from backtest.llm.cassette import Cassette
+
+            Cassette(folder, "none").merge()
+
     rows = []
-    for point in points:
-        state, error = status[point.index]
-        rows += _summary_rows(point, ids[point.index], state, error)
+    for point in [*points, *test_points]:
+        key = (point.split, point.index)
+        state, error = status[key]
+        rows += _summary_rows(point, ids[key], state, error, point.index in chosen, metric)
     table = pd.DataFrame(rows)
-    tmp = spec.output_dir / "sweep_summary.parquet.tmp"
-    table.to_parquet(tmp, index=False)
-    tmp.replace(spec.output_dir / "sweep_summary.parquet")
+    # How many configurations the selection chose among, on every row (also in selection.json).
+    table["n_configs_tried"] = len(tried)
+    _write_atomic(
+        spec.output_dir / "sweep_summary.parquet", lambda p: table.to_parquet(p, index=False)
+    )
+
+    selected = []
+    for index in chosen:
+        point = by_index[index]
+        strategy = _strategy_of(spec, point.config)
+        test_error = status[("test", index)][1]
+        selected.append(
+            {
+                "point": index,
+                "run_id": val_ids[index],
+                "test_run_id": ids[("test", index)],
+                "params": point.values,
+                "strategy": strategy,
+                "validation": validation_stats[index],
+                "test": _stats_of(spec.output_dir / ids[("test", index)], strategy),
+                "test_error": test_error or None,
+            }
+        )
+    document = {
+        "metric": metric,
+        "selection_split": "validation",
+        "test_split": "test",
+        "n_configs_tried": len(tried),
+        "n_configs_failed": len(points) - len(tried),
+        "top_k": spec.selection.top_k,
+        "selected": selected,
+        "deflated_sharpe": statistics["deflated_sharpe"],
+        "pbo": statistics["pbo"],
+        "spa": statistics["spa"],
+        "notes": statistics["notes"],
+    }
+    text = json.dumps(_finite(document), indent=2, sort_keys=True) + "\n"
+    _write_atomic(spec.output_dir / "selection.json", lambda p: p.write_text(text))
     return table
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        return _finite(value.item())
+    return value

@@ -194,7 +194,7 @@ def _to_toml(config: dict[str, Any]) -> str:
     params = config["strategies"][0]["params"]
     inline = ", ".join(f"{k} = {json.dumps(v)}" for k, v in params.items())
     return (
-        f'name = "{config["name"]}"\nbenchmark = \"llm\"\noutput_dir = '
+        f'name = "{config["name"]}"\nbenchmark = "llm"\noutput_dir = '
         f"{json.dumps(config['output_dir'])}\n[data]\npath = {json.dumps(config['data']['path'])}\n"
         'max_gap = "36500D"\n[env]\nwindow = 5\n[[strategies]]\nname = "llm"\nkind = "llm"\n'
         f"params = {{{inline}}}\n"

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n_bench_drl: {time.perf_counter() - t0:.0f} s wall_\n", flush=True)
         for bench in (bench_llm, bench_sweep, bench_report):
             t0 = time.perf_counter()
-            bench.main(["--data", str(data)])
+            extra = ["--ray"] if bench is bench_sweep else []  # ray comes with the dev extra
+            bench.main(["--data", str(data), *extra])
             print(f"\n_{bench.__name__}: {time.perf_counter() - t0:.0f} s wall_\n", flush=True)
     # vcrpy's replay grows with the square of the cassette: 2,000 calls take minutes.
     t0 = time.perf_counter()

@@ -85,11 +85,15 @@ def sweep_report_html(sweep_dir: str | Path) -> str:
     table = table.copy()
     table["label"] = [_label(row, grid_columns) for _, row in table.iterrows()]
     done = table[(table["status"] != "failed") & table["strategy"].notna()].copy()
+    split_known = "split" in table.columns
+    if split_known:
+        # Plots compare configurations where they were scored (validation): putting the
+        # selected configuration's test numbers beside them would compare unlike things.
+        done = done[done["split"] == (selection or {}).get("selection_split", "validation")]
     for key, _, _ in _COLUMNS:
         if key not in done:
             done[key] = np.nan
         done[key] = pd.to_numeric(done[key], errors="coerce")
-    split_known = "split" in table.columns
     plots: list[tuple[str, str]] = []
     if not done.empty:
         labels = list(done["label"])
@@ -111,6 +115,7 @@ def sweep_report_html(sweep_dir: str | Path) -> str:
         figures.pareto_front(front_cost, done["total_return"].to_numpy(np.float64)).tolist()
     )
     selected_ids = {s.get("run_id") for s in (selection or {}).get("selected", [])}
+    selected_ids |= {s.get("test_run_id") for s in (selection or {}).get("selected", [])}
     rows = []
     for pos, (_, row) in enumerate(table.iterrows()):
         ok = row["status"] != "failed" and row.get("strategy") is not None
@@ -125,7 +130,9 @@ def sweep_report_html(sweep_dir: str | Path) -> str:
                 "error": row.get("error") or "",
                 "split": row.get("split") if split_known else None,
                 "pareto": position is not None and position in front,
-                "selected": row.get("run_id") in selected_ids,
+                "selected": bool(row.get("selected"))
+                if "selected" in table.columns
+                else row.get("run_id") in selected_ids,
                 "cells": [
                     (kind, None if pd.isna(row.get(key)) else row.get(key))
                     for key, _, kind in _COLUMNS
@@ -133,7 +140,8 @@ def sweep_report_html(sweep_dir: str | Path) -> str:
                 "order": pos,
             }
         )
-    points = table["point"].nunique() if "point" in table else len(table)
+    scored = table[table["split"] != "test"] if split_known else table
+    points = scored["point"].nunique() if "point" in scored else len(scored)
     failed = int((table["status"] == "failed").sum())
     context = {
         "title": f"Sweep · {Path(sweep_dir).name}",

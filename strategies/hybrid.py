@@ -34,7 +34,7 @@ weights therefore depend on closes up to ``t`` only. They are recorded in the ``
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -196,6 +196,12 @@ class HybridPolicy:
         self._held = [0.0, 0.0]  # each source's own last target (DRL, LLM)
         self._last_close = math.nan
 
+    @classmethod
+    def input_hashes(cls, params: Mapping[str, Any]) -> dict[str, str]:
+        """Hash what the LLM side reads (routing file, prompts, price table)."""
+        llm = params.get("llm") or {}
+        return {f"llm.{k}": v for k, v in LLMPolicy.input_hashes(llm).items()}
+
     def bind(self, env_config: EnvConfig) -> None:
         """The DRL side trains on the run's environment."""
         self.drl.bind(env_config)
@@ -203,6 +209,10 @@ class HybridPolicy:
     def show_progress(self, progress: Any) -> None:
         """Show the DRL side's training in ``progress``."""
         self.drl.show_progress(progress)
+
+    def close(self) -> None:
+        """Close the LLM side's cassette (the engine calls this when the run ends)."""
+        self.llm.close()
 
     def models_used(self) -> list[str]:
         """The LLM side's models (for the engine's temporal-leakage guard)."""

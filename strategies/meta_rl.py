@@ -292,6 +292,10 @@ class MetaRLPolicy:
         self.env_config = env_config
         self.drl.bind(env_config)
 
+    def close(self) -> None:
+        """Close the LLM side's cassette (the engine calls this when the run ends)."""
+        self.llm.close()
+
     def show_progress(self, progress: Any) -> None:
         """Show the DRL side's training in ``progress``."""
         self._progress = progress

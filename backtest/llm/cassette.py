@@ -34,6 +34,11 @@ an empty cassette, else replay only), ``new_episodes`` (replay hits, record miss
 
 from __future__ import annotations
 
+try:  # POSIX: shard locks
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 import hashlib
 import json
 import os
@@ -258,13 +263,31 @@ class CassetteStats:
 
 
 def _writer_alive(shard: Path) -> bool:
-    """Whether the process that writes ``shard`` (named by host and pid) is still running here."""
+    """Whether a writer still has ``shard`` open for appending.
+
+    A writer holds an exclusive ``flock`` on its shard from creation to :meth:`Cassette.close`
+    (or its process's end), so a long-lived process that finished writing (a Ray worker
+    between tasks) does not keep its shard out of a merge. Where ``flock`` is missing, the
+    process named in the shard (host and pid) being alive counts instead.
+    """
     parts = shard.stem.rsplit("-", 2)
     if len(parts) != 3 or not parts[1].isdigit() or not parts[0].startswith("shard-"):
         return False  # shard-merged.tsv, or a name this module did not write
     host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:32]
     pid = int(parts[1])
     if parts[0][len("shard-") :] != host or pid == os.getpid():
+        return False
+    if fcntl is not None:
+        try:
+            fd = os.open(shard, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing releases a lock we took
         return False
     try:
         os.kill(pid, 0)
@@ -456,6 +479,8 @@ class Cassette:
         name = f"shard-{host}-{os.getpid()}-{secrets.token_hex(4)}.tsv"
         self._writer_path = self.path / name
         fd = os.open(self._writer_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        if fcntl is not None:  # held until close: a merge leaves an open shard alone
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._files.append(self._writer_path)
         self._writer = os.fdopen(fd, "ab", buffering=0)
         return self._writer

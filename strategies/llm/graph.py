@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from backtest.data import file_sha256
 from backtest.llm.cassette import RECORD_MODES, Cassette
 from backtest.llm.client import PROFILES, CallContext, LLMClient, response_format_for
 from backtest.llm.offline import OfflineAnalyst
@@ -67,6 +68,7 @@ from strategies.llm.prompts import (
     PROMPT_VERSIONS,
     build_messages,
     market_context,
+    prompts_sha256,
 )
 from strategies.llm.schemas import ROLE_SCHEMAS, TradingAction, parse_answer
 
@@ -77,6 +79,7 @@ _AGENT_ROLES = ("chart_analysis", "narrative", "data_processor")
 _SCHEMAS = {role: schema.model_json_schema() for role, schema in ROLE_SCHEMAS.items()}
 _FEATURE_FIELDS = ("support", "resistance", "order_flow_imbalance", "sentiment")
 _PRICE_FIELDS = ("support", "resistance")
+_DEFAULT_ROUTING = "experiments/routing/seed_stack.toml"
 
 
 def fallback_average(signals: list[AgentSignal]) -> tuple[str, float, float]:
@@ -185,7 +188,7 @@ class LLMPolicy:
         self,
         name: str = "llm",
         *,
-        routing: str = "experiments/routing/seed_stack.toml",
+        routing: str = _DEFAULT_ROUTING,
         mode: str = "auto",
         cassette: str = "cassettes/default",
         record_mode: str = "new_episodes",
@@ -341,6 +344,23 @@ class LLMPolicy:
                 "pick another table (prices = '...'), or use priced models in the routing file"
             )
 
+    @classmethod
+    def input_hashes(cls, params: Mapping[str, Any]) -> dict[str, str]:
+        """Hash what a policy built from ``params`` reads: routing file, prompts, price table.
+
+        A routing file that does not exist hashes as ``missing`` (the run itself then fails
+        with the fix).
+        """
+        from backtest.llm import pricing
+
+        routing = Path(str(params.get("routing", _DEFAULT_ROUTING)))
+        prices = Path(pricing.__file__).with_name("prices.toml")
+        return {
+            "routing": file_sha256(routing) if routing.is_file() else "missing",
+            "prompts": prompts_sha256(),
+            "prices": file_sha256(prices),
+        }
+
     # ------------------------------------------------------------------ set-up
 
     def _resolve_mode(self) -> str:
@@ -365,12 +385,14 @@ class LLMPolicy:
         from backtest.llm.pricing import PriceTable
 
         record_mode = "none" if self.source == "replay" else self.record_mode
+        self.close()
+        self._cassette: Cassette | None = Cassette(
+            self.cassette_path,
+            record_mode,  # type: ignore[arg-type]
+            secret_env=[self.api_key_env] if self.api_key_env else [],
+        )
         client = LLMClient(
-            Cassette(
-                self.cassette_path,
-                record_mode,  # type: ignore[arg-type]
-                secret_env=[self.api_key_env] if self.api_key_env else [],
-            ),
+            self._cassette,
             profile=self.routing.profile,
             base_url=self.routing.base_url,
             api_key_env=self.api_key_env,
@@ -381,6 +403,14 @@ class LLMPolicy:
             prices=self._prices or PriceTable.load(table=self.prices_table),
         )
         self.router = Router(self.routing, client, prices=client.prices)
+
+    def close(self) -> None:
+        """Close the cassette's shard (the engine calls this when the run ends), so a merge
+        may compact it even while this process lives on (a sweep worker)."""
+        cassette = getattr(self, "_cassette", None)
+        if cassette is not None:
+            cassette.close()
+            self._cassette = None
 
     # ------------------------------------------------------ run-level questions
 

@@ -8,8 +8,12 @@ decision anyway.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,7 @@ __all__ = [
     "PROMPT_VERSIONS",
     "build_messages",
     "market_context",
+    "prompts_sha256",
 ]
 
 #: Prompt version of the chart role when it is shown the rendered chart (an image part);
@@ -37,6 +42,22 @@ PROMPT_VERSIONS: dict[str, str] = {
     "document_analysis": "documents-v1",
     "meta_orchestrator": "meta-v1",
 }
+
+
+@functools.lru_cache(maxsize=1)
+def prompts_sha256() -> str:
+    """The sha256 of every prompt template and answer schema the LLM roles are asked with.
+
+    Hashes :data:`PROMPT_VERSIONS` and the source of this module and of
+    :mod:`strategies.llm.schemas` (the templates and response formats live there), so any
+    edit to a prompt gives a new run id even when its version was not bumped.
+    """
+    digest = hashlib.sha256(json.dumps(PROMPT_VERSIONS, sort_keys=True).encode())
+    here = Path(__file__).resolve().parent
+    for name in ("prompts.py", "schemas.py"):
+        digest.update(b"\0" + (here / name).read_bytes())
+    return digest.hexdigest()
+
 
 _SYSTEM = {
     "chart_analysis": "You are a technical analyst. You read price charts for trend, support, "

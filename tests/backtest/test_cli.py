@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,74 @@ params = {{ routing = "{routing}", mode = "offline", every_n_bars = 5 }}
     assert estimate["calls"] == estimate["per_strategy"]["llm"]["calls"] == calls
     assert f"{calls:,} calls" in out and 0 < estimate["usd"] < 1
     assert out.index("LLM cost estimate:") < out.index("Run ")
+
+
+def _sweep_files(tmp_path: Path, samples_dir: Path) -> Path:
+    (tmp_path / "base.toml").write_text(f"""
+[data]
+path = "{samples_dir / "SP500.parquet"}"
+[splits]
+train_end = "2013-01-01"
+validation_end = "2016-01-01"
+[[strategies]]
+name = "sma"
+kind = "sma"
+params = {{ fast = 10, slow = 30 }}
+""")
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        'base = "base.toml"\noutput_dir = "out"\n[grid]\n"strategies[0].params.fast" = [5, 40]\n'
+    )
+    return sweep
+
+
+def test_progress_bars_only_on_a_terminal(
+    tmp_path: Path,
+    samples_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    import backtest.cli as cli
+
+    sweep = _sweep_files(tmp_path, samples_dir)
+    # Captured output (pipes, CI, tests) gets the results and no progress bars.
+    piped = _run("run", str(tmp_path / "base.toml"), "--out", str(tmp_path / "runs"))
+    assert piped.returncode == 0, piped.stderr
+    assert "sma" in piped.stdout and "100%" not in piped.stdout and "0:00:0" not in piped.stdout
+    result = _run("sweep", str(sweep), "--workers", "1")
+    assert result.returncode == 0, result.stderr
+    # Two points on validation (fast = 40 > slow fails), the other one on test.
+    assert "3 run(s): 2 done, 0 already complete, 1 failed" in result.stdout
+    assert f"Selection: {tmp_path / 'out' / 'selection.json'}\n" in result.stdout
+    assert "sweep (" not in result.stdout
+    # On a terminal the sweep's bar counts runs and failures (the test run included).
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=screen, force_terminal=True, width=120))
+    (tmp_path / "out").rename(tmp_path / "out-before")
+    with pytest.raises(SystemExit) as info:
+        main(["sweep", str(sweep), "--workers", "1"])
+    assert info.value.code == 0
+    shown = screen.getvalue()
+    assert "sweep (test)" in shown and "3/3" in shown and "1 failed" in shown
+    assert "Selected by validation sharpe among 1 configuration(s)" in " ".join(shown.split())
+    assert capsys.readouterr().out == ""  # everything went to the console given
+
+
+def test_sweep_backend_mistakes(tmp_path: Path, samples_dir: Path) -> None:
+    sweep = _sweep_files(tmp_path, samples_dir)
+    result = _run("sweep", str(sweep), "--backend", "dask")
+    assert result.returncode == 1 and "use local or ray" in result.stderr
+    result = _run("sweep", str(sweep), "--address", "127.0.0.1:6379")
+    assert result.returncode == 1 and "--backend ray" in result.stderr
+    # A cluster address where nothing listens fails at once (Ray would retry for minutes).
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    result = _run("sweep", str(sweep), "--backend", "ray", "--address", f"127.0.0.1:{port}")
+    assert result.returncode == 1 and "nothing answers there" in result.stderr
+    assert "ray start --head" in result.stderr
+    assert not (tmp_path / "out").exists()

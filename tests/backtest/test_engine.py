@@ -665,3 +665,95 @@ def test_runs_without_llm_strategies_estimate_nothing(tmp_path: Path) -> None:
     assert seen == []
     assert result.manifest["llm_cost_estimate"] == {"calls": 0, "usd": 0.0, "per_strategy": {}}
     assert result.manifest["leakage"] == [] and result.summary["cutoff_split"] == {}
+
+
+# ------------------------------------------------------------------------------ run ids
+
+
+def test_run_id_changes_with_the_routing_file_and_prompts(
+    samples_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backtest.engine import run_id_for, run_inputs
+    from strategies.llm import prompts
+
+    repo = Path(__file__).resolve().parents[2]
+    routing = tmp_path / "routing.toml"
+    routing.write_text((repo / "experiments/routing/seed_stack.toml").read_text())
+    llm = {"mode": "offline", "routing": str(routing), "every_n_bars": 50}
+    config = _sp500_config(
+        samples_dir,
+        tmp_path / "out",
+        strategies=[
+            {"name": "llm", "kind": "llm", "params": llm},
+            {"name": "hybrid", "kind": "hybrid", "params": {"llm": llm}},
+        ],
+    )
+    inputs = run_inputs(config)
+    assert set(inputs) == {
+        "strategies.llm.routing",
+        "strategies.llm.prompts",
+        "strategies.llm.prices",
+        "strategies.hybrid.llm.routing",
+        "strategies.hybrid.llm.prompts",
+        "strategies.hybrid.llm.prices",
+    }
+    before = run_id_for(config)
+    assert run_id_for(config) == before  # nothing changed, same id
+    # Same path, same config: only the routing file's contents change (a comment).
+    routing.write_text(routing.read_text() + "\n# retuned\n")
+    after = run_id_for(config)
+    assert (
+        after != before
+        and run_inputs(config)["strategies.llm.routing"] != inputs["strategies.llm.routing"]
+    )
+    # A prompt edit (simulated: the templates' hash) changes the id as well.
+    monkeypatch.setattr(prompts, "prompts_sha256", lambda: "0" * 64)
+    import strategies.llm.graph as graph
+
+    monkeypatch.setattr(graph, "prompts_sha256", lambda: "0" * 64)
+    assert run_id_for(config) not in (before, after)
+
+
+def test_files_named_by_other_strategies_enter_the_run_id(
+    samples_dir: Path, tmp_path: Path
+) -> None:
+    from backtest.engine import run_id_for, run_inputs
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("v1")
+    config = _sp500_config(
+        samples_dir,
+        tmp_path / "out",
+        strategies=[
+            {
+                "name": "mine",
+                "kind": "tests.backtest.test_engine:FileReadingPolicy",
+                "params": {"files": {"notes": str(notes)}, "label": "not a file"},
+            }
+        ],
+        risk_free_rate=0.0,
+    )
+    assert list(run_inputs(config)) == ["strategies.mine.params.files.notes"]
+    before = run_id_for(config)
+    notes.write_text("v2")
+    assert run_id_for(config) != before
+    result = run(config)
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["inputs"] == run_inputs(config)
+    # Strategies that read no file keep the id of the config and data alone.
+    plain = _sp500_config(samples_dir, tmp_path / "out")
+    assert run_inputs(plain) == {}
+
+
+class FileReadingPolicy:
+    """A user's policy that reads a file named in its parameters (it holds flat)."""
+
+    def __init__(self, name: str, files: dict[str, str], label: str = "") -> None:
+        self.name = name
+        self.files = files
+
+    def reset(self, *, seed: int | None, market: MarketView) -> None:
+        return None
+
+    def act(self, obs: Observation) -> Decision:
+        return Decision(target_position=0.0, confidence=1.0, action="HOLD")

@@ -6,8 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
+from backtest.errors import ConfigError
 from backtest.selection import (
     deflated_sharpe_ratio,
     expected_max_sharpe,
@@ -69,3 +72,52 @@ def test_spa_finds_a_better_model_and_not_a_lucky_one() -> None:
     better = lucky.copy()
     better[:, 5] += 0.002
     assert spa_pvalue(benchmark, better, reps=500) < 0.05
+
+
+def _pbo_reference(m: np.ndarray, n_splits: int) -> float:
+    """CSCV written out, one split at a time (Bailey et al. 2017, section 2)."""
+    import itertools
+
+    def sharpes(block: np.ndarray) -> np.ndarray:
+        sd = block.std(axis=0, ddof=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(sd > 0, block.mean(axis=0) / sd, -np.inf)
+
+    t = m.shape[0] - m.shape[0] % n_splits
+    blocks = np.split(m[:t], n_splits)
+    below = []
+    n = m.shape[1]
+    for chosen in itertools.combinations(range(n_splits), n_splits // 2):
+        rest = [i for i in range(n_splits) if i not in chosen]
+        best = int(np.argmax(sharpes(np.concatenate([blocks[i] for i in chosen]))))
+        oos = sharpes(np.concatenate([blocks[i] for i in rest]))
+        rank = (np.sum(oos < oos[best]) + 0.5 * (np.sum(oos == oos[best]) - 1) + 1) / (n + 1)
+        below.append(np.log(rank / (1.0 - rank)) <= 0.0)
+    return float(np.mean(below))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    periods=st.integers(16, 300),
+    configs=st.integers(2, 9),
+    n_splits=st.sampled_from([2, 4, 6, 8]),
+    copies=st.booleans(),
+    flat=st.booleans(),
+)
+def test_pbo_matches_cscv_written_out(
+    seed: int, periods: int, configs: int, n_splits: int, copies: bool, flat: bool
+) -> None:
+    rng = np.random.default_rng(seed)
+    m = rng.normal(0.0003, 0.01, size=(periods, configs))
+    if copies:  # identical configurations tie exactly
+        m[:, -1] = m[:, 0]
+    if flat:  # a configuration that never trades
+        m[:, 1] = 0.0
+    if periods - periods % n_splits < 2 * n_splits:
+        with pytest.raises(ConfigError):
+            probability_of_backtest_overfitting(m, n_splits)
+        return
+    assert probability_of_backtest_overfitting(m, n_splits) == pytest.approx(
+        _pbo_reference(m, n_splits), abs=1e-12
+    )

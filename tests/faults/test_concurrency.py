@@ -136,7 +136,10 @@ def test_two_sweeps_share_one_model_cache(sp500: Path, tmp_path: Path) -> None:
     for table in tables:
         assert (table["status"] == "done").all(), table["error"].tolist()
     folders = sorted(p.name for p in models.iterdir())
-    assert len(folders) == 2 and not [f for f in folders if ".tmp-" in f], folders
+    # One model per seed trained for the validation runs, and one for the selected
+    # configuration's test run (trained on the bars before the test split): 3, each once,
+    # though two sweeps asked for each of them.
+    assert len(folders) == 3 and not [f for f in folders if ".tmp-" in f], folders
     for folder in models.iterdir():
         assert {"manifest.json", "normalisation.npz", "best_model.zip"} <= {
             p.name for p in folder.iterdir()
@@ -202,3 +205,41 @@ def test_merge_leaves_a_live_writers_shard_alone(tmp_path: Path) -> None:
     cassette = Cassette(tmp_path, "none")
     assert len(cassette) == 3 and cassette.verify() == []
     assert len(list(tmp_path.glob("shard-*.tsv"))) == 2  # merged + the live writer's
+
+
+def test_a_closed_shard_of_a_living_process_is_merged(tmp_path: Path) -> None:
+    """A sweep worker (a Ray worker lives on between tasks) that closed its cassette:
+    its shard is complete, so a merge compacts it; only an open shard is left alone."""
+    import sys
+
+    script = (
+        "import sys\nfrom backtest.llm.cassette import Cassette, Recording\n"
+        "c = Cassette(sys.argv[1], 'new_episodes')\n"
+        "c.record(Recording(key=f'{7:064x}', request={}, outcome='ok', response={}))\n"
+        "print('open', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "c.close()\n"
+        "print('closed', flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert worker.stdout is not None and worker.stdin is not None
+    try:
+        assert worker.stdout.readline().strip() == "open"
+        Cassette(tmp_path, "none").merge()
+        assert len(list(tmp_path.glob("shard-*.tsv"))) == 2  # still open: left alone
+        worker.stdin.write("\n")
+        worker.stdin.flush()
+        assert worker.stdout.readline().strip() == "closed"
+        Cassette(tmp_path, "none").merge()  # the process lives on; its shard is closed
+        assert [p.name for p in tmp_path.glob("shard-*.tsv")] == ["shard-merged.tsv"]
+        assert len(Cassette(tmp_path, "none")) == 1
+    finally:
+        worker.stdin.write("\n")
+        worker.stdin.flush()
+        worker.wait(timeout=60)

@@ -113,6 +113,8 @@ def _sweep(tmp_path: Path, server: LLMTestServer, sp500: Path, folder: str) -> P
         strategies=[{"name": "llm", "kind": "llm", "params": params}],
         start="2015-08-01",
         end="2015-10-30",
+        # Scored on September; the selected fee is then run on October.
+        extra='[splits]\ntrain_end = "2015-09-01"\nvalidation_end = "2015-10-01"',
     )
     sweep = tmp_path / folder / "sweep.toml"
     sweep.write_text(
@@ -167,14 +169,14 @@ def test_sigkill_of_a_sweep(sp500: Path, tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         assert orphans.count("\n") <= 1, f"sweep workers outlived the sweep:\n{orphans}"
         done = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/summary.json")}
-        assert 1 <= len(done) < 4
+        assert 1 <= len(done) < 5  # of 4 validation runs and 1 test run
         cassette = tmp_path / "crash" / "cassette"
         verify = cli("cassette", "verify", str(cassette), cwd=tmp_path)
         assert verify.returncode == 0, verify.stdout + verify.stderr
         again = cli("sweep", str(sweep), "--workers", "2", cwd=tmp_path, env=env)
         assert again.returncode == 0, again.stderr
     after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/summary.json")}
-    assert len(after) == 4 and all(after[k] == v for k, v in done.items())
+    assert len(after) == 5 and all(after[k] == v for k, v in done.items())
     assert not list(out.glob(".*.tmp-*"))
     ref = pd.read_parquet(tmp_path / "ref" / "out" / "sweep_summary.parquet")
     got = pd.read_parquet(out / "sweep_summary.parquet")

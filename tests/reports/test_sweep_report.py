@@ -22,13 +22,28 @@ def test_sweep_report_lists_every_run(sweep_dir: Path) -> None:
     assert path == sweep_dir / "sweep_report.html"
     html = path.read_text("utf-8")
     table = pd.read_parquet(sweep_dir / "sweep_summary.parquet")
-    assert len(table) == 6  # 3 points x (sma, buy_and_hold)
+    # 3 points on validation and the selected one on test, x (sma, buy_and_hold).
+    assert len(table) == 8 and (table["split"] == "test").sum() == 2
     for run_id in table["run_id"]:
         assert run_id in html
     for value in table["total_return"]:
         assert f'data-v="{value}"' in html
     assert "Configurations tried</b> 3" in html
-    assert "ran without a selection step" in html  # no selection.json: said plainly
+    selection = json.loads((sweep_dir / "selection.json").read_text())
+    assert f'data-v="{selection["deflated_sharpe"]["dsr"]}"' in html
+    assert selection["selected"][0]["test_run_id"] in html
+    assert html.count('<tr class="selected">') == 4  # its validation and test rows
+    # The scatter shows the configurations where they were scored: validation only.
+    spec = json.loads(html.split('id="fig-cost-return">')[1].split("</script>")[0])
+    assert len(spec["data"][0]["hovertext"]) == 6
+
+
+def test_a_sweep_without_selection_says_so(sweep_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "plain"
+    shutil.copytree(sweep_dir, folder)
+    (folder / "selection.json").unlink()
+    html = write_report(folder).read_text("utf-8")
+    assert "ran without a selection step" in html
 
 
 def test_selection_results_are_shown(sweep_dir: Path, tmp_path: Path) -> None:
