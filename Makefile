@@ -28,8 +28,14 @@ $(DATA)/manifest.json: $(STAMP)
 
 data: $(DATA)/manifest.json
 
+# With a real key the LLM roles call real models: a short recent window (the last 60 bars of
+# the test split), every 5th bar, recorded into cassettes/quickstart, capped per strategy
+# at llm.max_run_usd ($0.50; QUICKSTART_ARGS='--set llm.max_run_usd=1.0' to change it).
+QUICKSTART_LIVE := $(if $(OPENROUTER_API_KEY),--set splits.last_bars=60 --set llm.every_n_bars=5)
+QUICKSTART_ARGS ?=
+
 quickstart: $(DATA)/manifest.json
-	$(VENV)/bin/backtest run experiments/quickstart.toml
+	$(VENV)/bin/backtest run experiments/quickstart.toml $(QUICKSTART_LIVE) $(QUICKSTART_ARGS)
 
 # The browser test renders the reports in Debian's chromium; installed when missing.
 chromium:

@@ -35,6 +35,7 @@ from backtest.errors import ConfigError
 
 __all__ = [
     "DEFAULT_DRL_SEEDS",
+    "LLM_SIDE_KINDS",
     "SEEDED_KINDS",
     "STRATEGY_KINDS",
     "DataConfig",
@@ -52,6 +53,10 @@ __all__ = [
     "parse_override",
     "read_toml",
 ]
+
+#: Kinds whose LLM parameters the experiment's ``[llm]`` table fills: ``None`` for the
+#: ``llm`` kind's own parameters, else the name of the parameter holding its LLM side.
+LLM_SIDE_KINDS: dict[str, str | None] = {"llm": None, "hybrid": "llm", "meta_rl": "llm"}
 
 #: Built-in strategy kinds and the class each one names.
 STRATEGY_KINDS: dict[str, str] = {
@@ -202,6 +207,10 @@ class SplitsConfig(Frozen):
     validation_end: str | None = None
     evaluate: Literal["train", "validation", "test"] = "test"
     walk_forward: WalkForwardConfig | None = None
+    #: Trade only the last N bars of the evaluated part (a short, recent, cheap window:
+    #: ``make quickstart`` sets 60 when real models would be called). Strategies that
+    #: train still train on every bar before the first decision.
+    last_bars: int | None = Field(None, ge=2)
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> SplitsConfig:
@@ -211,6 +220,8 @@ class SplitsConfig(Frozen):
             raise ValueError(
                 "walk_forward replaces train_end and validation_end; set one or the other"
             )
+        if self.walk_forward is not None and self.last_bars is not None:
+            raise ValueError("last_bars cannot shorten walk-forward folds; set one or the other")
         return self
 
 
@@ -290,6 +301,34 @@ class RunConfig(Frozen):
     output_dir: str = "runs"
     risk_free_rate: float | str = 0.0
     periods_per_year: float | None = Field(None, gt=0)
+    #: Defaults for the LLM side of every strategy that calls LLMs (see
+    #: :data:`LLM_SIDE_KINDS`): any parameter of the ``llm`` kind (``routing``,
+    #: ``base_url``, ``api_key_env``, ``cassette``, ``record_mode``, ``max_run_usd``,
+    #: ``every_n_bars``...). A strategy's own parameters win. Merged when the config is
+    #: read, so the resolved strategies (and the run id) carry the values.
+    llm: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _llm_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("llm"):
+            return data
+        defaults = data["llm"]
+        if not isinstance(defaults, dict):
+            return data  # the field's own validation reports the type
+        strategies = []
+        for spec in data.get("strategies") or ():
+            raw = spec.model_dump() if isinstance(spec, BaseModel) else spec
+            if isinstance(raw, dict) and raw.get("kind") in LLM_SIDE_KINDS:
+                params = dict(raw.get("params") or {})
+                side = LLM_SIDE_KINDS[raw["kind"]]
+                if side is None:
+                    params = {**defaults, **params}
+                else:
+                    params[side] = {**defaults, **dict(params.get(side) or {})}
+                raw = {**raw, "params": params}
+            strategies.append(raw)
+        return {**data, "strategies": strategies}
 
     @model_validator(mode="after")
     def _unique_names(self) -> RunConfig:

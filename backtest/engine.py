@@ -823,12 +823,16 @@ def _evaluation_range(config: RunConfig, bars: Bars) -> tuple[int, int]:
     if folds is not None:
         return folds[0].test.start, folds[-1].test.stop
     if splits.train_end is None or splits.validation_end is None:
-        return 0, len(bars)
-    split = split_by_date(
-        bars.frame.index, train_end=splits.train_end, validation_end=splits.validation_end
-    )
-    part: slice = getattr(split, splits.evaluate)
-    return part.start, part.stop
+        start, stop = 0, len(bars)
+    else:
+        split = split_by_date(
+            bars.frame.index, train_end=splits.train_end, validation_end=splits.validation_end
+        )
+        part: slice = getattr(split, splits.evaluate)
+        start, stop = part.start, part.stop
+    if splits.last_bars is not None:
+        start = max(start, stop - splits.last_bars)
+    return start, stop
 
 
 def run(

@@ -152,3 +152,64 @@ def test_run_id_does_not_depend_on_where_the_data_lives(
     assert a.run_id == b.run_id
     c = run(load_experiment(experiment, ["env.fee_bps=3"]), write=False)
     assert c.run_id != a.run_id
+
+
+def test_the_llm_table_fills_every_llm_side_and_strategies_win(tmp_path: Path) -> None:
+    from backtest.config import RunConfig
+
+    config = RunConfig.model_validate(
+        {
+            "data": {"path": "x.parquet"},
+            "llm": {"routing": "r.toml", "every_n_bars": 5, "max_run_usd": 0.5},
+            "strategies": [
+                {"name": "sma", "kind": "sma", "params": {"fast": 3, "slow": 9}},
+                {"name": "llm", "kind": "llm", "params": {"every_n_bars": 2}},
+                {"name": "h", "kind": "hybrid", "seeds": 1, "params": {"drl": {"algo": "A2C"}}},
+                {"name": "m", "kind": "meta_rl", "seeds": 1, "params": {"llm": {"mode": "offline"}}},
+            ],
+        }
+    )
+    sma, llm, hybrid, meta = config.strategies
+    assert sma.params == {"fast": 3, "slow": 9}
+    assert llm.params == {"routing": "r.toml", "every_n_bars": 2, "max_run_usd": 0.5}
+    assert hybrid.params == {
+        "drl": {"algo": "A2C"},
+        "llm": {"routing": "r.toml", "every_n_bars": 5, "max_run_usd": 0.5},
+    }
+    assert meta.params["llm"] == {
+        "routing": "r.toml",
+        "every_n_bars": 5,
+        "max_run_usd": 0.5,
+        "mode": "offline",
+    }
+    # Resolved once: validating the dump again changes nothing.
+    assert RunConfig.model_validate(config.model_dump()) == config
+
+
+def test_llm_defaults_and_last_bars_from_the_command_line(
+    tmp_path: Path, samples_dir: Path
+) -> None:
+    from backtest import run
+    from backtest.config import load_experiment
+
+    experiment = tmp_path / "e.toml"
+    experiment.write_text(
+        f"""
+[data]
+path = "{samples_dir / "SP500.parquet"}"
+[splits]
+train_end = "2013-01-01"
+validation_end = "2016-01-01"
+[[strategies]]
+name = "sma"
+kind = "sma"
+"""
+    )
+    config = load_experiment(
+        experiment, ["splits.last_bars=60", f'output_dir="{tmp_path / "runs"}"']
+    )
+    result = run(config, write=False)
+    assert result.summary["bars"] == 60
+    assert result.summary["end"].startswith("2018-12-31")
+    with pytest.raises(ConfigError, match="last_bars"):
+        load_experiment(experiment, ["splits.last_bars=1"])

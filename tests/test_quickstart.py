@@ -1,0 +1,132 @@
+"""The quickstart experiment end to end, as a user runs it: the CLI, the run directory,
+the report and the summary; with no key (offline analyst) and with a key (real SDK calls to
+the loopback server standing in for OpenRouter, recorded, then replayed for $0).
+
+Training budgets are cut to a few hundred steps with ``--set``; everything else is the
+shipped ``experiments/quickstart.toml``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from backtest.llm.testing import LLMTestServer
+from tests.strategies.test_llm import answer
+
+REPO = Path(__file__).resolve().parents[1]
+BACKTEST = str(Path(sys.executable).with_name("backtest"))
+TINY = "{ n_steps = 64, batch_size = 32 }"
+
+
+def _quickstart(tmp_path: Path, samples_dir: Path, *extra: str, env: dict[str, str]) -> str:
+    drl = [
+        "timesteps=256",
+        "eval_every=128",
+        "episode_bars=64",
+        f"hyperparameters={TINY}",
+        f'cache_dir="{tmp_path / "models"}"',
+    ]
+    sets = [f'data.path="{samples_dir / "SP500.parquet"}"', f'output_dir="{tmp_path / "runs"}"']
+    sets += [f"strategies[3].params.{d}" for d in drl]
+    sets += [f"strategies[5].params.drl.{d}" for d in drl]
+    args = [BACKTEST, "run", str(REPO / "experiments" / "quickstart.toml"), "--no-progress"]
+    for item in [*sets, *extra]:
+        args += ["--set", item]
+    clean = {k: v for k, v in os.environ.items() if k != "OPENROUTER_API_KEY"}
+    done = subprocess.run(
+        args, cwd=REPO, capture_output=True, text=True, timeout=900, env={**clean, **env}
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def _run_dir(tmp_path: Path) -> Path:
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+    return run_dir
+
+
+def test_quickstart_without_a_key_uses_the_offline_analyst(
+    tmp_path: Path, samples_dir: Path
+) -> None:
+    out = _quickstart(tmp_path, samples_dir, env={})
+    run_dir = _run_dir(tmp_path)
+    for name in (
+        "manifest.json",
+        "summary.json",
+        "ledger.parquet",
+        "decisions.parquet",
+        "llm_calls.parquet",
+        "report.html",
+    ):
+        assert (run_dir / name).is_file(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    expected = {
+        "buy_and_hold",
+        "sma_10_30",
+        "random",
+        "drl_ppo@0",
+        "drl_ppo@1",
+        "llm_only",
+        "hybrid@0",
+        "hybrid@1",
+    }
+    assert set(summary["strategies"]) == expected
+    assert summary["start"].startswith("2016-01-04") and summary["bars"] == 754
+    (comparison,) = summary["comparisons"]
+    assert (comparison["a"], comparison["b"], comparison["n_seeds"]) == ("drl_ppo", "hybrid", 2)
+    assert set(summary["seed_groups"]) == {"drl_ppo", "hybrid"}
+    calls = pd.read_parquet(run_dir / "llm_calls.parquet")
+    assert set(calls["cache"]) == {"offline"} and calls["cost_usd"].sum() == 0
+    # The terminal and the report both say the offline analyst answered.
+    assert "offline analyst" in out and "Report:" in out
+    report = (run_dir / "report.html").read_text("utf-8")
+    assert "came from the offline analyst" in report
+    assert "hybrid − drl_ppo" in report
+    for name in expected:
+        assert name in report
+
+
+def test_quickstart_with_a_key_records_then_replays_for_free(
+    tmp_path: Path, samples_dir: Path
+) -> None:
+    cassette = tmp_path / "cassette"
+    with LLMTestServer(models={"*": answer}, prices={"*": (0.27, 1.10)}) as server:
+        live = [
+            "splits.last_bars=60",  # what `make quickstart` adds when the key is set
+            "llm.every_n_bars=5",
+            f'llm.base_url="{server.base_url}"',
+            f'llm.cassette="{cassette}"',
+        ]
+        env = {"OPENROUTER_API_KEY": "sk-or-v1-quickstart-test-key"}
+        first = _quickstart(tmp_path, samples_dir, *live, env=env)
+        requests = len(server.requests)
+        again = _quickstart(tmp_path, samples_dir, *live, env=env)
+        assert len(server.requests) == requests  # the rerun asked nothing
+    assert requests > 0
+    # The estimate is printed before the run starts, and it bounds what was spent.
+    assert first.index("LLM cost estimate:") < first.index("Run ")
+    run_dir = _run_dir(tmp_path)  # one directory: the rerun had the same inputs and run id
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["bars"] == 60 and summary["end"].startswith("2018-12-31")
+    calls = pd.read_parquet(run_dir / "llm_calls.parquet")
+    # 60 bars, every 5th, 4 roles, for llm_only and both hybrid members.
+    assert len(calls) == 3 * 12 * 4
+    cost = calls["cost_usd"].sum()
+    assert cost > 0
+    estimate = json.loads((run_dir / "manifest.json").read_text())["llm_cost_estimate"]
+    assert estimate["calls"] == len(calls) and estimate["usd"] >= cost
+    assert "offline analyst" not in first
+    # The rerun replays: $0 spent, the recorded cost still charged, identical ledgers.
+    replayed = pd.read_parquet(run_dir / "llm_calls.parquet")
+    assert set(replayed["cache"]) == {"hit"} and replayed["spend_usd"].sum() == 0
+    assert replayed["cost_usd"].sum() == pytest.approx(cost)
+    for key_file in cassette.rglob("*"):
+        if key_file.is_file():
+            assert b"quickstart-test-key" not in key_file.read_bytes()
