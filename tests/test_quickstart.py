@@ -88,7 +88,7 @@ def test_quickstart_without_a_key_uses_the_offline_analyst(
     assert "offline analyst" in out and "Report:" in out
     report = (run_dir / "report.html").read_text("utf-8")
     assert "came from the offline analyst" in report
-    assert "hybrid − drl_ppo" in report
+    assert "hybrid \u2212 drl_ppo" in report  # the comparison's heading
     for name in expected:
         assert name in report
 
@@ -108,6 +108,7 @@ def test_quickstart_with_a_key_records_then_replays_for_free(
         first = _quickstart(tmp_path, samples_dir, *live, env=env)
         requests = len(server.requests)
         again = _quickstart(tmp_path, samples_dir, *live, env=env)
+        assert "LLM cost estimate:" in again
         assert len(server.requests) == requests  # the rerun asked nothing
     assert requests > 0
     # The estimate is printed before the run starts, and it bounds what was spent.

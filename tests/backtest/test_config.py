@@ -165,7 +165,12 @@ def test_the_llm_table_fills_every_llm_side_and_strategies_win(tmp_path: Path) -
                 {"name": "sma", "kind": "sma", "params": {"fast": 3, "slow": 9}},
                 {"name": "llm", "kind": "llm", "params": {"every_n_bars": 2}},
                 {"name": "h", "kind": "hybrid", "seeds": 1, "params": {"drl": {"algo": "A2C"}}},
-                {"name": "m", "kind": "meta_rl", "seeds": 1, "params": {"llm": {"mode": "offline"}}},
+                {
+                    "name": "m",
+                    "kind": "meta_rl",
+                    "seeds": 1,
+                    "params": {"llm": {"mode": "offline"}},
+                },
             ],
         }
     )
