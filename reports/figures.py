@@ -243,7 +243,8 @@ def price_trades_figure(close: pd.Series, fills: Mapping[str, pd.DataFrame]) -> 
                     "y": rows["price"].to_numpy(dtype=np.float64),
                     "name": short_text(f"{name} {side}s", 60),
                     "legendgroup": short_text(name, 60),
-                    "visible": True if i < 3 else "legendonly",
+                    # The first two strategies' fills are shown; the others from the legend.
+                    "visible": True if i < 2 else "legendonly",
                     "marker": {"symbol": symbol, "size": 8, "color": _colour(i)},
                     "hovertext": text,
                     "hoverinfo": "text",

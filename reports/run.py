@@ -101,11 +101,27 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------- sections
 
 
-def _order(summary: Mapping[str, Any], ledger: pd.DataFrame) -> list[str]:
-    names = list(summary.get("strategies", {}))
-    for name in pd.unique(ledger["strategy"]):
-        if name not in names:
-            names.append(str(name))
+def _order(
+    manifest: Mapping[str, Any], summary: Mapping[str, Any], ledger: pd.DataFrame
+) -> list[str]:
+    """Strategies in the experiment's order (seed members ``name@k`` by k), then the rest.
+
+    ``summary.json`` sorts its keys, so its order is alphabetical, not the user's.
+    """
+    present = [str(n) for n in pd.unique(ledger["strategy"])]
+    names: list[str] = []
+    for spec in (manifest.get("config") or {}).get("strategies") or []:
+        name = str(spec.get("name", ""))
+        members = [n for n in present if n.startswith(f"{name}@") and n[len(name) + 1 :].isdigit()]
+        for n in ([name] if name in present else []) + sorted(
+            members, key=lambda n: int(n.rsplit("@", 1)[1])
+        ):
+            if n not in names:
+                names.append(n)
+    benchmark = summary.get("benchmark")
+    if benchmark in present and benchmark not in names:
+        names.insert(0, str(benchmark))
+    names += [n for n in present if n not in names]
     return names
 
 
@@ -380,7 +396,7 @@ def run_report_html(run_dir: str | Path) -> str:
     ledger, decisions, calls = run["ledger"], run["decisions"], run["llm_calls"]
     if ledger.empty:
         raise BacktestError(f"{run_dir}: ledger.parquet has no rows. Fix: rerun the experiment.")
-    names = _order(summary, ledger)
+    names = _order(manifest, summary, ledger)
     wide = ledger.pivot(index="timestamp", columns="strategy")
     equity = wide["equity_usd"][names]
     llm_cost = wide["llm_cost_usd"][names].fillna(0.0)

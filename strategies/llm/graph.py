@@ -475,7 +475,10 @@ class LLMPolicy:
         return {
             "calls": decisions * calls_per,
             "usd": decisions * usd_per,
-            "max_run_usd": self.routing.budget.max_run_usd,
+            # The offline analyst's answers cost $0: its runs never reach the cap.
+            "max_run_usd": None
+            if self._resolve_mode() == "offline"
+            else self.routing.budget.max_run_usd,
         }
 
     def _scheduled_calls(self, market: MarketView, first_bar: int) -> int:
