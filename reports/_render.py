@@ -25,7 +25,9 @@ import functools
 import html
 import json
 import math
+import os
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -39,6 +41,7 @@ __all__ = [
     "render_template",
     "short_text",
     "time_ms",
+    "write_atomic",
 ]
 
 #: plotly.js version of the embedded bundle (``reports/static/plotly-cartesian.min.js``).
@@ -154,3 +157,15 @@ def _fmt_usd(value: Any, digits: int = 2) -> str:
     if value != 0 and abs(value) < 0.01:
         return f"${value:,.6f}"
     return f"${value:,.{digits}f}"
+
+
+def write_atomic(target: Path, text: str) -> Path:
+    """Write ``text`` to ``target`` through a temporary file and a rename; return ``target``.
+
+    A reader never sees half a report, and a crash leaves the previous one in place.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(target)
+    return target

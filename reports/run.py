@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -33,7 +32,7 @@ import pyarrow.parquet as pq
 
 from backtest.errors import BacktestError
 from reports import figures
-from reports._render import figure_json, render_template, short_text
+from reports._render import figure_json, render_template, short_text, write_atomic
 
 __all__ = ["RUN_FILES", "load_run", "run_report_html", "write_run_report"]
 
@@ -453,10 +452,5 @@ def run_report_html(run_dir: str | Path) -> str:
 
 def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the run's report (default ``RUN_DIR/report.html``) atomically; return its path."""
-    html_text = run_report_html(run_dir)
     target = Path(out) if out is not None else Path(run_dir) / "report.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(html_text, encoding="utf-8")
-    tmp.replace(target)
-    return target
+    return write_atomic(target, run_report_html(run_dir))

@@ -15,7 +15,6 @@ with selection, ``selection.json``:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import pandas as pd
 
 from backtest.errors import BacktestError
 from reports import figures
-from reports._render import figure_json, render_template
+from reports._render import figure_json, render_template, write_atomic
 
 __all__ = ["load_sweep_dir", "sweep_report_html", "write_sweep_report"]
 
@@ -160,10 +159,5 @@ def sweep_report_html(sweep_dir: str | Path) -> str:
 
 def write_sweep_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write the sweep's report (default ``SWEEP_DIR/sweep_report.html``); return its path."""
-    html_text = sweep_report_html(sweep_dir)
     target = Path(out) if out is not None else Path(sweep_dir) / "sweep_report.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_text(html_text, encoding="utf-8")
-    tmp.replace(target)
-    return target
+    return write_atomic(target, sweep_report_html(sweep_dir))

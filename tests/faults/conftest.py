@@ -17,43 +17,15 @@ from backtest.llm.testing import LLMTestServer
 
 REPO = Path(__file__).resolve().parents[2]
 BACKTEST = str(Path(sys.executable).with_name("backtest"))
+from tests.strategies.test_llm import ANSWERS as TEST_ANSWERS  # noqa: E402
+
 ROUTING = REPO / "experiments" / "routing" / "seed_stack.toml"
 #: A recognisable fake key: any file or stream that holds it has leaked it.
 FAKE_KEY = "sk-or-v1-FAKEKEY0fault0matrix0" + "9" * 24
 
-ANSWERS: dict[str, dict[str, Any]] = {
-    "technical analyst": {
-        "trend": "up",
-        "support": 1.0,
-        "resistance": 2.0,
-        "patterns": [],
-        "signal": 0.6,
-        "confidence": 0.8,
-        "reasoning": "uptrend",
-    },
-    "expert market analyst": {
-        "regime": "bull",
-        "drivers": ["earnings"],
-        "risks": [],
-        "signal": 0.7,
-        "confidence": 0.7,
-        "reasoning": "bull",
-    },
-    "order-flow": {
-        "order_flow_imbalance": 0.2,
-        "volume_spike": False,
-        "signal": 0.2,
-        "confidence": 0.5,
-        "reasoning": "buying",
-    },
-    "orchestrator": {
-        "action": "BUY",
-        "size": 0.5,
-        "confidence": 0.75,
-        "risk_level": "low",
-        "reasoning": "agents agree",
-    },
-}
+# Each role's scripted answer, the same as the LLM strategy tests' (there fenced in prose;
+# here bare JSON).
+ANSWERS: dict[str, dict[str, Any]] = TEST_ANSWERS
 
 
 def answer(body: dict[str, Any]) -> str:
