@@ -44,8 +44,9 @@ chromium:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# The browser test saves its screenshots in test-artifacts/ (kept out of git).
 test: $(STAMP) chromium
-	$(PY) -m pytest -q
+	REPORT_ARTIFACTS=$(CURDIR)/test-artifacts $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PIP) install --quiet --disable-pip-version-check -e '.[dev,bench]'

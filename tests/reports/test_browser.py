@@ -23,7 +23,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def _artifacts(tmp_path: Path) -> Path:
-    return Path(os.environ.get("REPORT_ARTIFACTS") or tmp_path)
+    folder = Path(os.environ.get("REPORT_ARTIFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def test_run_report_draws_offline_without_errors(hostile_run: RunResult, tmp_path: Path) -> None:
