@@ -36,23 +36,9 @@ from backtest.llm import client as client_module  # noqa: E402
 from backtest.llm.cassette import Recording  # noqa: E402
 from backtest.llm.testing import count_completion_tokens, count_prompt_tokens  # noqa: E402
 
-ROUTING = _HERE.parent / "experiments" / "routing" / "seed_stack.toml"
-REPLIES = {
-    "technical analyst": {"trend": "up", "signal": 0.6, "confidence": 0.8, "reasoning": "up"},
-    "expert market analyst": {
-        "regime": "bull",
-        "signal": 0.7,
-        "confidence": 0.7,
-        "reasoning": "bull",
-    },
-    "order-flow": {
-        "order_flow_imbalance": 0.2,
-        "signal": 0.2,
-        "confidence": 0.5,
-        "reasoning": "buying",
-    },
-    "orchestrator": {"action": "BUY", "size": 0.5, "confidence": 0.75, "reasoning": "agree"},
-}
+sys.path.insert(0, str(_HERE))
+from bench_llm import REPLIES, ROUTING  # noqa: E402  (the same scripted analyst)
+
 _PRICE_IN, _PRICE_OUT = 0.27, 1.10  # USD per million tokens, as the loopback server's "*"
 
 
