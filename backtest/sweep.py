@@ -113,6 +113,9 @@ _SUMMARY_METRICS = (
     "fees_usd",
     "llm_cost_usd",
     "llm_calls",
+    "llm_retries",
+    "llm_fallbacks",
+    "llm_failed_calls",
     "abstains",
     "final_equity_usd",
 )
@@ -701,15 +704,30 @@ def run_sweep(
         if on_done:
             on_done(point, outcome["status"])
 
-    def pending(batch: Sequence[SweepPoint]) -> list[SweepPoint]:
-        todo = []
+    def pending(batch: Sequence[SweepPoint]) -> tuple[list[SweepPoint], list[SweepPoint]]:
+        """The points to run, and the points whose run is the same as one of those
+        (two grid values that resolve to one config): they take its outcome instead of
+        racing it for the same run directory."""
+        todo: list[SweepPoint] = []
+        twins: list[SweepPoint] = []
+        scheduled: set[str] = set()
         for point in batch:
             run_id = ids[(point.split, point.index)] = run_id_for(point.config)
             if (spec.output_dir / run_id / "summary.json").exists():
                 report(point, {"status": "skipped"})
+            elif run_id in scheduled:
+                twins.append(point)
             else:
+                scheduled.add(run_id)
                 todo.append(point)
-        return todo
+        return todo, twins
+
+    def settle(twins: Sequence[SweepPoint], batch: Sequence[SweepPoint]) -> None:
+        first = {ids[(p.split, p.index)]: p for p in batch}
+        for point in twins:
+            twin = first[ids[(point.split, point.index)]]
+            state, error = status[(twin.split, twin.index)]
+            report(point, {"status": "skipped" if state == "done" else state, "error": error})
 
     ray_backend = _RayBackend(workers, address) if backend == "ray" else None
     local_backend = _LocalBackend(workers)
@@ -717,11 +735,12 @@ def run_sweep(
         spec.output_dir.mkdir(parents=True, exist_ok=True)
 
         def execute(batch: Sequence[SweepPoint], in_pool: bool = False) -> None:
-            todo = pending(batch)
+            todo, twins = pending(batch)
             if ray_backend is not None:
                 ray_backend.run(todo, report)
             else:
                 local_backend.run(todo, report, in_pool=in_pool)
+            settle(twins, todo)
 
         execute(points)
         metric = spec.selection.metric

@@ -339,3 +339,23 @@ params = {drl}
         assert (tmp_path / "out-ray" / ledger).read_bytes() == (
             tmp_path / "out-local" / ledger
         ).read_bytes()
+
+
+def test_grid_values_that_resolve_to_one_config_run_once(tmp_path: Path, samples_dir: Path) -> None:
+    # 1 and 1.0 are one fee: one run directory, shared by both points, not raced for.
+    sweep = _files(tmp_path, samples_dir, '"env.fee_bps" = [1, 1.0, 3.0]')
+    seen: list[tuple[int, str, str]] = []
+    table = run_sweep(
+        load_sweep(sweep), workers=2, on_done=lambda p, s: seen.append((p.index, p.split, s))
+    )
+    validation = table[table["split"] == "validation"]
+    ids = dict(zip(validation["point"], validation["run_id"], strict=False))
+    assert ids[0] == ids[1] != ids[2]
+    assert sorted(s for i, split, s in seen if split == "validation") == ["done", "done", "skipped"]
+    assert (validation["status"] != "failed").all()
+    runs = [p for p in (tmp_path / "out").iterdir() if (p / "summary.json").exists()]
+    assert len(runs) == 2 + 1  # two configs on validation, the selected one on test
+    pd.testing.assert_series_equal(
+        validation[validation.point == 0]["sharpe"].reset_index(drop=True),
+        validation[validation.point == 1]["sharpe"].reset_index(drop=True),
+    )
