@@ -443,6 +443,7 @@ def run_report_html(run_dir: str | Path) -> str:
         "folds": summary.get("folds") or [],
         "versions": sorted((manifest.get("versions") or {}).items()),
         "estimate": manifest.get("llm_cost_estimate") or {},
+        "inputs": sorted((manifest.get("inputs") or {}).items()),
         "leakage": manifest.get("leakage") or [],
         "window": window,
         "benchmark": summary.get("benchmark"),

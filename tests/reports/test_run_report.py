@@ -240,3 +240,30 @@ def test_leakage_estimate_and_cutoff_split_are_shown(
     assert "1,508 calls, up to $1.23" in html
     split = html[html.index("training cutoff</h3>") :]
     assert 'data-v="0.1111"' in split and "2017-06" in split
+
+
+def test_the_hashes_of_files_read_are_shown(samples_dir: Path, tmp_path: Path) -> None:
+    from backtest import RunConfig, run
+
+    routing = Path(__file__).resolve().parents[2] / "experiments" / "routing" / "seed_stack.toml"
+    result = run(
+        RunConfig.model_validate(
+            {
+                "data": {"path": str(samples_dir / "SP500.parquet"), "end": "2016-03-31"},
+                "splits": {"train_end": "2015-06-01", "validation_end": "2016-01-01"},
+                "strategies": [
+                    {
+                        "name": "llm",
+                        "kind": "llm",
+                        "params": {"routing": str(routing), "mode": "offline", "every_n_bars": 10},
+                    }
+                ],
+                "output_dir": str(tmp_path),
+            }
+        )
+    )
+    inputs = result.manifest["inputs"]
+    assert "strategies.llm.routing" in inputs
+    html = run_report_html(result.run_dir)
+    for key, digest in inputs.items():
+        assert key in html and digest in html
