@@ -104,7 +104,7 @@ def test_quickstart_with_a_key_records_then_replays_for_free(
             f'llm.base_url="{server.base_url}"',
             f'llm.cassette="{cassette}"',
         ]
-        env = {"OPENROUTER_API_KEY": "sk-or-v1-quickstart-test-key"}
+        env = {"OPENROUTER_API_KEY": "fake-quickstart-test-key"}
         first = _quickstart(tmp_path, samples_dir, *live, env=env)
         requests = len(server.requests)
         again = _quickstart(tmp_path, samples_dir, *live, env=env)
