@@ -44,9 +44,11 @@ chromium:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
-# The browser test saves its screenshots in test-artifacts/ (kept out of git).
+# The browser test saves its screenshots in test-artifacts/ (kept out of git). The slowest
+# 15 tests are listed at the end. Hypothesis draws fresh examples on every run unless CI is
+# set (.ci/run sets it: the same examples every time); HYPOTHESIS_PROFILE=ci|dev overrides.
 test: $(STAMP) chromium
-	REPORT_ARTIFACTS=$(CURDIR)/test-artifacts $(PY) -m pytest -q
+	REPORT_ARTIFACTS=$(CURDIR)/test-artifacts $(PY) -m pytest -q --durations=15
 
 bench: $(STAMP)
 	$(PIP) install --quiet --disable-pip-version-check -e '.[dev,bench]'

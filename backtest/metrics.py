@@ -48,7 +48,35 @@ information_ratio     ``mean(r - b) * ppy / tracking_error`` = ``mean/std * sqrt
 
 A metric that is undefined on its input (too few bars, zero dispersion in a
 denominator, no drawdown under ``calmar``) is ``nan``: kernels never raise on such
-data and never emit floating-point warnings. Input that cannot be right (a 2-D array,
+data and never emit floating-point warnings.
+
+Degenerate dispersion (one rule for every ratio). A ratio that divides by a deviation
+is ``nan`` when that deviation is zero *or indistinguishable from rounding*: when it is
+at most ``DISPERSION_RTOL`` (1e-9) times the largest magnitude in the series it is
+computed from. Concretely:
+
+================= ================================ ===================================
+ratio             deviation                        measured against
+================= ================================ ===================================
+sharpe            ``std(x, ddof=1)``               ``max|x|``, ``x = r - rf/ppy``
+sortino           ``sqrt(mean(min(x, 0) ** 2))``   ``max|x|``, ``x = r - rf/ppy``
+information_ratio ``std(r - b, ddof=1)``           ``max|r - b|``
+alpha, beta       ``std(y)``                       ``max|y|``, ``y = b - rf/ppy``
+calmar            ``|max_drawdown|``               1 (a drawdown is a fraction of the
+                                                   peak, so 1e-9 of it is rounding)
+================= ================================ ===================================
+
+Why: the standard deviation of values that agree to nine significant digits is set by
+their last bits, not by the market. ``[0.05, 0.05 + 2e-11] / 252`` has a "volatility"
+of 6e-14 and a Sharpe ratio of ~1e9; two correct implementations that sum in a
+different order disagree on it in the first digit. No market series is that quiet (a
+price tick is ~1e-5 of the price), so such a series is treated as having no
+volatility. empyrical and quantstats divide anyway and return such huge numbers, or
+``inf`` at exactly zero; at exactly zero all three agree there is no finite ratio,
+and this module extends that to the rounding band. ``tests/backtest/test_metrics.py``
+compares with the peers using a tolerance that widens with the condition number
+``n * eps * max|x| / deviation`` and, inside the band, requires the peer's value to be
+``inf``/``nan`` or larger than 1e8 in magnitude. Input that cannot be right (a 2-D array,
 NaN returns, a return below -100%, a non-positive ``periods_per_year``) raises
 :class:`~backtest.errors.ConfigError` saying what to change.
 """
@@ -66,6 +94,7 @@ from backtest.calendars import FREQUENCIES, expected_bars, parse_frequency
 from backtest.errors import ConfigError, DataValidationError
 
 __all__ = [
+    "DISPERSION_RTOL",
     "alpha_beta",
     "annual_volatility",
     "cagr",
@@ -91,8 +120,9 @@ _REFERENCE_FIRST = pd.Timestamp("2010-01-01", tz="UTC")
 _REFERENCE_END = pd.Timestamp("2020-01-01", tz="UTC")
 _DAYS_PER_YEAR = 365.25
 _MIN_EMPIRICAL_SPAN_DAYS = 30.0
-# empyrical's threshold below which a benchmark variance counts as zero.
-_MIN_VARIANCE = 1.0e-30
+#: A deviation at most this fraction of the largest magnitude in its series is rounding,
+#: not dispersion: a ratio that divides by it is ``nan`` (see the module docstring).
+DISPERSION_RTOL = 1.0e-9
 
 
 # ---------------------------------------------------------------------------- the pandas edge
@@ -236,6 +266,15 @@ def _sample_std(values: FloatArray) -> float:
     return float(np.std(values, ddof=1))
 
 
+def _degenerate(deviation: float, values: FloatArray) -> bool:
+    """Whether ``deviation`` of ``values`` is zero or within rounding of zero.
+
+    The rule of the module docstring: at most :data:`DISPERSION_RTOL` times the largest
+    magnitude in ``values``; ``nan`` counts as degenerate.
+    """
+    return not deviation > DISPERSION_RTOL * float(np.abs(values).max())
+
+
 # ----------------------------------------------------------------------------------- kernels
 
 
@@ -347,16 +386,16 @@ def sharpe(
             ``returns``.
 
     Returns:
-        The Sharpe ratio, ``nan`` for fewer than 2 bars or zero volatility.
+        The Sharpe ratio, ``nan`` for fewer than 2 bars or a degenerate volatility
+        (zero, or at most ``DISPERSION_RTOL * max|x|``).
     """
     r = _returns(returns)
     ppy = _check_ppy(periods_per_year)
     excess = r - _per_bar_risk_free(risk_free, r.size, ppy)
     if excess.size < 2:
         return math.nan
-    # A deviation so small it underflows to 0 is no volatility either.
     deviation = _sample_std(excess)
-    if deviation == 0.0:
+    if _degenerate(deviation, excess):
         return math.nan
     return float(np.mean(excess)) / deviation * math.sqrt(ppy)
 
@@ -379,7 +418,8 @@ def sortino(
             ``returns``.
 
     Returns:
-        The Sortino ratio, ``nan`` for fewer than 2 bars or no bar below the target.
+        The Sortino ratio, ``nan`` for fewer than 2 bars, no bar below the target, or
+        a downside deviation of at most ``DISPERSION_RTOL * max|x|``.
     """
     r = _returns(returns)
     ppy = _check_ppy(periods_per_year)
@@ -387,10 +427,10 @@ def sortino(
     if excess.size < 2:
         return math.nan
     shortfall = np.minimum(excess, 0.0)
-    downside = math.sqrt(float(np.mean(shortfall * shortfall))) * math.sqrt(ppy)
-    if downside == 0.0:
+    downside = math.sqrt(float(np.mean(shortfall * shortfall)))
+    if _degenerate(downside, excess):
         return math.nan
-    return float(np.mean(excess) * ppy / downside)
+    return float(np.mean(excess) * ppy / (downside * math.sqrt(ppy)))
 
 
 def _drawdowns(returns: FloatArray) -> FloatArray:
@@ -450,10 +490,11 @@ def calmar(returns: ArrayLike, periods_per_year: float) -> float:
         periods_per_year: Bars per year, from :func:`periods_per_year`.
 
     Returns:
-        The Calmar ratio, ``nan`` for no bars, no drawdown, or an infinite CAGR.
+        The Calmar ratio, ``nan`` for no bars, an infinite CAGR, or no drawdown
+        deeper than ``DISPERSION_RTOL`` (a fall of 1e-9 of the peak is rounding).
     """
     drawdown = max_drawdown(returns)
-    if not drawdown < 0.0:
+    if not drawdown < -DISPERSION_RTOL:
         return math.nan
     ratio = cagr(returns, periods_per_year) / abs(drawdown)
     return ratio if math.isfinite(ratio) else math.nan
@@ -497,7 +538,8 @@ def alpha_beta(
         risk_free: Annual risk-free rate, one number or one per bar.
 
     Returns:
-        ``(alpha, beta)``; both ``nan`` for fewer than 2 bars or a constant benchmark.
+        ``(alpha, beta)``; both ``nan`` for fewer than 2 bars or a benchmark whose
+        excess returns have a degenerate deviation (the module's rule).
 
     Raises:
         ConfigError: If the two series differ in length.
@@ -508,11 +550,9 @@ def alpha_beta(
     if r.size < 2:
         return math.nan, math.nan
     x, y = r - rf, b - rf
-    if y.max() == y.min():
-        return math.nan, math.nan
     y_centred = y - np.mean(y)
     variance = float(np.mean(y_centred * y_centred))
-    if variance < _MIN_VARIANCE:
+    if y.max() == y.min() or _degenerate(math.sqrt(variance), y):
         return math.nan, math.nan
     # Centring both sides keeps a constant x (a flat strategy) at a beta of exactly 0.
     beta = float(np.mean(y_centred * (x - np.mean(x)))) / variance
@@ -563,16 +603,21 @@ def information_ratio(
         periods_per_year: Bars per year, from :func:`periods_per_year`.
 
     Returns:
-        The information ratio, ``nan`` for fewer than 2 bars or zero tracking error.
+        The information ratio, ``nan`` for fewer than 2 bars or a degenerate tracking
+        error (zero, or at most ``DISPERSION_RTOL * max|r - b|``).
 
     Raises:
         ConfigError: If the two series differ in length.
     """
     r, b = _paired(returns, benchmark_returns)
-    error = tracking_error(r, b, periods_per_year)
-    if not error > 0.0:  # nan (fewer than 2 bars) or zero
+    ppy = _check_ppy(periods_per_year)
+    active = r - b
+    if active.size < 2:
         return math.nan
-    return float(np.mean(r - b)) * _check_ppy(periods_per_year) / error
+    deviation = _sample_std(active)
+    if _degenerate(deviation, active):
+        return math.nan
+    return float(np.mean(active)) * ppy / (deviation * math.sqrt(ppy))
 
 
 # ----------------------------------------------------------------------------------- summary

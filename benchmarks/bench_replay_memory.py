@@ -7,9 +7,17 @@
    that answers like the loopback server (same body, usage and cost), so the cassette and
    everything above it are the real code.
 3. Replay it with ``backtest run`` (mode ``replay``) in a child process; report its peak RSS
-   (``ru_maxrss`` of the child, via ``resource.getrusage``) and wall time.
+   (``ru_maxrss`` of the child, via ``resource.getrusage``) and wall time. With
+   ``--measure traced`` (or ``both``) a replay runs under ``tracemalloc`` and reports the
+   peak of the memory Python and numpy allocated (``traced_peak_mb``). Unlike RSS it does
+   not depend on what else the machine is doing, on allocator caching or on page sharing,
+   so the growth per call measured from it repeats run to run (arrow's own buffers are
+   not traced; RSS is the figure for them). Below ~1,500 bars the traced peak is a
+   constant ~64 MB reached early in the run (loading, compiling the env kernel); the
+   growth per call shows above it.
 
 Usage: ``.venv/bin/python benchmarks/bench_replay_memory.py --bars 100000 [--json]``
+``[--measure rss|traced|both]``
 """
 
 from __future__ import annotations
@@ -157,6 +165,44 @@ _MEASURE = (
 )
 
 
+# The CLI under tracemalloc, started after the CLI's imports: the peak is of what the run
+# itself allocates (modules it imports on demand included, a constant across sizes).
+_TRACE = (
+    "import resource, sys, tracemalloc\n"
+    "from backtest.cli import main\n"
+    "tracemalloc.start()\n"
+    "try:\n"
+    "    main(sys.argv[1:])\n"
+    "    code = 0\n"
+    "except SystemExit as exit_:\n"
+    "    code = exit_.code or 0\n"
+    "peak = tracemalloc.get_traced_memory()[1]\n"
+    "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    "print('TRACED', code, peak, rss)\n"
+)
+
+
+def replay_traced(folder: Path, data: Path) -> tuple[float, float]:
+    """Replay under ``tracemalloc`` in a child process; return its traced peak and its
+    peak RSS (tracemalloc's own bookkeeping included), in MB."""
+    toml = folder / "replay-traced.toml"
+    config = experiment(folder, data, "replay")
+    config["output_dir"] = str(folder / "runs-traced")
+    toml.write_text(_to_toml(config))
+    out = subprocess.run(
+        [sys.executable, "-c", _TRACE, "run", str(toml), "--no-progress"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "OPENROUTER_API_KEY": ""},
+    )
+    line = next((x for x in reversed(out.stdout.splitlines()) if x.startswith("TRACED ")), "")
+    if not line or line.split()[1] != "0":
+        raise SystemExit(f"traced replay failed: {out.stderr[-2000:]}")
+    _, _, peak, rss = line.split()
+    return int(peak) / 2**20, int(rss) / 1024
+
+
 def replay(folder: Path, data: Path) -> tuple[float, float]:
     """Replay with ``backtest run`` in a child process; return (peak RSS MB, seconds)."""
     config = experiment(folder, data, "replay")
@@ -187,16 +233,29 @@ def _to_toml(config: dict[str, Any]) -> str:
     )
 
 
-def measure(bars: int, folder: Path) -> dict[str, Any]:
-    """Build, record and replay ``bars`` bars in ``folder``; the figures as a dict."""
+def measure(bars: int, folder: Path, rss: bool = True, traced: bool = False) -> dict[str, Any]:
+    """Build, record and replay ``bars`` bars in ``folder``; the figures as a dict.
+
+    ``rss`` replays once and reports ``peak_rss_mb`` and ``replay_s``; ``traced`` replays
+    under ``tracemalloc`` and reports ``traced_peak_mb``.
+    """
     data = synthetic_bars(bars, folder)
     started = time.perf_counter()
     calls = record(folder, data)
     record_s = time.perf_counter() - started
     shards = list((folder / "cassette").glob("shard-*.tsv"))
-    peak_mb, replay_s = replay(folder, data)
-    summary = json.loads(next((folder / "runs").glob("*/summary.json")).read_text())
-    stats = summary["strategies"]["llm"]
+    figures: dict[str, Any] = {}
+    if rss:
+        peak_mb, replay_s = replay(folder, data)
+        figures |= {"replay_s": round(replay_s, 1), "peak_rss_mb": round(peak_mb, 1)}
+    if traced:
+        traced_mb, traced_rss_mb = replay_traced(folder, data)
+        figures |= {
+            "traced_peak_mb": round(traced_mb, 4),
+            "traced_run_peak_rss_mb": round(traced_rss_mb, 1),
+        }
+    summary_path = next((folder / ("runs" if rss else "runs-traced")).glob("*/summary.json"))
+    stats = json.loads(summary_path.read_text())["strategies"]["llm"]
     return {
         "bars": bars,
         "decisions": stats["decisions"],
@@ -204,8 +263,7 @@ def measure(bars: int, folder: Path) -> dict[str, Any]:
         "recorded_calls": calls,
         "cassette_mb": round(sum(p.stat().st_size for p in shards) / 2**20, 1),
         "record_s": round(record_s, 1),
-        "replay_s": round(replay_s, 1),
-        "peak_rss_mb": round(peak_mb, 1),
+        **figures,
     }
 
 
@@ -213,9 +271,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--bars", type=int, default=100_000)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--measure",
+        choices=("rss", "traced", "both"),
+        default="rss",
+        help="peak RSS of a plain replay, the tracemalloc peak of a traced one, or both",
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
-        figures = measure(args.bars, Path(tmp))
+        figures = measure(
+            args.bars,
+            Path(tmp),
+            rss=args.measure in ("rss", "both"),
+            traced=args.measure in ("traced", "both"),
+        )
     if args.json:
         print(json.dumps(figures))
     else:

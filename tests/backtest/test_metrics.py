@@ -30,6 +30,11 @@ special cases in the property tests), and what we follow:
   and ignores rf; empyrical compounds it, ``(1 + mean) ** ppy - 1``, on excess returns.
   We follow empyrical.
 - information ratio: both peers give the per-bar ratio; ours is annualised (``* sqrt(ppy)``).
+- degenerate dispersion: a deviation at most ``metrics.DISPERSION_RTOL`` (1e-9) of its
+  series' largest magnitude is rounding, and the ratio is nan (the module docstring's
+  rule); the peers divide by it and give numbers above 1e6 in magnitude, or inf.
+  :func:`assert_ratio_close` checks that, and outside the band compares with a tolerance
+  that widens with the condition number ``n * eps * max|x| / deviation``.
 - undefined values: empyrical gives inf for a zero deviation (Sharpe, Sortino, IR);
   quantstats gives nan for Sortino, 0 for IR and for an all-flat win rate, 0 for beta
   against a flat benchmark, ZeroDivisionError for Calmar without a drawdown and inf for
@@ -43,7 +48,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -52,7 +57,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import quantstats
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -116,6 +121,46 @@ def assert_close(ours: float, theirs: float, what: str) -> None:
     assert math.isclose(ours, theirs, rel_tol=RTOL, abs_tol=ATOL), (
         f"{what}: ours {ours!r}, oracle {theirs!r}"
     )
+
+
+EPS = float(np.finfo(float).eps)
+# Inside the rounding band a peer's ratio is a deviation of a few ulps divided into a
+# mean of the series' own size: at least ~1e9 / n for n bars. 1e6 covers n <= 300.
+HUGE = 1e6
+
+
+def assert_ratio_close(
+    ours: float, theirs: float, x: np.ndarray, deviation: float, ppy: float, what: str
+) -> None:
+    """Compare a ratio ``mean(x) / deviation`` (annualised) with a peer's.
+
+    ``deviation`` is the ratio's denominator, per bar, as computed in float64 from ``x``.
+    Inside the degenerate band ours must be nan and the peer's inf, nan or huge; outside
+    it the tolerance is 1e-9 relative plus the rounding either side can commit, which
+    grows with ``n * eps * max|x| / deviation`` (the mean carries ``n * eps * max|x|``
+    absolute, the deviation ``eps * max|x| / deviation`` relative).
+    """
+    theirs = float(theirs)
+    scale = float(np.abs(x).max()) if x.size else 0.0
+    if not deviation > metrics.DISPERSION_RTOL * scale:
+        assert math.isnan(ours), f"{what}: deviation {deviation!r} is rounding, ours {ours!r}"
+        assert not math.isfinite(theirs) or abs(theirs) > HUGE, (
+            f"{what}: a deviation within rounding gave the peer a finite {theirs!r}"
+        )
+        return
+    assert math.isfinite(theirs), f"{what}: deviation {deviation!r}, peer {theirs!r}"
+    condition = 8.0 * x.size * EPS * scale / deviation
+    assert math.isclose(
+        ours, theirs, rel_tol=RTOL + condition, abs_tol=ATOL + condition * math.sqrt(ppy)
+    ), f"{what}: ours {ours!r}, oracle {theirs!r} (condition {condition:.1e})"
+
+
+def _std(x: np.ndarray) -> float:
+    return float(np.std(x, ddof=1)) if x.size > 1 else math.nan
+
+
+def _downside(x: np.ndarray) -> float:
+    return math.sqrt(float(np.mean(np.minimum(x, 0.0) ** 2)))
 
 
 @contextmanager
@@ -253,15 +298,27 @@ def test_matches_empyrical(returns: np.ndarray, ppy: float, risk_free: float) ->
             "max_drawdown": empyrical.max_drawdown(returns),
             "calmar": empyrical.calmar_ratio(returns, annualization=ppy),
         }
-    for key in ("sharpe", "sortino"):
-        # empyrical divides by a zero deviation (inf); ours is nan, as the API promises.
-        if math.isinf(theirs[key]):
-            assert math.isnan(ours[key])
-            theirs[key] = math.nan
+    excess = returns - risk_free / ppy
+    assert_ratio_close(
+        ours.pop("sharpe"), theirs.pop("sharpe"), excess, _std(excess), ppy, "sharpe"
+    )
+    assert_ratio_close(
+        ours.pop("sortino"), theirs.pop("sortino"), excess, _downside(excess), ppy, "sortino"
+    )
+    _assert_calmar(ours.pop("calmar"), theirs.pop("calmar"), ours["max_drawdown"])
     if theirs["annual_volatility"] == 0.0:
         assert ours["annual_volatility"] == 0.0
     for key, value in theirs.items():
         assert_close(ours[key], value, key)
+
+
+def _assert_calmar(ours: float, theirs: float, drawdown: float) -> None:
+    # No drawdown deeper than 1e-9 of the peak: ours is nan; the peer divides by its own
+    # rounding-sized drawdown (huge or inf) or gives nan at exactly 0.
+    if not drawdown < -metrics.DISPERSION_RTOL:
+        assert math.isnan(ours), f"calmar: drawdown {drawdown!r}, ours {ours!r}"
+        return
+    assert_close(ours, math.nan if math.isinf(theirs) else theirs, "calmar")
 
 
 @ORACLE_SETTINGS
@@ -280,9 +337,10 @@ def test_benchmark_metrics_match_empyrical(
         )
         e_te = empyrical.annual_volatility(returns - benchmark, annualization=ppy)
         e_ir = empyrical.excess_sharpe(returns, benchmark) * math.sqrt(ppy)
-    if np.ptp(benchmark) == 0:
-        # A constant benchmark has no beta; empyrical's variance test (< 1e-30) lets a
-        # rounding residue of the mean through and can report a number.
+    y = benchmark - risk_free / ppy
+    if not np.std(y) > metrics.DISPERSION_RTOL * np.abs(y).max():
+        # A benchmark without variance (or with only rounding) has no beta; empyrical's
+        # variance test (< 1e-30) lets a rounding residue through and can report a number.
         assert math.isnan(alpha) and math.isnan(beta)
         e_alpha = e_beta = math.nan
     # empyrical centres only the benchmark in cov(x, y), so its covariance carries
@@ -308,10 +366,8 @@ def test_benchmark_metrics_match_empyrical(
     else:
         assert math.isnan(alpha)
     assert_close(te, e_te if e_te > 0 else 0.0, "tracking_error")
-    if math.isinf(e_ir):
-        assert math.isnan(ir)
-    else:
-        assert_close(ir, e_ir, "information_ratio")
+    active = returns - benchmark
+    assert_ratio_close(ir, e_ir, active, _std(active), ppy, "information_ratio")
 
 
 @ORACLE_SETTINGS
@@ -352,12 +408,10 @@ def test_matches_quantstats(returns: np.ndarray, ppy: float) -> None:
     if not np.count_nonzero(returns):
         assert theirs["win_rate"] == 0.0 and math.isnan(ours["win_rate"])
         theirs["win_rate"] = math.nan
-    for key in ("sharpe", "sortino", "calmar"):
-        # Zero deviations, and a CAGR that overflows: quantstats gives inf, we give nan
-        # (empyrical too, for calmar).
-        if math.isinf(theirs[key]):
-            assert math.isnan(ours[key])
-            theirs[key] = math.nan
+    if math.isinf(theirs["calmar"]):
+        # A CAGR that overflows: quantstats gives inf, we give nan (empyrical too).
+        assert math.isnan(ours["calmar"])
+        theirs["calmar"] = math.nan
     if np.prod(1.0 + returns) < 1e-3:
         # quantstats builds ending wealth as comp(r) + 1 = (prod(1 + r) - 1) + 1, which
         # keeps ~1e-16 of it absolute: after a near-total loss its CAGR (and Calmar) is
@@ -367,9 +421,15 @@ def test_matches_quantstats(returns: np.ndarray, ppy: float) -> None:
         theirs["calmar"] = ours["calmar"]
     if np.ptp(returns) == 0:
         # Constant returns: pandas' std leaves ~1e-18 where ours is exactly 0.
-        assert ours["annual_volatility"] == 0.0 and math.isnan(ours["sharpe"])
-        theirs["annual_volatility"], theirs["sharpe"] = 0.0, math.nan
+        assert ours["annual_volatility"] == 0.0
+        theirs["annual_volatility"] = 0.0
     assert ours["max_drawdown_bars"] == theirs["max_drawdown_bars"]
+    assert_ratio_close(
+        ours.pop("sharpe"), theirs.pop("sharpe"), returns, _std(returns), ppy, "sharpe"
+    )
+    assert_ratio_close(
+        ours.pop("sortino"), theirs.pop("sortino"), returns, _downside(returns), ppy, "sortino"
+    )
     for key, value in theirs.items():
         assert_close(ours[key], value, key)
 
@@ -386,36 +446,43 @@ def test_benchmark_metrics_match_quantstats(
     with oracle_quiet():
         greeks = qs.stats.greeks(_series(returns), _series(benchmark), periods=ppy)
         q_ir = qs.stats.information_ratio(_series(returns), _series(benchmark))
-    if np.ptp(benchmark) == 0:
+    if not np.std(benchmark) > metrics.DISPERSION_RTOL * np.abs(benchmark).max():
         assert math.isnan(beta)  # quantstats fills an undefined beta with 0
     else:
         assert_close(beta, greeks["beta"], "beta")
-    if np.ptp(returns - benchmark) == 0:
+    active = returns - benchmark
+    if np.ptp(active) == 0:
         assert math.isnan(ir)  # quantstats returns 0 for zero tracking error
     else:
-        assert_close(ir, q_ir * math.sqrt(ppy), "information_ratio")
+        q_ir = q_ir * math.sqrt(ppy)
+        assert_ratio_close(ir, q_ir, active, _std(active), ppy, "information_ratio")
+
+
+def _with_rates(n: int) -> st.SearchStrategy[tuple[np.ndarray, np.ndarray]]:
+    rates = arrays(np.float64, n, elements=st.floats(0.0, 0.08, allow_subnormal=False))
+    return st.tuples(_on_grid(n), rates)
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    returns=returns_arrays,
-    ppy=st.sampled_from(PPY_CHOICES),
-    data=st.data(),
-)
+@given(pair=BARS.flatmap(_with_rates), ppy=st.sampled_from(PPY_CHOICES))
+# Found by CI before the rounding rule (issue 18): flat returns against rates that agree
+# to ten digits. The excess returns' std is ~1e-11 of their size, so empyrical's Sharpe
+# was ~7e13 and ours differed from it at 1e-9 relative; both were rounding.
+@example(pair=(np.zeros(3), np.array([0.05, 0.05, 0.05 + 2e-11])), ppy=252.0)
+@example(pair=(np.full(4, 1e-6), np.array([0.0, 1e-12, 0.0, 1e-12])), ppy=12.0)
 def test_per_bar_risk_free_matches_empyrical(
-    returns: np.ndarray, ppy: float, data: st.DataObject
+    pair: tuple[np.ndarray, np.ndarray], ppy: float
 ) -> None:
-    rates = data.draw(
-        arrays(np.float64, returns.size, elements=st.floats(0.0, 0.08, allow_subnormal=False))
-    )
+    returns, rates = pair
     with no_warnings():
         ours_sharpe = metrics.sharpe(returns, ppy, rates)
         ours_sortino = metrics.sortino(returns, ppy, rates)
     with oracle_quiet():
         e_sharpe = empyrical.sharpe_ratio(returns, risk_free=rates / ppy, annualization=ppy)
         e_sortino = empyrical.sortino_ratio(returns, required_return=rates / ppy, annualization=ppy)
-    assert_close(ours_sharpe, math.nan if math.isinf(e_sharpe) else e_sharpe, "sharpe")
-    assert_close(ours_sortino, math.nan if math.isinf(e_sortino) else e_sortino, "sortino")
+    excess = returns - rates / ppy
+    assert_ratio_close(ours_sharpe, e_sharpe, excess, _std(excess), ppy, "sharpe")
+    assert_ratio_close(ours_sortino, e_sortino, excess, _downside(excess), ppy, "sortino")
 
 
 def test_where_the_oracles_disagree() -> None:
@@ -534,6 +601,84 @@ def test_zero_volatility_gives_nan_without_warnings() -> None:
         assert math.isnan(metrics.information_ratio(flat, flat, 252.0))
         assert metrics.tracking_error(flat, flat, 252.0) == 0.0
         assert all(math.isnan(v) for v in metrics.alpha_beta(flat, flat, 252.0))
+
+
+# Series whose deviation is a given fraction of their size: exactly 0, inside the
+# rounding band (1e-12, 1e-10), and just outside it (1e-8, 1e-6, 1e-2), where the ratio
+# is a (large) number again. Each case gives our kernel's call and the value by hand.
+Case = tuple[Callable[[], float], Callable[[], float]]
+ALTERNATING = np.array([1.0, -1.0, 1.0, -1.0])
+
+
+def _sharpe_case(spread: float) -> Case:
+    x = 0.001 * (1.0 + spread * ALTERNATING)
+    return (
+        lambda: metrics.sharpe(x, 252.0),
+        lambda: float(np.mean(x) / np.std(x, ddof=1) * math.sqrt(252.0)),
+    )
+
+
+def _sortino_case(spread: float) -> Case:
+    x = np.array([0.001, 0.001, 0.001, -0.001 * spread])
+    downside = math.sqrt(float(np.mean(np.minimum(x, 0.0) ** 2)))
+    return (
+        lambda: metrics.sortino(x, 252.0),
+        lambda: float(np.mean(x) * 252.0 / (downside * math.sqrt(252.0))),
+    )
+
+
+def _information_ratio_case(spread: float) -> Case:
+    b = np.array([0.01, -0.02, 0.005, 0.0])
+    r = b + 0.001 * (1.0 + spread * ALTERNATING)
+    active = r - b  # as the kernel sees them, after rounding
+    return (
+        lambda: metrics.information_ratio(r, b, 252.0),
+        lambda: float(np.mean(active) / np.std(active, ddof=1) * math.sqrt(252.0)),
+    )
+
+
+def _beta_case(spread: float) -> Case:
+    b = 0.002 * (1.0 + spread * ALTERNATING)
+    return lambda: metrics.alpha_beta(2.0 * b, b, 252.0)[1], lambda: 2.0
+
+
+def _calmar_case(spread: float) -> Case:
+    # A 1% gain, then a fall of `spread` of the peak.
+    x = np.array([0.01, -spread, 0.0, 0.0])
+    return (
+        lambda: metrics.calmar(x, 252.0),
+        lambda: metrics.cagr(x, 252.0) / spread,
+    )
+
+
+@pytest.mark.parametrize(
+    "case", [_sharpe_case, _sortino_case, _information_ratio_case, _beta_case, _calmar_case]
+)
+def test_each_ratio_at_zero_and_near_zero_dispersion(case: Callable[[float], Case]) -> None:
+    """The rounding rule of ``backtest.metrics``: nan in the band, a number outside it."""
+    for spread in (0.0, 1e-12, 1e-10):
+        ours, _ = case(spread)
+        with no_warnings():
+            value = ours()
+        assert math.isnan(value), f"{case.__name__}({spread}): {value!r}, expected nan"
+    for spread in (1e-8, 1e-6, 1e-2):
+        ours, by_hand = case(spread)
+        with no_warnings():
+            value = ours()
+        assert math.isfinite(value), f"{case.__name__}({spread}): {value!r}"
+        assert math.isclose(value, by_hand(), rel_tol=1e-6), f"{case.__name__}({spread})"
+
+
+def test_the_rounding_band_is_relative_to_the_series_size() -> None:
+    # The same relative spread at any scale gives the same answer: rounding is relative.
+    for size in (1e-9, 1e-3, 1.0):
+        inside = size * (1.0 + 1e-12 * np.array([1.0, -1.0, 1.0]))
+        outside = size * (1.0 + 1e-7 * np.array([1.0, -1.0, 1.0]))
+        assert math.isnan(metrics.sharpe(inside, 252.0))
+        assert math.isfinite(metrics.sharpe(outside, 252.0))
+    # A series centred on zero is all dispersion, however small its values.
+    tiny = np.array([1e-15, -1e-15, 2e-15, -2e-15])
+    assert math.isfinite(metrics.sharpe(tiny, 252.0))
 
 
 def test_equity_wiped_out_gives_minus_100_percent_without_warnings() -> None:
