@@ -640,6 +640,7 @@ def summarize(
     risk_free: float | ArrayLike = 0.0,
     benchmark_equity: ArrayLike | None = None,
     position_units: ArrayLike | None = None,
+    exposure: ArrayLike | None = None,
     fill_units: ArrayLike | None = None,
     fill_price: ArrayLike | None = None,
     fees_usd: ArrayLike | None = None,
@@ -647,7 +648,8 @@ def summarize(
     """Compute every metric of one run as a flat dict of plain numbers.
 
     All arrays hold one value per bar, aligned with ``equity``. Keys whose inputs are
-    missing are left out: ``exposure`` needs ``position_units``; ``trade_count`` needs
+    missing are left out: ``time_in_market`` needs ``position_units``; ``exposure`` needs
+    ``exposure``; ``trade_count`` needs
     ``fill_units``; ``turnover`` needs ``fill_units`` and ``fill_price``; ``fees_usd``
     needs ``fees_usd``; ``alpha``, ``beta``, ``information_ratio`` and
     ``tracking_error`` need ``benchmark_equity``.
@@ -659,6 +661,8 @@ def summarize(
             rate at bar ``t`` applies to the return from ``t-1`` to ``t``.
         benchmark_equity: Value of a benchmark holding at each bar.
         position_units: Signed position held at each bar's close.
+        exposure: Signed value of the position over equity at each bar's close (0.5 for
+            half the account long).
         fill_units: Signed units filled at each bar; NaN or 0 means no fill.
         fill_price: Price of each bar's fill; NaN where there was none.
         fees_usd: Fees paid at each bar; NaN means none.
@@ -666,8 +670,9 @@ def summarize(
     Returns:
         ``total_return``, ``cagr``, ``annual_volatility``, ``sharpe``, ``sortino``,
         ``calmar``, ``max_drawdown``, ``max_drawdown_bars`` (int), ``win_rate``, and
-        when their inputs are given ``exposure`` (fraction of bars with a non-zero
-        position), ``turnover`` (traded notional over mean equity, per year),
+        when their inputs are given ``exposure`` (mean absolute exposure, ``mean(|e|)``:
+        how much of the account was at risk on average), ``time_in_market`` (fraction of
+        bars with a non-zero position, however small), ``turnover`` (traded notional over mean equity, per year),
         ``trade_count`` (int, bars with a fill), ``fees_usd``, ``alpha``, ``beta``,
         ``information_ratio`` and ``tracking_error``.
 
@@ -700,7 +705,15 @@ def summarize(
                 f"position_units is NaN at bar {int(np.argmax(np.isnan(positions)))}; a "
                 "position is always known, use 0.0 for flat"
             )
-        summary["exposure"] = float(np.count_nonzero(positions) / n) if n else math.nan
+        summary["time_in_market"] = float(np.count_nonzero(positions) / n) if n else math.nan
+    if exposure is not None:
+        held = _aligned(exposure, "exposure", n)
+        if np.isnan(held).any():
+            raise ConfigError(
+                f"exposure is NaN at bar {int(np.argmax(np.isnan(held)))}; an exposure is "
+                "always known, use 0.0 for flat"
+            )
+        summary["exposure"] = float(np.mean(np.abs(held))) if n else math.nan
     if fill_units is not None:
         units = _aligned(fill_units, "fill_units", n)
         filled = np.isfinite(units) & (units != 0)

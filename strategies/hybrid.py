@@ -29,6 +29,13 @@ source's own position earned over the bar that just closed: its last target (a H
 keeps the previous one) times the close-to-close return of that bar. At bar ``t`` the
 weights therefore depend on closes up to ``t`` only. They are recorded in the ``drl`` and
 ``llm`` signals' ``weight`` feature.
+
+**Controls** (``control = "llm0"`` or ``"random_llm"``, see :mod:`strategies.controls`): the
+same hybrid with its LLM side replaced by a stand-in that replays the parent member's LLM
+record with the information removed. The engine adds them to every hybrid (``<name>~llm0``,
+``<name>~random_llm``) unless ``controls = false``. The ``llm`` signal records what the
+combiner saw (direction, confidence, ``size`` = |target|, ``age_bars``, abstain), which is
+what the record is built from.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import numpy as np
 
 from backtest.config import EnvConfig
 from strategies.base import AgentSignal, Decision, MarketView, Observation, action_to_target
+from strategies.controls import CONTROLS, ControlKind, ControlLLM, LLMRecord
 from strategies.drl import DRLPolicy
 from strategies.llm.graph import LLMPolicy
 
@@ -160,6 +168,9 @@ class HybridPolicy:
         learning_rate: Hedge step per unit of per-bar return.
         min_weight: Floor of each learned weight.
         on_llm_abstain: ``drl`` (the DRL agent alone decides that bar) or ``combine``.
+        control: ``None`` (the hybrid itself), or ``llm0`` / ``random_llm``: a control
+            whose LLM side replays the record :meth:`use_llm_record` gives it (``llm0``
+            also sets the LLM's weight to 0).
     """
 
     def __init__(
@@ -174,6 +185,7 @@ class HybridPolicy:
         learning_rate: float = 10.0,
         min_weight: float = 0.05,
         on_llm_abstain: Literal["drl", "combine"] = "drl",
+        control: ControlKind | None = None,
     ) -> None:
         if drl_weight < 0 or llm_weight < 0:
             raise ValueError("drl_weight and llm_weight must be >= 0")
@@ -181,9 +193,16 @@ class HybridPolicy:
             raise ValueError(f"weighting must be 'fixed' or 'hedge', got {weighting!r}")
         if on_llm_abstain not in ("drl", "combine"):
             raise ValueError(f"on_llm_abstain must be 'drl' or 'combine', got {on_llm_abstain!r}")
+        if control is not None and control not in CONTROLS:
+            raise ValueError(f"control must be one of {', '.join(CONTROLS)}, got {control!r}")
         self.name = name
+        self.control = control
         self.drl = DRLPolicy(f"{name}.drl", **(drl or {}))
-        self.llm = LLMPolicy(f"{name}.llm", **(llm or {}))
+        self.llm: Any = (
+            ControlLLM(control) if control is not None else LLMPolicy(f"{name}.llm", **(llm or {}))
+        )
+        if control == "llm0":
+            llm_weight = 0.0
         self.drl_weight, self.llm_weight = drl_weight, llm_weight
         self.on_llm_abstain = on_llm_abstain
         self.hedge = (
@@ -201,6 +220,16 @@ class HybridPolicy:
         """Hash what the LLM side reads (routing file, prompts, price table)."""
         llm = params.get("llm") or {}
         return {f"llm.{k}": v for k, v in LLMPolicy.input_hashes(llm).items()}
+
+    def use_llm_record(self, record: LLMRecord) -> None:
+        """Give a control the LLM record of its hybrid member (the engine calls this).
+
+        Raises:
+            TypeError: If this hybrid is not a control.
+        """
+        if self.control is None:
+            raise TypeError(f"{self.name} is not a control; only controls replay a record")
+        self.llm.use_record(record)
 
     def bind(self, env_config: EnvConfig) -> None:
         """The DRL side trains on the run's environment."""
@@ -267,7 +296,11 @@ class HybridPolicy:
                 agent_name="llm",
                 signal=_direction(view.target_position),
                 confidence=view.confidence,
-                features={"weight": llm_weight, "age_bars": float(age)},
+                features={
+                    "weight": llm_weight,
+                    "age_bars": float(age),
+                    "size": 0.0 if view.target_position is None else abs(view.target_position),
+                },
                 reasoning=llm.reasoning[:500],
                 abstain=view.abstain,
             ),

@@ -188,6 +188,7 @@ def test_golden_series_by_hand() -> None:
     equity = np.array([100.0, 110.0, 99.0, 99.0, 118.8])
     benchmark = np.array([100.0, 105.0, 99.75, 99.75, 109.725])  # +5%, -5%, 0, +10%
     positions = np.array([0.0, 1.0, 1.0, 0.0, 2.0])
+    exposure = np.array([0.0, 0.5, -0.25, 0.0, 0.05])
     fill_units = np.array([np.nan, 1.0, np.nan, -1.0, 2.0])
     fill_price = np.array([np.nan, 100.0, np.nan, 110.0, 50.0])
     fees = np.array([0.0, 1.0, np.nan, 1.5, 0.5])
@@ -198,6 +199,7 @@ def test_golden_series_by_hand() -> None:
             periods_per_year=4.0,
             benchmark_equity=benchmark,
             position_units=positions,
+            exposure=exposure,
             fill_units=fill_units,
             fill_price=fill_price,
             fees_usd=fees,
@@ -214,7 +216,8 @@ def test_golden_series_by_hand() -> None:
         "max_drawdown": -0.1,  # 110 -> 99
         "max_drawdown_bars": 2,  # bars closing at 99 and 99, recovered at 118.8
         "win_rate": 2 / 3,  # two gains among three bars that moved
-        "exposure": 0.6,
+        "time_in_market": 0.6,  # 3 of 5 bars hold a position
+        "exposure": 0.16,  # (0.5 + 0.25 + 0.05) / 5: how much was at risk, on average
         "turnover": (100.0 + 110.0 + 100.0) / (526.8 / 5) * 4 / 5,
         "trade_count": 3,
         "fees_usd": 3.0,
