@@ -260,6 +260,11 @@ class StrategyConfig(Frozen):
                 f"strategy name {self.name!r} contains '@', which marks seed members "
                 "(<name>@<k>); choose another name"
             )
+        if "~" in self.name:
+            raise ValueError(
+                f"strategy name {self.name!r} contains '~', which marks the controls the "
+                "run adds (<name>~llm0, buy_and_hold~matched:<name>); choose another name"
+            )
         if self.seeds > 1:
             fixed = _fixed_seed_keys(self.params, "params")
             if fixed:
@@ -282,6 +287,21 @@ def _fixed_seed_keys(params: Any, where: str) -> list[str]:
     return found
 
 
+class VerdictConfig(Frozen):
+    """How the verdict compares strategies (see ``docs/verdict.md``).
+
+    Attributes:
+        min_seeds: Below this many seeds (per asset) a comparison is labelled
+            ``underpowered`` whatever its p-value.
+        alpha: Significance level; intervals cover ``1 - alpha``.
+        reps: Bootstrap replicates of each comparison.
+    """
+
+    min_seeds: int = Field(10, ge=2)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    reps: int = Field(2000, ge=100)
+
+
 class RunConfig(Frozen):
     """Everything one run depends on besides the data's bytes.
 
@@ -301,6 +321,10 @@ class RunConfig(Frozen):
     output_dir: str = "runs"
     risk_free_rate: float | str = 0.0
     periods_per_year: float | None = Field(None, gt=0)
+    #: Add the controls that isolate the LLM to every strategy that offers them (a hybrid:
+    #: ``<name>~llm0``, ``<name>~random_llm``); ``false`` runs the strategies alone.
+    controls: bool = True
+    verdict: VerdictConfig = VerdictConfig()
     #: Defaults for the LLM side of every strategy that calls LLMs (see
     #: :data:`LLM_SIDE_KINDS`): any parameter of the ``llm`` kind (``routing``,
     #: ``base_url``, ``api_key_env``, ``cassette``, ``record_mode``, ``max_run_usd``,
