@@ -64,3 +64,31 @@ def experiment(
         a = 0.8 * market + common + own_a * 0.001
         b = 0.2 * market + common + own_b * 0.001
     return a + edge, b
+
+
+def rejection_rate(
+    regime: Regime,
+    n_seeds: int,
+    n_experiments: int,
+    *,
+    reps: int,
+    edge: float = 0.0,
+    entropy: int = 15,
+    alpha: float = 0.05,
+) -> float:
+    """Share of ``n_experiments`` where :func:`paired_inference` finds ``p < alpha``.
+
+    Every experiment draws its data and its bootstrap from its own child of
+    ``SeedSequence(entropy)``, so the rate is the same on every machine and run.
+    """
+    from backtest.inference import paired_inference
+
+    hits = 0
+    for child in np.random.SeedSequence(entropy).spawn(n_experiments):
+        data, boot = child.spawn(2)
+        a, b = experiment(np.random.default_rng(data), regime, n_seeds, edge=edge)
+        result = paired_inference(
+            a, b, a="a", b="b", periods_per_year=PPY, seed=boot, reps=reps, alpha=alpha
+        )
+        hits += result.p_value < alpha
+    return hits / n_experiments
