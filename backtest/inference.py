@@ -182,8 +182,11 @@ def politis_white_block_length(x: ArrayLike) -> int:
 
 
 def _per_asset(values: Any, name: str) -> list[FloatArray]:
-    if isinstance(values, np.ndarray) or not isinstance(values, Sequence):
+    try:
         array = np.asarray(values, np.float64)
+    except ValueError:  # ragged: one array per asset, assets of different lengths
+        array = None
+    if array is not None:
         if array.ndim == 2:
             return [array]
         if array.ndim == 3:
@@ -193,10 +196,10 @@ def _per_asset(values: Any, name: str) -> list[FloatArray]:
             f"{array.shape}. Fix: stack one row per seed, one block per asset."
         )
     assets = [np.asarray(v, np.float64) for v in values]
-    for i, array in enumerate(assets):
-        if array.ndim != 2:
+    for i, each in enumerate(assets):
+        if each.ndim != 2:
             raise ConfigError(
-                f"{name}[{i}]: expected (n_seeds, n_bars), got shape {array.shape}. "
+                f"{name}[{i}]: expected (n_seeds, n_bars), got shape {each.shape}. "
                 "Fix: pass one 2-D array per asset, one row per seed."
             )
     return assets

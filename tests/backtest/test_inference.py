@@ -105,6 +105,11 @@ def test_assets_of_different_lengths() -> None:
     assert result.estimate == pytest.approx(expected, rel=1e-12)
 
 
+def test_nested_lists_are_arrays() -> None:
+    a, b = _returns(1, (10, 60), 0.001), _returns(2, (10, 60))
+    assert _infer(a.tolist(), b.tolist()).to_dict() == _infer(a, b).to_dict()
+
+
 def test_mismatched_shapes_and_bad_options_are_config_errors() -> None:
     a = _returns(1, (10, 100))
     with pytest.raises(ConfigError, match="pair a@k with b@k"):
@@ -113,6 +118,8 @@ def test_mismatched_shapes_and_bad_options_are_config_errors() -> None:
         _infer(a, a, metric="sortino")
     with pytest.raises(ConfigError, match="expected"):
         _infer(a[0], a[0])
+    with pytest.raises(ConfigError, match=r"a_returns\[1\]: expected \(n_seeds, n_bars\)"):
+        _infer([a, a[0]], [a, a[0]])
     with pytest.raises(ConfigError, match="risk_free"):
         _infer(a, a, risk_free=[0.01, 0.02])
 
