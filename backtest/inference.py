@@ -81,6 +81,7 @@ from scipy import stats
 
 from backtest.compare import stationary_bootstrap_indices
 from backtest.errors import ConfigError
+from backtest.metrics import DISPERSION_RTOL
 from backtest.verdict import PairedResult
 
 __all__ = [
@@ -101,8 +102,9 @@ Interval = Literal["t", "percentile"]
 DEFAULT_REPS = 2_000
 # Resampled elements (replicates x seeds x bars) gathered at once: bounds memory.
 _CHUNK_ELEMENTS = 2_000_000
-# A standard deviation this small next to the series' magnitude is rounding, not risk.
-_DEGENERATE_STD = 1e-9
+# A standard deviation this small next to the series' magnitude is rounding, not risk:
+# the rule of backtest.metrics, so a Sharpe ratio is NaN here exactly when it is there.
+_DEGENERATE_STD = DISPERSION_RTOL
 
 
 def annualised_sharpe(
