@@ -324,6 +324,7 @@ def _run(
     # Bars only on a terminal: piped or captured output (CI, tests) stays clean.
     result = run_experiment(config, progress=progress and console.is_terminal, on_estimate=announce)
     summary = result.summary
+    _print_verdict(summary.get("verdict") or [])
     table = Table(
         title=f"{config.name}: {summary['symbol']} {summary['start'][:10]} to "
         f"{summary['end'][:10]} ({summary['bars']} bars)"
@@ -373,19 +374,23 @@ def _run(
             console.print(
                 f"{escape(group)}: Sharpe {mean:.2f}{spread} over {len(info['members'])} seeds"
             )
-    for c in summary.get("comparisons", []):
-        d = c["net"]["sharpe_diff"]
-        console.print(
-            f"{escape(c['b'])} minus {escape(c['a'])}, net of LLM cost ({c['n_seeds']} paired "
-            f"seed(s)): Sharpe {d['estimate']:+.2f} [{d['ci_low']:+.2f}, {d['ci_high']:+.2f}], "
-            f"p = {d['p_value']:.3f}. Details: backtest compare {result.run_dir} --a "
-            f"{escape(c['a'])} --b {escape(c['b'])}"
-        )
     for warning in result.manifest.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     console.print(f"Run {result.run_id} written to {result.run_dir}")
     if report:
         console.print(f"Report: {_write_report(result.run_dir)}")
+
+
+def _print_verdict(entries: list[dict[str, Any]]) -> None:
+    """The verdict first, in words: one line per question (pooled, Sharpe)."""
+    headline = [e for e in entries if e.get("asset") == "pooled" and e.get("metric") == "sharpe"]
+    if not headline:
+        return
+    console.print("[bold]Verdict[/bold] (seeds are the unit; every metric is in summary.json):")
+    for entry in headline:
+        colour = {"significant": "green", "underpowered": "yellow"}.get(entry["label"], "default")
+        console.print(f"  [{colour}]{escape(entry['sentence'])}[/{colour}]", soft_wrap=True)
+    console.print()
 
 
 @app.command("compare")

@@ -51,6 +51,9 @@ _METRICS = (
     ("alpha", "Alpha", "pct"),
     ("beta", "Beta", "num"),
     ("information_ratio", "Info. ratio", "num"),
+    ("exposure", "Mean |exposure|", "pct"),
+    ("time_in_market", "Time in market", "pct"),
+    ("turnover", "Turnover /yr", "num"),
     ("trade_count", "Trades", "int"),
     ("fees_usd", "Fees", "usd"),
     ("llm_cost_usd", "LLM cost", "usd"),
@@ -58,6 +61,12 @@ _METRICS = (
     ("abstains", "Abstains", "int"),
     ("final_equity_usd", "Final equity", "usd"),
 )
+
+
+def _verdict_rows(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The verdict's entries for the report: the headline rows (pooled, Sharpe) and all."""
+    headline = [e for e in entries if e.get("asset") == "pooled" and e.get("metric") == "sharpe"]
+    return {"headline": headline, "all": entries}
 
 
 def _read_json(path: Path) -> Any:
@@ -438,6 +447,7 @@ def run_report_html(run_dir: str | Path) -> str:
         "plots": [(key, figure_json(fig)) for key, fig in plots],
         "cost": _cost_panel(calls, decisions, summary, initial),
         "comparisons": summary.get("comparisons") or [],
+        "verdict": _verdict_rows(summary.get("verdict") or []),
         "seed_groups": summary.get("seed_groups") or {},
         "cutoff_split": summary.get("cutoff_split") or {},
         "folds": summary.get("folds") or [],
