@@ -52,6 +52,7 @@ import pyarrow.parquet as pq
 
 from backtest.errors import ConfigError
 from backtest.metrics import returns_from_equity
+from backtest.rates import risk_free_rates
 
 __all__ = [
     "DEFAULT_REPS",
@@ -406,8 +407,6 @@ def compare_run_dir(
     Raises:
         ConfigError: Not a run directory, or an unknown strategy name.
     """
-    from backtest.engine import risk_free_rates
-
     folder = Path(run_dir)
     paths = [folder / f for f in ("ledger.parquet", "summary.json", "manifest.json")]
     missing = [p.name for p in paths if not p.is_file()]

@@ -1,0 +1,251 @@
+"""The replay engine: several policies trade the same bars; one run directory records it all.
+
+``run(config)`` loads and validates the bars, computes the features once, and for each
+strategy steps a :class:`~backtest.env.TradingEnv` over the evaluated split: at the close
+of every bar the policy sees an :class:`~backtest.policy.Observation` (bars up to that
+close only) and returns a :class:`~backtest.policy.Decision`; the env applies the risk
+limits and fills it at the next open. LLM cost a decision reports is taken out of cash
+at the decision's bar, so equity is net of it.
+
+A run directory ``<output_dir>/<run_id>/`` holds:
+
+``manifest.json``      config, run id, data sha256, seed, package versions, git revision,
+                       warnings, ``llm_cost_estimate`` and ``leakage`` (below)
+``ledger.parquet``     one row per strategy per bar (state at the bar's close, the fill
+                       at its open, the decision taken at its close)
+``decisions.parquet``  one row per decision: action, target, confidence, reasoning, signals
+``llm_calls.parquet``  one row per LLM call (empty for strategies without LLMs)
+``summary.json``       metrics per strategy, against the benchmark, on the same dates, with
+                       LLM counts: ``llm_calls``, ``llm_retries``, ``llm_fallbacks``,
+                       ``llm_failed_calls``, ``abstains``;
+                       ``seed_groups`` (mean and std of each metric across the members
+                       ``<name>@<k>`` of a strategy run with several seeds);
+                       ``comparisons`` (the first ``drl`` strategy against the first
+                       ``hybrid``, see :mod:`backtest.compare`; empty without both);
+                       ``folds`` (per-fold metrics, walk-forward runs only);
+                       ``cutoff_split`` (below)
+
+Two optional policy methods feed the LLM parts of the record (the engine imports no strategy):
+
+- ``estimate_llm_cost(market, first_bar) -> {"calls": int, "usd": float}``, asked before
+  any strategy runs, with the view positioned at the last evaluated bar; the totals go to
+  ``manifest["llm_cost_estimate"] = {"calls", "usd", "per_strategy": {name: {"calls",
+  "usd"}}}`` and to the ``on_estimate`` callback (the CLI prints them).
+- ``models_used() -> list[str]``, asked after the run: the temporal-leakage guard looks up
+  each model's training cutoff in every price table of ``backtest/llm/prices.toml`` (the
+  latest published cutoff, else the latest release month, ``cutoff_upper_bound``). When
+  the evaluated window starts before the end of a cutoff month, ``manifest["warnings"]``
+  says so and ``manifest["leakage"]`` lists ``{"strategy", "model", "training_cutoff"
+  (YYYY-MM), "window_start", "window_end" (ISO)}``; ``summary["cutoff_split"][strategy]``
+  lists ``{"model", "cutoff", "before", "after"}`` with the metrics of the bars before the
+  month after the cutoff and from it on (None for a side with fewer than 2 bars).
+
+The run id is the sha256 of the canonical config (output directory excluded), the data's
+sha256 and the sha256 of every other file the strategies read (routing files, prompt
+templates, price table: :func:`run_inputs`, recorded in the manifest as ``inputs``), so the
+same inputs always land in the same directory, and the ledgers are byte-identical.
+
+The package is the stages a run goes through, one module each, in the order data flows
+(:func:`run` below reads as them):
+
+``plan``        config → strategies and seeds (``member_seed``), policies (``build_policy``),
+                bars, the evaluated range or the walk-forward folds
+``provenance``  the run id and the hashes of its inputs (``run_id_for``, ``run_inputs``)
+``replay``      the bar loop: features, the policies' market view, the LLM cost estimate,
+                one track per strategy (fold by fold for walk-forward runs)
+``score``       metrics, seed groups, comparisons, fold summaries, LLM counts, the
+                temporal-leakage guard
+``write``       ledger, decisions and LLM-call tables, manifest, the run directory
+
+There is no ``train`` module: a DRL policy trains (or loads its cached model) itself when the
+replay binds and resets it. Risk-free rates are read by :mod:`backtest.rates`, which
+:mod:`backtest.compare` shares.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from backtest.config import RunConfig
+from backtest.engine.plan import (
+    _evaluation_range,
+    _folds,
+    _load_bars,
+    _members,
+    build_policy,
+    member_seed,
+)
+from backtest.engine.provenance import _identity, run_id_for, run_inputs
+from backtest.engine.replay import _llm_cost_estimate, _market, _replay_all
+from backtest.engine.score import _offline_warnings, _score
+from backtest.engine.write import (
+    DECISION_SCHEMA,
+    LEDGER_COLUMNS,
+    LEDGER_SCHEMA,
+    LLM_CALL_COLUMNS,
+    LLM_CALL_SCHEMA,
+    _json_safe,
+    _manifest,
+    _tables,
+    _write_run_dir,
+)
+from backtest.env import TradingEnv
+from backtest.rates import risk_free_rates
+
+__all__ = [
+    "DECISION_SCHEMA",
+    "LEDGER_COLUMNS",
+    "LEDGER_SCHEMA",
+    "LLM_CALL_COLUMNS",
+    "LLM_CALL_SCHEMA",
+    "RunResult",
+    "build_policy",
+    "member_seed",
+    "risk_free_rates",
+    "run",
+    "run_id_for",
+    "run_inputs",
+]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything a run produced, as objects (the same data as the run directory).
+
+    The tables are held as Arrow tables (what the run directory stores); the pandas views
+    ``ledger``, ``decisions`` and ``llm_calls`` are built on first access.
+
+    Attributes:
+        run_id: Hash of the config and the data.
+        run_dir: Directory the artifacts were written to.
+        tables: ``ledger``, ``decisions`` and ``llm_calls`` as Arrow tables.
+        summary: Metrics per strategy (``summary["strategies"][name]``).
+        manifest: What the run depended on.
+    """
+
+    run_id: str
+    run_dir: Path
+    tables: dict[str, pa.Table]
+    summary: dict[str, Any]
+    manifest: dict[str, Any]
+
+    @functools.cached_property
+    def ledger(self) -> pd.DataFrame:
+        """One row per strategy per bar (columns :data:`LEDGER_COLUMNS`)."""
+        return self.tables["ledger"].to_pandas()
+
+    @functools.cached_property
+    def decisions(self) -> pd.DataFrame:
+        """One row per decision: action, target, confidence, abstain, reasoning, signals."""
+        return self.tables["decisions"].to_pandas()
+
+    @functools.cached_property
+    def llm_calls(self) -> pd.DataFrame:
+        """One row per LLM call (columns :data:`LLM_CALL_COLUMNS`)."""
+        return self.tables["llm_calls"].to_pandas()
+
+    def equity(self) -> pd.DataFrame:
+        """Equity curves, one column per strategy."""
+        return self.ledger.pivot(index="timestamp", columns="strategy", values="equity_usd")
+
+
+def run(
+    config: RunConfig,
+    *,
+    progress: bool = False,
+    write: bool = True,
+    on_estimate: Callable[[dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Run every strategy of ``config`` over the same bars and write the run directory.
+
+    Args:
+        config: The run's configuration.
+        progress: Show a progress bar per strategy (for the CLI).
+        write: Write the run directory (``False`` keeps everything in memory).
+        on_estimate: Called with the LLM cost estimate (``manifest["llm_cost_estimate"]``)
+            before any strategy runs, when some strategy calls LLMs.
+
+    Returns:
+        The ledger, decisions, LLM calls, summary and manifest as objects.
+
+    Raises:
+        BacktestError: Bad data or configuration, before any strategy runs.
+    """
+    # Plan. Strategies first: a mistake in their parameters (a missing routing file, an
+    # unpriced model, an empty replay-only cassette) is reported before any bar is read.
+    members, groups = _members(config)
+    specs = [spec for spec, _, _ in members]
+    policies = [build_policy(spec, index) for spec, index, _ in members]  # checks them all
+    seeds = [seed for _, _, seed in members]
+    bars = _load_bars(config)
+    data_sha, inputs, run_id = _identity(config)
+    env_config = config.env.model_copy(update={"risk": config.risk})
+    start, stop = _evaluation_range(config, bars)
+    folds = _folds(config, bars)
+
+    # Replay, after the LLM cost estimate.
+    features, view = _market(bars, Path(config.data.path))
+    warnings: list[str] = []
+    probe = TradingEnv(bars, env_config, start=start, end=stop, features=features)
+    estimate = _llm_cost_estimate(policies, specs, view, probe.first_bar, probe.end_bar, warnings)
+    if estimate["per_strategy"] and on_estimate is not None:
+        on_estimate(estimate)
+    tracks, first_bar = _replay_all(
+        members,
+        policies,
+        bars,
+        features,
+        view,
+        env_config,
+        (start, stop),
+        folds,
+        progress,
+        warnings,
+    )
+
+    # Score, from the tables the run directory will hold (the ledger, the LLM calls).
+    index = bars.frame.index[first_bar:stop]
+    tables = _tables(tracks, index, bars.frame["close"].to_numpy()[first_bar:stop])
+    warnings += _offline_warnings(tables["llm_calls"], tracks)
+    summary, leakage = _score(
+        config,
+        bars,
+        index,
+        tracks,
+        tables,
+        run_id=run_id,
+        groups=groups,
+        folds=folds,
+        first_bar=first_bar,
+        policies=policies,
+        specs=specs,
+        warnings=warnings,
+    )
+    summary = _json_safe(summary)
+
+    # Write.
+    manifest = _manifest(
+        config,
+        bars,
+        index,
+        run_id=run_id,
+        data_sha=data_sha,
+        inputs=inputs,
+        strategy_seeds=dict(zip([s.name for s in specs], seeds, strict=True)),
+        warnings=warnings,
+        estimate=estimate,
+        leakage=leakage,
+    )
+    run_dir = Path(config.output_dir) / run_id
+    if write:
+        _write_run_dir(run_dir, tables, summary, manifest)
+    return RunResult(
+        run_id=run_id, run_dir=run_dir, tables=tables, summary=summary, manifest=manifest
+    )

@@ -1,0 +1,172 @@
+"""Stage 1, plan: the config becomes the strategies to run, their seeds and the bars they trade.
+
+The benchmark is added when the experiment does not list it; a seeded strategy becomes its
+members ``<name>@<k>`` (:func:`member_seed`); each entry is built into a policy
+(:func:`build_policy`) before any bar is read; the bars are loaded, and the evaluated range
+(:func:`_evaluation_range`) or the walk-forward folds (:func:`_folds`) are laid over them.
+What identifies the run (its id and the hashes of its inputs) is in
+:mod:`backtest.engine.provenance`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from backtest.config import SEEDED_KINDS, STRATEGY_KINDS, RunConfig, StrategyConfig
+from backtest.data import Bars, Fold, load_bars, split_by_date, walk_forward_folds
+from backtest.errors import CassetteError, ConfigError, PricingError
+from backtest.policy import Policy
+
+__all__ = ["build_policy", "member_seed"]
+
+#: One strategy to run: its config (a member's, for a seeded strategy), its index in the
+#: experiment (error messages name ``strategies[<index>]``) and its seed.
+Member = tuple[StrategyConfig, int, int]
+
+
+def build_policy(spec: StrategyConfig, index: int) -> Policy:
+    """Instantiate a strategy from its registry entry or ``module:Class`` path.
+
+    Raises:
+        ConfigError: Unknown kind, import failure or bad parameters, naming the key.
+    """
+    import difflib
+
+    target = STRATEGY_KINDS.get(spec.kind, spec.kind)
+    key = f"strategies[{index}]"
+    if ":" not in target:
+        close = difflib.get_close_matches(spec.kind, STRATEGY_KINDS, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"{key}.kind: unknown strategy kind {spec.kind!r}.{hint} Fix: use one "
+            f"of {', '.join(STRATEGY_KINDS)} or a 'module:Class' path."
+        )
+    module_name, _, class_name = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(
+            f"{key}.kind: cannot import {target!r} ({exc}). Fix: check the "
+            "module path and that the package is installed."
+        ) from exc
+    try:
+        policy = cls(spec.name, **spec.params)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"{key}.params: {exc}. Fix: correct the parameters of strategy "
+            f"{spec.name!r} ({target})."
+        ) from exc
+    except (ConfigError, PricingError, CassetteError) as exc:
+        # Raised by the strategy's own set-up (a routing file, a price table, a cassette):
+        # the message names the file; say which strategy's parameters led there.
+        raise type(exc)(f"{key}.params (strategy {spec.name!r}): {exc}") from exc
+    if not isinstance(policy, Policy):
+        raise ConfigError(
+            f"{key}.kind: {target} does not implement the Policy protocol "
+            "(name, reset(seed=, market=), act(obs))."
+        )
+    return policy
+
+
+#: Spawn key of the stream member seeds are drawn from: member ``k`` of every seeded
+#: strategy gets the same seed, so paired members (``drl@k``, ``hybrid@k``) share it.
+_MEMBER_STREAM = 0x5EED
+
+
+def member_seed(run_seed: int, k: int) -> int:
+    """The seed of member ``k`` of a seeded strategy (``<name>@<k>``) in a run."""
+    sequence = np.random.SeedSequence(run_seed, spawn_key=(_MEMBER_STREAM, k))
+    return int(sequence.generate_state(1)[0])
+
+
+def _members(config: RunConfig) -> tuple[list[Member], dict[str, list[str]]]:
+    """The strategies of a run, the benchmark added when missing, seeds expanded.
+
+    Returns:
+        The members in order (see :func:`_expand_seeds`) and the seed groups
+        ``{name: [<name>@0, ...]}``.
+    """
+    specs = list(config.strategies)
+    if config.benchmark is not None and config.benchmark not in {s.name for s in specs}:
+        specs.append(StrategyConfig(name=config.benchmark, kind="buy_and_hold"))
+    return _expand_seeds(specs, config.seed)
+
+
+def _expand_seeds(
+    specs: list[StrategyConfig], run_seed: int
+) -> tuple[list[tuple[StrategyConfig, int, int]], dict[str, list[str]]]:
+    """One entry per strategy to run: (config, index in the experiment, seed).
+
+    A strategy of a DRL-based kind, or with ``seeds`` > 1, is seeded by member index;
+    with ``seeds`` > 1 it becomes members ``<name>@<k>``. Other strategies keep the seed
+    of their position in the experiment.
+    """
+    by_index = np.random.SeedSequence(run_seed).spawn(len(specs))
+    out: list[tuple[StrategyConfig, int, int]] = []
+    groups: dict[str, list[str]] = {}
+    for i, spec in enumerate(specs):
+        if spec.seeds == 1 and spec.kind not in SEEDED_KINDS:
+            out.append((spec, i, int(by_index[i].generate_state(1)[0])))
+        elif spec.seeds == 1:
+            out.append((spec, i, member_seed(run_seed, 0)))
+        else:
+            names = [f"{spec.name}@{k}" for k in range(spec.seeds)]
+            groups[spec.name] = names
+            for k, name in enumerate(names):
+                member = spec.model_copy(update={"name": name, "seeds": 1})
+                out.append((member, i, member_seed(run_seed, k)))
+    taken = [spec.name for spec, _, _ in out]
+    clash = sorted({n for n in taken if taken.count(n) > 1})
+    if clash:
+        raise ConfigError(
+            f"strategies: the seed members' names clash with other strategies: "
+            f"{', '.join(clash)}. Fix: rename the strategy or change its seeds."
+        )
+    return out, groups
+
+
+def _load_bars(config: RunConfig) -> Bars:
+    """The bars of ``config.data``, loaded and validated."""
+    max_gap = None if config.data.max_gap is None else pd.Timedelta(config.data.max_gap)
+    return load_bars(
+        Path(config.data.path),
+        symbol=config.data.symbol,
+        start=config.data.start,
+        end=config.data.end,
+        max_gap=max_gap,
+    )
+
+
+def _folds(config: RunConfig, bars: Bars) -> list[Fold] | None:
+    wf = config.splits.walk_forward
+    if wf is None:
+        return None
+    return walk_forward_folds(
+        len(bars),
+        n_folds=wf.n_folds,
+        test_size=wf.test_size,
+        train_size=wf.train_size,
+        gap=wf.gap,
+    )
+
+
+def _evaluation_range(config: RunConfig, bars: Bars) -> tuple[int, int]:
+    splits = config.splits
+    folds = _folds(config, bars)
+    if folds is not None:
+        return folds[0].test.start, folds[-1].test.stop
+    if splits.train_end is None or splits.validation_end is None:
+        start, stop = 0, len(bars)
+    else:
+        split = split_by_date(
+            bars.frame.index, train_end=splits.train_end, validation_end=splits.validation_end
+        )
+        part: slice = getattr(split, splits.evaluate)
+        start, stop = part.start, part.stop
+    if splits.last_bars is not None:
+        start = max(start, stop - splits.last_bars)
+    return start, stop
