@@ -672,9 +672,9 @@ def summarize(
         ``calmar``, ``max_drawdown``, ``max_drawdown_bars`` (int), ``win_rate``, and
         when their inputs are given ``exposure`` (mean absolute exposure, ``mean(|e|)``:
         how much of the account was at risk on average), ``time_in_market`` (fraction of
-        bars with a non-zero position, however small), ``turnover`` (traded notional over mean equity, per year),
-        ``trade_count`` (int, bars with a fill), ``fees_usd``, ``alpha``, ``beta``,
-        ``information_ratio`` and ``tracking_error``.
+        bars with a non-zero position, however small), ``turnover`` (traded notional
+        over mean equity, per year), ``trade_count`` (int, bars with a fill),
+        ``fees_usd``, ``alpha``, ``beta``, ``information_ratio`` and ``tracking_error``.
 
     Raises:
         ConfigError: If an array is not 1-D, is not aligned with ``equity``, or holds a

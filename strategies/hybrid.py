@@ -158,6 +158,9 @@ class HedgeWeights:
 class HybridPolicy:
     """DRL + LLM, combined by the seed's rule.
 
+    ``CONTROLS`` tells the engine which controls to add (``<name>~<control>``); the engine
+    gives each its parent member's decisions through :meth:`use_parent_decisions`.
+
     Args:
         name: Label in the ledger.
         drl: Keyword arguments for :class:`strategies.drl.DRLPolicy`.
@@ -172,6 +175,8 @@ class HybridPolicy:
             whose LLM side replays the record :meth:`use_llm_record` gives it (``llm0``
             also sets the LLM's weight to 0).
     """
+
+    CONTROLS: tuple[str, ...] = CONTROLS
 
     def __init__(
         self,
@@ -230,6 +235,10 @@ class HybridPolicy:
         if self.control is None:
             raise TypeError(f"{self.name} is not a control; only controls replay a record")
         self.llm.use_record(record)
+
+    def use_parent_decisions(self, bars: Sequence[int], decisions: Sequence[Decision]) -> None:
+        """The engine's hook for controls: the parent hybrid member's decisions by bar."""
+        self.use_llm_record(LLMRecord.from_decisions(bars, decisions))
 
     def bind(self, env_config: EnvConfig) -> None:
         """The DRL side trains on the run's environment."""

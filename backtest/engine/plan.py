@@ -1,9 +1,13 @@
 """Stage 1, plan: the config becomes the strategies to run, their seeds and the bars they trade.
 
-The benchmark is added when the experiment does not list it; a seeded strategy becomes its
-members ``<name>@<k>`` (:func:`member_seed`); each entry is built into a policy
-(:func:`build_policy`) before any bar is read; the bars are loaded, and the evaluated range
-(:func:`_evaluation_range`) or the walk-forward folds (:func:`_folds`) are laid over them.
+The benchmark is added when the experiment does not list it; with ``controls = true`` (the
+default) every strategy whose class offers controls (a class attribute ``CONTROLS``, e.g.
+the hybrid's ``("llm0", "random_llm")``) is followed by ``<name>~<control>``, the same
+parameters plus ``control = <control>`` and the same seeds (see :func:`parent_of`); a
+seeded strategy becomes its members ``<name>@<k>`` (:func:`member_seed`); each entry is
+built into a policy (:func:`build_policy`) before any bar is read; the bars are loaded, and
+the evaluated range (:func:`_evaluation_range`) or the walk-forward folds (:func:`_folds`)
+are laid over them.
 What identifies the run (its id and the hashes of its inputs) is in
 :mod:`backtest.engine.provenance`.
 """
@@ -21,7 +25,7 @@ from backtest.data import Bars, Fold, load_bars, split_by_date, walk_forward_fol
 from backtest.errors import CassetteError, ConfigError, PricingError
 from backtest.policy import Policy
 
-__all__ = ["build_policy", "member_seed"]
+__all__ = ["build_policy", "member_seed", "parent_of"]
 
 #: One strategy to run: its config (a member's, for a seeded strategy), its index in the
 #: experiment (error messages name ``strategies[<index>]``) and its seed.
@@ -93,7 +97,40 @@ def _members(config: RunConfig) -> tuple[list[Member], dict[str, list[str]]]:
     specs = list(config.strategies)
     if config.benchmark is not None and config.benchmark not in {s.name for s in specs}:
         specs.append(StrategyConfig(name=config.benchmark, kind="buy_and_hold"))
+    if config.controls:
+        specs = _with_controls(specs)
     return _expand_seeds(specs, config.seed)
+
+
+def _with_controls(specs: list[StrategyConfig]) -> list[StrategyConfig]:
+    """Each strategy that offers controls, followed by one entry per control."""
+    from backtest.engine.provenance import _strategy_class
+
+    out: list[StrategyConfig] = []
+    for spec in specs:
+        out.append(spec)
+        if "control" in spec.params:
+            continue  # already a control (a user may list one by hand)
+        for kind in getattr(_strategy_class(spec), "CONTROLS", ()):
+            # model_copy skips validation: '~' is reserved for these names.
+            out.append(
+                spec.model_copy(
+                    update={
+                        "name": f"{spec.name}~{kind}",
+                        "params": {**spec.params, "control": kind},
+                    }
+                )
+            )
+    return out
+
+
+def parent_of(name: str) -> str | None:
+    """The strategy (member) a control replays: ``hybrid~llm0@3`` -> ``hybrid@3``."""
+    if "~" not in name:
+        return None
+    base, _, rest = name.partition("~")
+    _, at, k = rest.rpartition("@")
+    return f"{base}@{k}" if at and k.isdigit() else base
 
 
 def _expand_seeds(

@@ -38,7 +38,7 @@ from backtest._env_nb import (
 from backtest.calendars import bar_close_times
 from backtest.config import StrategyConfig
 from backtest.data import Bars, Fold, TextFeed, load_text
-from backtest.engine.plan import Member, build_policy
+from backtest.engine.plan import Member, build_policy, parent_of
 from backtest.env import TradingEnv
 from backtest.errors import ConfigError
 from backtest.features import Features, compute_features
@@ -289,6 +289,27 @@ def _llm_cost_estimate(
     }
 
 
+def _follow_parent(policy: Policy, name: str, tracks: dict[str, _Track], first_bar: int) -> None:
+    """Give a control the decisions of the strategy it replays (already run, same bars).
+
+    A control (``<name>~<kind>``, see :func:`backtest.engine.plan.parent_of`) implements
+    ``use_parent_decisions(bars, decisions)``; ``bars`` are the bar indices the parent
+    decided on, in the same view the control will see.
+    """
+    parent = parent_of(name)
+    hook = getattr(policy, "use_parent_decisions", None)
+    if parent is None or not callable(hook):
+        return
+    track = tracks.get(parent)
+    if track is None:
+        raise ConfigError(
+            f"strategy {name!r} is a control of {parent!r}, which did not run before it. "
+            "Fix: list the strategy before its controls, or set controls = false."
+        )
+    decisions = track.decisions
+    hook(range(first_bar, first_bar + len(decisions)), decisions)
+
+
 def _replay_all(
     members: list[Member],
     policies: list[Policy],
@@ -356,6 +377,7 @@ def _replay_all(
             show = getattr(policy, "show_progress", None)
             if callable(show):  # policies that train can show it beside the bar progress
                 show(bar_progress)
+            _follow_parent(policy, spec.name, tracks, env.first_bar)
             track, ruined = _replay(policy, env, view, seed, bar_progress, task)
             if ruined:
                 warnings.append(f"strategy {spec.name!r} lost its whole equity and stopped trading")
@@ -431,6 +453,8 @@ def _walk_forward(
             task = None
             if bar_progress is not None:
                 task = bar_progress.add_task(f"{name} fold {k}", total=size)
+            this_fold = {n: p[-1] for n, p in parts.items() if len(p) == k + 1}
+            _follow_parent(policy, name, this_fold, env.first_bar)
             track, ruined = _replay(policy, env, sub_view, seed, bar_progress, task)
             if ruined:
                 warnings.append(

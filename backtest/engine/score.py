@@ -3,9 +3,11 @@
 Metrics per strategy (:func:`backtest.metrics.summarize`, against the benchmark, on the
 same dates) with its LLM counts; the mean and spread of each seed group; the default
 comparison (the first ``drl`` strategy against the first ``hybrid``,
-:func:`backtest.compare.compare`); per-fold metrics of a walk-forward run; and the
-temporal-leakage guard: each model's training cutoff, the strategies whose window starts
-before it, and their metrics before and after it (``cutoff_split``).
+:func:`backtest.compare.compare`); the verdict (``summary["verdict"]``, every question of
+:mod:`backtest.questions` the strategies allow, seeds as the unit); per-fold metrics of a
+walk-forward run; and the temporal-leakage guard: each model's training cutoff, the
+strategies whose window starts before it, and their metrics before and after it
+(``cutoff_split``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from backtest.config import RunConfig, StrategyConfig
 from backtest.data import Bars, Fold
 from backtest.engine.replay import _Track
 from backtest.policy import Policy
+from backtest.questions import Roles, asset_series, run_verdict
 from backtest.rates import risk_free_rates
 
 __all__: list[str] = []
@@ -96,6 +99,7 @@ def _score(
                 None if bench is None or name == config.benchmark else bench.equity[part]
             ),
             position_units=track.units[part],
+            exposure=track.exposure[part],
             fill_units=_all_fills(track)[part],
             fill_price=_all_prices(track)[part],
             fees_usd=track.fees[part],
@@ -147,7 +151,54 @@ def _score(
         )
         for a, b in _default_pairs(config.strategies)
     ]
+    roles = roles_of(config)
+    series = asset_series(
+        tables["ledger"],
+        asset=bars.symbol,
+        initial_capital_usd=config.env.initial_capital_usd,
+        risk_free=risk_free,
+    )
+    summary["verdict"] = run_verdict(
+        [series],
+        roles,
+        periods_per_year=ppy,
+        seed=config.seed,
+        min_seeds=config.verdict.min_seeds,
+        alpha=config.verdict.alpha,
+        reps=config.verdict.reps,
+    )
+    summary["verdict_context"] = verdict_context(config, roles)
     return summary, leakage
+
+
+def roles_of(config: RunConfig) -> Roles:
+    """Who plays which part in the verdict: listed strategies by kind (controls excluded)."""
+    specs = [s for s in config.strategies if "control" not in s.params]
+    return Roles(
+        hybrids=tuple(s.name for s in specs if s.kind == "hybrid"),
+        drl=next((s.name for s in specs if s.kind == "drl"), None),
+        llms=tuple(s.name for s in specs if s.kind == "llm"),
+        benchmark=config.benchmark,
+    )
+
+
+def verdict_context(config: RunConfig, roles: Roles) -> dict[str, Any]:
+    """What the verdict compared against: the DRL baseline's budget, the thresholds."""
+    drl = next((s for s in config.strategies if s.name == roles.drl), None)
+    budget = None
+    if drl is not None:
+        algo = str(drl.params.get("algo", "PPO"))
+        steps = int(drl.params.get("timesteps", 20_000))
+        envs = int(drl.params.get("n_envs", 1))
+        budget = f"{algo}, {steps:,} timesteps, {envs} env(s), {drl.seeds} seed(s)"
+    return {
+        "drl": roles.drl,
+        "drl_budget": budget,
+        "min_seeds": config.verdict.min_seeds,
+        "alpha": config.verdict.alpha,
+        "reps": config.verdict.reps,
+        "controls": config.controls,
+    }
 
 
 def _offline_warnings(calls: pa.Table, names: Iterable[str]) -> list[str]:
