@@ -124,6 +124,10 @@ def test_mismatched_shapes_and_bad_options_are_config_errors() -> None:
         _infer([a, a[0]], [a, a[0]])
     with pytest.raises(ConfigError, match="risk_free"):
         _infer(a, a, risk_free=[0.01, 0.02])
+    with pytest.raises(ConfigError, match=r"risk_free\[0\]: got shape \(99,\)"):
+        _infer(a, a, risk_free=[np.zeros(99)])
+    with pytest.raises(ConfigError, match="cost_a: per-asset shapes"):
+        _infer(a, a, cost_a=a[:, :50])
 
 
 def test_cost_given_separately_equals_cost_inside_the_returns() -> None:
