@@ -87,6 +87,7 @@ from backtest.verdict import PairedResult
 __all__ = [
     "DEFAULT_REPS",
     "METRICS",
+    "Metric",
     "annualised_return",
     "annualised_sharpe",
     "max_drawdown",
@@ -224,10 +225,13 @@ def _per_asset_rate(rate: Any, n_bars: list[int], periods_per_year: float) -> li
         )
     out = []
     for i, (r, n) in enumerate(zip(rate, n_bars, strict=True)):
-        per_bar = np.broadcast_to(np.asarray(r, np.float64), (n,)) if np.ndim(r) <= 1 else None
-        if per_bar is None or (np.ndim(r) == 1 and np.size(r) != n):
-            raise ConfigError(f"risk_free[{i}]: need a number or {n} per-bar annual rates")
-        out.append(per_bar / periods_per_year)
+        values = np.asarray(r, np.float64)
+        if values.shape not in ((), (n,)):
+            raise ConfigError(
+                f"risk_free[{i}]: got shape {values.shape} for an asset of {n} bars. Fix: "
+                f"pass one annual rate or {n} per-bar annual rates for that asset."
+            )
+        out.append(np.broadcast_to(values, (n,)) / periods_per_year)
     return out
 
 
@@ -248,7 +252,7 @@ def _gathered_diffs(
     seeds: NDArray[np.int64],
     bars: NDArray[np.int64],
 ) -> FloatArray:
-    """Metric differences of resampled series, ``(m, n_seeds)``, by gathering every bar."""
+    # Metric differences of resampled series, (m, n_seeds), gathering every resampled bar.
     fn = METRICS[metric]
     rows, cols = seeds[:, :, None], bars[:, None, :]
     rate = rf[bars][:, None, :]
@@ -264,12 +268,10 @@ def _counted_diffs(
     seeds: NDArray[np.int64],
     bars: NDArray[np.int64],
 ) -> FloatArray:
-    """The same as :func:`_gathered_diffs` for order-free metrics, from bar counts.
-
-    Sharpe and geometric return depend on a resample only through how often each bar
-    appears, so sums over a resample are one matrix product of the ``(m, n_bars)`` counts
-    with the per-bar values: no ``(m, n_seeds, n_bars)`` array is built.
-    """
+    # _gathered_diffs for order-free metrics: Sharpe and geometric return depend on a
+    # resample only through how often each bar appears, so sums over a resample are one
+    # product of the (m, n_bars) counts with the per-bar values, and no
+    # (m, n_seeds, n_bars) array is built.
     m, n_bars = bars.shape
     offsets = bars + (np.arange(m) * n_bars)[:, None]
     counts = np.bincount(offsets.ravel(), minlength=m * n_bars).reshape(m, n_bars)
@@ -314,7 +316,8 @@ def _inner_replicates(
     block_length: int,
     rng: np.random.Generator,
 ) -> FloatArray:
-    """``count`` replicates of one asset: seeds with replacement, one block draw per replicate."""
+    # `count` replicates of one asset: seeds with replacement, one block draw per replicate
+    # shared by every resampled seed.
     n_seeds, n_bars = a.shape
     diffs = _gathered_diffs if metric == "max_drawdown" else _counted_diffs
     out = np.empty(count)
@@ -405,7 +408,11 @@ def paired_inference(
         if cost is not None:
             costs = _per_asset(cost, name)
             if [c.shape for c in costs] != [x.shape for x in assets]:
-                raise ConfigError(f"{name} must have the shape of the returns it is paid from")
+                raise ConfigError(
+                    f"{name}: per-asset shapes {[c.shape for c in costs]} differ from the "
+                    f"returns' {[x.shape for x in assets]}. Fix: one cost per seed per bar, "
+                    "shaped like the returns it is paid from."
+                )
             assets[:] = [x - c for x, c in zip(assets, costs, strict=True)]
     shapes_a, shapes_b = [x.shape for x in assets_a], [x.shape for x in assets_b]
     if shapes_a != shapes_b:

@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backtest import metrics
 from backtest.compare import stationary_bootstrap_indices
@@ -122,6 +124,10 @@ def test_mismatched_shapes_and_bad_options_are_config_errors() -> None:
         _infer([a, a[0]], [a, a[0]])
     with pytest.raises(ConfigError, match="risk_free"):
         _infer(a, a, risk_free=[0.01, 0.02])
+    with pytest.raises(ConfigError, match=r"risk_free\[0\]: got shape \(99,\)"):
+        _infer(a, a, risk_free=[np.zeros(99)])
+    with pytest.raises(ConfigError, match="cost_a: per-asset shapes"):
+        _infer(a, a, cost_a=a[:, :50])
 
 
 def test_cost_given_separately_equals_cost_inside_the_returns() -> None:
@@ -323,3 +329,32 @@ def test_all_lists_every_public_definition(name: str) -> None:
     }
     assert defined <= set(module.__all__)
     assert all(hasattr(module, item) for item in module.__all__)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    entropy=st.integers(0, 2**32 - 1),
+    n_seeds=st.integers(2, 6),
+    n_bars=st.integers(12, 60),
+    metric=st.sampled_from(["sharpe", "annual_return", "max_drawdown"]),
+)
+def test_swapping_a_and_b_negates_the_estimate_and_keeps_the_p_value(
+    entropy: int, n_seeds: int, n_bars: int, metric: str
+) -> None:
+    rng = np.random.default_rng(entropy)
+    a, b = rng.normal(0.001, 0.01, (2, n_seeds, n_bars)), rng.normal(0, 0.01, (2, n_seeds, n_bars))
+    forward = _infer(a, b, metric=metric, reps=50)
+    backward = _infer(b, a, metric=metric, reps=50)
+    assert backward.estimate == pytest.approx(-forward.estimate, abs=1e-12)
+    assert backward.ci == pytest.approx((-forward.ci[1], -forward.ci[0]), abs=1e-9)
+    assert backward.p_value == pytest.approx(forward.p_value, abs=1e-9)
+    assert backward.block_lengths == forward.block_lengths
+    json.dumps(forward.to_dict(), allow_nan=False)
+
+
+def test_one_seed_has_no_interval_and_says_so() -> None:
+    a, b = _returns(1, (1, 100), 0.001), _returns(2, (1, 100))
+    result = _infer(a, b)
+    assert result.label == "underpowered" and math.isnan(result.p_value)
+    assert math.isnan(result.ci[0]) and result.to_dict()["ci"] == [None, None]
+    assert verdict_sentence(result).endswith("95% CI [n/a, n/a], p = n/a, 1 seed, 1 asset.")
