@@ -123,9 +123,14 @@ def verdict_sentence(result: PairedResult) -> str:
     level = round(100 * (1 - result.alpha))
     low, high = (_signed(v * scale) for v in result.ci)
     p_text = f"p = {result.p_value:.3g}" if math.isfinite(result.p_value) else "p = n/a"
+    dropped = (
+        f" ({result.n_nan_seeds} seed pair(s) dropped: the {name} of one side is undefined)"
+        if result.n_nan_seeds
+        else ""
+    )
     return (
         f"{head}: {result.a} {verb} {name}{note}{basis}, {level}% CI [{low}, {high}]{unit}, "
-        f"{p_text}, {seeds}, {assets}."
+        f"{p_text}, {seeds}, {assets}{dropped}."
     )
 
 

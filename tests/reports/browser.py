@@ -45,6 +45,9 @@ class PageReport:
     dialogs: list[str] = field(default_factory=list)
     hover_text: str = ""
     pwned: Any = None
+    #: Viewport rectangle (``top``, ``bottom``, ``height``) and text of the ``probe``
+    #: element, or None when it is not on the page.
+    probe: dict[str, Any] | None = None
 
 
 def load_report(
@@ -52,6 +55,7 @@ def load_report(
     *,
     screenshot: Path | None = None,
     hover: tuple[str, str] | None = None,
+    probe: str | None = None,
     width: int = 1400,
     height: int = 2000,
     timeout_ms: int = 60_000,
@@ -64,6 +68,8 @@ def load_report(
         hover: ``(figure id, trace name part)``: the first point of the first trace of that
             figure (``data-fig``) whose name contains the part and that has hover text gets a
             hover event; the label's text is returned in ``hover_text``.
+        probe: A CSS selector whose element's position (after the plots drew) and text are
+            returned in ``probe``.
     """
     from playwright.sync_api import sync_playwright
 
@@ -124,6 +130,17 @@ def load_report(
                     list(hover),
                 )
             seen.pwned = page.evaluate("window.__pwned === undefined ? null : window.__pwned")
+            if probe is not None:
+                seen.probe = page.evaluate(
+                    """(selector) => {
+                        const el = document.querySelector(selector);
+                        if (!el) return null;
+                        const r = el.getBoundingClientRect();
+                        return {top: r.top, bottom: r.bottom, height: r.height,
+                                text: el.innerText};
+                    }""",
+                    probe,
+                )
             if screenshot is not None:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 page.screenshot(path=str(screenshot), full_page=False)

@@ -37,6 +37,31 @@ def hostile_run(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="session")
+def verdict_run(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """S&P 500 test split: buy-and-hold and the LLM graph (offline analyst, every 5th bar)."""
+    out = tmp_path_factory.mktemp("verdict-runs")
+    routing = Path(__file__).resolve().parents[2] / "experiments/routing/seed_stack.toml"
+    config = RunConfig.model_validate(
+        {
+            "name": "verdict-report-test",
+            "data": {"path": str(samples_dir / "SP500.parquet")},
+            "splits": {"train_end": "2013-01-01", "validation_end": "2016-01-01"},
+            "strategies": [
+                {
+                    "name": "llm_only",
+                    "kind": "llm",
+                    "params": {"mode": "offline", "routing": str(routing), "every_n_bars": 5},
+                },
+            ],
+            "output_dir": str(out),
+            "seed": 1,
+            "verdict": {"reps": 200},
+        }
+    )
+    return run(config)
+
+
+@pytest.fixture(scope="session")
 def sweep_dir(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 3-point fee sweep of SMA and buy-and-hold on the S&P 500 test split, with one
     point that fails (an unknown strategy kind is not caught until the run starts)."""

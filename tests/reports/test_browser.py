@@ -48,3 +48,15 @@ def test_sweep_report_draws_offline_without_errors(sweep_dir: Path, tmp_path: Pa
     assert seen.console_errors == [] and seen.page_errors == [] and seen.report_errors == []
     assert seen.plots == 3 and seen.drawn == 3
     assert seen.requests == [path.resolve().as_uri()]
+
+
+def test_the_first_screen_shows_the_verdict(verdict_run: RunResult, tmp_path: Path) -> None:
+    """At 1280x800 the verdict table is on the first screen, above every chart."""
+    path = write_report(verdict_run.run_dir)
+    shot = _artifacts(tmp_path) / "run_report_first_screen.png"
+    seen = load_report(path, screenshot=shot, probe="table.verdict", width=1280, height=800)
+    assert seen.console_errors == [] and seen.page_errors == [] and seen.report_errors == []
+    assert seen.probe is not None, "no verdict table in the report"
+    assert seen.probe["top"] >= 0 and seen.probe["bottom"] <= 800, seen.probe
+    assert "llm_only vs buy_and_hold" in seen.probe["text"]
+    assert "underpowered" in seen.probe["text"]  # one seed: said in words
