@@ -325,8 +325,25 @@ def _run(
     result = run_experiment(config, progress=progress and console.is_terminal, on_estimate=announce)
     summary = result.summary
     _print_verdict(summary.get("verdict") or [])
+    if "assets" in summary:
+        for symbol, info in summary["assets"].items():
+            _print_metrics(
+                config.name, {**info, "symbol": symbol, "benchmark": summary["benchmark"]}
+            )
+            console.print(f"{escape(symbol)}: run {info['run_id']} in {info['run_dir']}")
+    else:
+        _print_metrics(config.name, summary)
+    for warning in result.manifest.get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+    console.print(f"Run {result.run_id} written to {result.run_dir}")
+    if report:
+        console.print(f"Report: {_write_report(result.run_dir)}")
+
+
+def _print_metrics(name: str, summary: dict[str, Any]) -> None:
+    """One asset's metrics table, then each seed group's mean Sharpe and spread."""
     table = Table(
-        title=f"{config.name}: {summary['symbol']} {summary['start'][:10]} to "
+        title=f"{name}: {summary['symbol']} {summary['start'][:10]} to "
         f"{summary['end'][:10]} ({summary['bars']} bars)"
     )
     show_llm = any(
@@ -374,11 +391,6 @@ def _run(
             console.print(
                 f"{escape(group)}: Sharpe {mean:.2f}{spread} over {len(info['members'])} seeds"
             )
-    for warning in result.manifest.get("warnings", []):
-        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    console.print(f"Run {result.run_id} written to {result.run_dir}")
-    if report:
-        console.print(f"Report: {_write_report(result.run_dir)}")
 
 
 def _print_verdict(entries: list[dict[str, Any]]) -> None:

@@ -159,7 +159,9 @@ class DataConfig(Frozen):
     """Where the bars come from.
 
     Attributes:
-        path: A bar Parquet file or a dataset directory.
+        path: A bar Parquet file or a dataset directory; or a list of them, one per
+            asset: every strategy and seed then runs on each, each asset in its own run
+            directory, and the verdict pools them (see ``docs/verdict.md``).
         symbol: Symbol inside a directory.
         start: First bar to load (inclusive).
         end: Last bar to load (inclusive).
@@ -167,11 +169,44 @@ class DataConfig(Frozen):
             or None to allow any.
     """
 
-    path: str
+    path: str | tuple[str, ...]
     symbol: str | None = None
     start: str | None = None
     end: str | None = None
     max_gap: str | None = "7D"
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _one_or_several(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            if not value:
+                raise ValueError("lists no data file; give one path, or a list of several")
+            if len(value) == 1:
+                return value[0]
+            if len(set(value)) != len(value):
+                raise ValueError(f"lists a data file twice: {sorted(value)}")
+            return tuple(value)
+        return value
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The data files, one per asset."""
+        return (self.path,) if isinstance(self.path, str) else self.path
+
+    @property
+    def file(self) -> str:
+        """The one data file of a single-asset run.
+
+        Raises:
+            ConfigError: The config lists several assets (run it with
+                :func:`backtest.engine.run`, which runs them one by one).
+        """
+        if not isinstance(self.path, str):
+            raise ConfigError(
+                f"data.path lists {len(self.path)} assets where one was expected. Fix: run "
+                "the experiment with backtest.engine.run, which runs each asset in turn."
+            )
+        return self.path
 
 
 class WalkForwardConfig(Frozen):
@@ -558,6 +593,10 @@ def load_experiment(
     data = raw.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str):
         data["path"] = str((base / data["path"]).resolve())
+    elif isinstance(data, dict) and isinstance(data.get("path"), list):
+        data["path"] = [
+            str((base / p).resolve()) if isinstance(p, str) else p for p in data["path"]
+        ]
     if output_dir is not None:
         raw["output_dir"] = str(Path(output_dir).resolve())
     elif isinstance(raw.get("output_dir"), str):

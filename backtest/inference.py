@@ -113,7 +113,9 @@ def annualised_sharpe(
 ) -> FloatArray:
     """Return ``mean(x) / std(x, ddof=1) * sqrt(ppy)`` along the last axis, ``x = r - rf``.
 
-    A std of 0, or at most ``1e-9 * max|x|``, is no volatility: the ratio is NaN.
+    A std of 0, or at most ``1e-9 * max|x|``, is no volatility: the ratio is NaN, except
+    for a series that is exactly 0 at every bar (flat in cash), whose ratio is 0: the rule
+    of :mod:`backtest.metrics`.
 
     Args:
         returns: Per-bar simple returns; the last axis is bars, any leading axes.
@@ -129,7 +131,7 @@ def annualised_sharpe(
         scale = np.max(np.abs(x), axis=-1)
         ok = (std > 0) & (std > _DEGENERATE_STD * scale)
         ratio = np.mean(x, axis=-1) / np.where(ok, std, 1.0) * math.sqrt(periods_per_year)
-    return np.where(ok, ratio, np.nan)
+    return np.where(ok, ratio, np.where(scale == 0, 0.0, np.nan))
 
 
 def annualised_return(returns: ArrayLike, periods_per_year: float) -> FloatArray:
@@ -302,7 +304,8 @@ def _counted_diffs(
             scale = np.max(np.abs(excess), axis=1)[seeds]
             ok = (std > 0) & (std > _DEGENERATE_STD * scale)
             ratio = (mean + shift[seeds]) / np.where(ok, std, 1.0) * math.sqrt(ppy)
-        out.append(np.where(ok, ratio, np.nan))
+        # A series that is 0 at every bar resamples to 0 at every bar: ratio 0.
+        out.append(np.where(ok, ratio, np.where(scale == 0, 0.0, np.nan)))
     return out[0] - out[1]
 
 

@@ -66,6 +66,12 @@ calmar            ``|max_drawdown|``               1 (a drawdown is a fraction o
                                                    peak, so 1e-9 of it is rounding)
 ================= ================================ ===================================
 
+One exception: a series that is exactly zero at every bar (a flat book at ``rf = 0``, or
+a strategy identical to its benchmark for the information ratio) has ratio **0**, not
+``nan``: it took no risk and earned no excess, which is what a ratio of 0 says, and a
+control that never trades must stay comparable (the verdict drops ``nan`` seeds; see
+``docs/verdict.md``). The peers give ``nan`` (0 / 0) there.
+
 Why: the standard deviation of values that agree to nine significant digits is set by
 their last bits, not by the market. ``[0.05, 0.05 + 2e-11] / 252`` has a "volatility"
 of 6e-14 and a Sharpe ratio of ~1e9; two correct implementations that sum in a
@@ -394,6 +400,8 @@ def sharpe(
     excess = r - _per_bar_risk_free(risk_free, r.size, ppy)
     if excess.size < 2:
         return math.nan
+    if not excess.any():
+        return 0.0  # no risk and no excess: see the module docstring
     deviation = _sample_std(excess)
     if _degenerate(deviation, excess):
         return math.nan
@@ -426,6 +434,8 @@ def sortino(
     excess = r - _per_bar_risk_free(risk_free, r.size, ppy)
     if excess.size < 2:
         return math.nan
+    if not excess.any():
+        return 0.0  # no risk and no excess: see the module docstring
     shortfall = np.minimum(excess, 0.0)
     downside = math.sqrt(float(np.mean(shortfall * shortfall)))
     if _degenerate(downside, excess):
@@ -614,6 +624,8 @@ def information_ratio(
     active = r - b
     if active.size < 2:
         return math.nan
+    if not active.any():
+        return 0.0  # the benchmark itself: no active risk, no active return
     deviation = _sample_std(active)
     if _degenerate(deviation, active):
         return math.nan

@@ -39,6 +39,10 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
         from reports.sweep import write_sweep_report
 
         return write_sweep_report(folder, out)
+    from reports.pooled import is_pooled, write_pooled_report
+
+    if is_pooled(folder):
+        return write_pooled_report(folder, out)
     from reports.run import write_run_report
 
     return write_run_report(folder, out)

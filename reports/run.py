@@ -63,10 +63,11 @@ _METRICS = (
 )
 
 
-def _verdict_rows(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The verdict's entries for the report: the headline rows (pooled, Sharpe) and all."""
+def verdict_rows(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The verdict for the report: the headline rows (pooled, Sharpe), all rows, context."""
+    entries = summary.get("verdict") or []
     headline = [e for e in entries if e.get("asset") == "pooled" and e.get("metric") == "sharpe"]
-    return {"headline": headline, "all": entries}
+    return {"headline": headline, "all": entries, "context": summary.get("verdict_context") or {}}
 
 
 def _read_json(path: Path) -> Any:
@@ -447,7 +448,7 @@ def run_report_html(run_dir: str | Path) -> str:
         "plots": [(key, figure_json(fig)) for key, fig in plots],
         "cost": _cost_panel(calls, decisions, summary, initial),
         "comparisons": summary.get("comparisons") or [],
-        "verdict": _verdict_rows(summary.get("verdict") or []),
+        "verdict": verdict_rows(summary),
         "seed_groups": summary.get("seed_groups") or {},
         "cutoff_split": summary.get("cutoff_split") or {},
         "folds": summary.get("folds") or [],

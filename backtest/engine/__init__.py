@@ -178,6 +178,17 @@ def run(
     Raises:
         BacktestError: Bad data or configuration, before any strategy runs.
     """
+    if not isinstance(config.data.path, str):
+        # Several assets: one ordinary run each, then the verdict pooled over them.
+        from backtest.engine.assets import pooled_run
+
+        def run_one(one: RunConfig) -> RunResult:
+            return run(one, progress=progress, write=write, on_estimate=on_estimate)
+
+        run_id, run_dir, summary, manifest, tables = pooled_run(config, run_one, write=write)
+        return RunResult(
+            run_id=run_id, run_dir=run_dir, tables=tables, summary=summary, manifest=manifest
+        )
     # Plan. Strategies first: a mistake in their parameters (a missing routing file, an
     # unpriced model, an empty replay-only cassette) is reported before any bar is read.
     members, groups = _members(config)
@@ -191,7 +202,7 @@ def run(
     folds = _folds(config, bars)
 
     # Replay, after the LLM cost estimate.
-    features, view = _market(bars, Path(config.data.path))
+    features, view = _market(bars, Path(config.data.file))
     warnings: list[str] = []
     probe = TradingEnv(bars, env_config, start=start, end=stop, features=features)
     estimate = _llm_cost_estimate(policies, specs, view, probe.first_bar, probe.end_bar, warnings)

@@ -170,7 +170,7 @@ def _load_bars(config: RunConfig) -> Bars:
     """The bars of ``config.data``, loaded and validated."""
     max_gap = None if config.data.max_gap is None else pd.Timedelta(config.data.max_gap)
     return load_bars(
-        Path(config.data.path),
+        Path(config.data.file),
         symbol=config.data.symbol,
         start=config.data.start,
         end=config.data.end,

@@ -98,7 +98,7 @@ def run_id_for(
         data_sha256: The data's hash (computed when None).
         inputs: :func:`run_inputs` of ``config`` (computed when None).
     """
-    sha = data_sha256 if data_sha256 is not None else _data_hash(Path(config.data.path))
+    sha = data_sha256 if data_sha256 is not None else _data_hash(Path(config.data.file))
     found = run_inputs(config) if inputs is None else inputs
     extra = [f"{k}={v}" for k, v in sorted(found.items())]
     return config_hash(config, sha, *extra, exclude={"output_dir": True, "data": {"path"}})[:16]
@@ -106,6 +106,6 @@ def run_id_for(
 
 def _identity(config: RunConfig) -> tuple[str, dict[str, str], str]:
     """The data's sha256, :func:`run_inputs` and the run id of ``config``."""
-    data_sha = _data_hash(Path(config.data.path))
+    data_sha = _data_hash(Path(config.data.file))
     inputs = run_inputs(config)
     return data_sha, inputs, run_id_for(config, data_sha, inputs)

@@ -149,7 +149,7 @@ def _manifest(
             "name": config.name,
             "config": json.loads(canonical_json(config)),
             "data": {
-                "path": str(Path(config.data.path)),
+                "path": str(Path(config.data.file)),
                 "sha256": data_sha,
                 "symbol": bars.symbol,
                 "frequency": bars.frequency,

@@ -64,6 +64,8 @@ def test_sharpe_without_volatility_is_nan() -> None:
     wobble = flat + np.tile([0.0, 1e-12], 25)
     assert np.isnan(annualised_sharpe(wobble, PPY)).all()
     assert np.isfinite(annualised_sharpe(_returns(2, (2, 50)), PPY)).all()
+    # Exactly zero throughout (flat in cash) is ratio 0, as in backtest.metrics.
+    assert (annualised_sharpe(np.zeros((2, 50)), PPY) == 0.0).all()
 
 
 @pytest.mark.parametrize("metric", ["sharpe", "annual_return"])
@@ -166,7 +168,7 @@ def test_every_metric_runs(metric: str) -> None:
 
 def test_nan_rule_drops_the_seed_on_both_sides_and_counts_it() -> None:
     a, b = _returns(1, (11, 100), 0.001), _returns(2, (11, 100))
-    a[3] = 0.0  # a flat seed: its Sharpe ratio is NaN
+    a[3] = 0.001  # a constant return: no volatility, its Sharpe ratio is NaN
     result = _infer(a, b)
     assert result.n_nan_seeds == 1 and result.n_seeds == 10
     assert math.isnan(result.per_seed[0][3])
@@ -179,7 +181,7 @@ def test_nan_rule_drops_the_seed_on_both_sides_and_counts_it() -> None:
 
 def test_an_asset_without_a_valid_seed_is_dropped() -> None:
     a, b = _returns(1, (2, 10, 100), 0.001), _returns(2, (2, 10, 100))
-    b[1] = 0.0
+    b[1] = 0.002  # constant: every seed's Sharpe ratio is NaN
     result = _infer(a, b)
     assert result.n_assets == 1 and result.n_nan_seeds == 10
     assert result.estimate == pytest.approx(_infer(a[0], b[0]).estimate, rel=1e-12)

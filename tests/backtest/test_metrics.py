@@ -142,6 +142,11 @@ def assert_ratio_close(
     """
     theirs = float(theirs)
     scale = float(np.abs(x).max()) if x.size else 0.0
+    if x.size > 1 and scale == 0.0:
+        # Exactly zero throughout: ours is 0 (no risk, no excess), the peers' 0 / 0 nan.
+        assert ours == 0.0, f"{what}: an all-zero series gave {ours!r}, expected 0"
+        assert math.isnan(theirs) or theirs == 0.0, f"{what}: peer {theirs!r}"
+        return
     if not deviation > metrics.DISPERSION_RTOL * scale:
         assert math.isnan(ours), f"{what}: deviation {deviation!r} is rounding, ours {ours!r}"
         assert not math.isfinite(theirs) or abs(theirs) > HUGE, (
@@ -454,7 +459,9 @@ def test_benchmark_metrics_match_quantstats(
     else:
         assert_close(beta, greeks["beta"], "beta")
     active = returns - benchmark
-    if np.ptp(active) == 0:
+    if not active.any():
+        assert ir == 0.0  # the benchmark itself: 0, as quantstats says
+    elif np.ptp(active) == 0:
         assert math.isnan(ir)  # quantstats returns 0 for zero tracking error
     else:
         q_ir = q_ir * math.sqrt(ppy)
@@ -587,7 +594,7 @@ def test_too_few_bars_give_nan_without_warnings(returns: np.ndarray) -> None:
             fill_units=np.full(returns.size + 1, np.nan),
             fill_price=np.full(returns.size + 1, np.nan),
         )
-    assert math.isnan(summary["sharpe"])
+    assert math.isnan(summary["sharpe"])  # fewer than two returns: nothing to measure
     assert summary["trade_count"] == 0
     assert summary["turnover"] == 0.0
 
@@ -601,7 +608,9 @@ def test_zero_volatility_gives_nan_without_warnings() -> None:
         assert math.isnan(metrics.calmar(flat, 252.0))
         assert metrics.max_drawdown(flat) == 0.0
         assert metrics.max_drawdown_duration(flat) == 0
-        assert math.isnan(metrics.information_ratio(flat, flat, 252.0))
+        # Identical to its benchmark: no active risk and no active return, ratio 0.
+        assert metrics.information_ratio(flat, flat, 252.0) == 0.0
+        assert math.isnan(metrics.information_ratio(flat, flat - 0.0005, 252.0))
         assert metrics.tracking_error(flat, flat, 252.0) == 0.0
         assert all(math.isnan(v) for v in metrics.alpha_beta(flat, flat, 252.0))
 
@@ -670,6 +679,18 @@ def test_each_ratio_at_zero_and_near_zero_dispersion(case: Callable[[float], Cas
             value = ours()
         assert math.isfinite(value), f"{case.__name__}({spread}): {value!r}"
         assert math.isclose(value, by_hand(), rel_tol=1e-6), f"{case.__name__}({spread})"
+
+
+def test_a_flat_series_has_ratio_zero() -> None:
+    """Exactly zero at every bar: no risk, no excess, ratio 0 (the peers say 0/0 = nan)."""
+    flat = np.zeros(30)
+    with no_warnings():
+        assert metrics.sharpe(flat, 252.0) == 0.0
+        assert metrics.sortino(flat, 252.0) == 0.0
+        b = np.linspace(-0.01, 0.01, 30)
+        assert metrics.information_ratio(b, b, 252.0) == 0.0
+        # Flat in cash against a positive risk-free rate is a steady shortfall: no ratio.
+        assert math.isnan(metrics.sharpe(flat, 252.0, risk_free=0.03))
 
 
 def test_the_rounding_band_is_relative_to_the_series_size() -> None:
