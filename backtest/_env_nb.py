@@ -279,6 +279,23 @@ def step(
     )
 
 
+@njit(cache=True)
+def step_batch(
+    states: np.ndarray,
+    p: np.ndarray,
+    bars: np.ndarray,
+    flat_features: np.ndarray,
+    n_features: int,
+    window: int,
+    targets: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """:func:`step` for every row of ``states`` (one env each) with its row of ``targets``,
+    writing each observation into the same row of ``out``: a whole batch in one call."""
+    for i in range(states.shape[0]):
+        step(states[i], p, bars, flat_features, n_features, window, targets[i], out[i])
+
+
 def _load() -> None:
     """Run every kernel once on a two-bar toy market so it is compiled (or loaded from the
     on-disk cache) when the module is imported, not in the middle of the first run."""
@@ -296,6 +313,7 @@ def _load() -> None:
     for frozen in (bars, params, features):
         frozen.setflags(write=False)
     step(state, params, bars, features, 2, 1, 1.0, out)
+    step_batch(np.zeros((1, STATE_SIZE)), params, bars, features, 2, 1, np.ones(1), out[None])
     advance(state, params, bars, math.nan)
     observe(out, features, 2, 1, 1, 0.0, 0.0)
 
