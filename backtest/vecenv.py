@@ -43,8 +43,8 @@ from stable_baselines3.common.vec_env.base_vec_env import (
 from backtest import _env_nb as nb
 from backtest.config import EnvConfig
 from backtest.data import Bars
-from backtest.errors import ConfigError
 from backtest.env import TradingEnv
+from backtest.errors import ConfigError
 from backtest.features import Features
 
 __all__ = ["TradingVecEnv"]
@@ -119,23 +119,30 @@ class TradingVecEnv(VecEnv):
         """Advance every env one bar; reset those whose episode ended."""
         if self._actions is None:
             raise RuntimeError("step_wait() called without step_async(actions) first")
-        targets = self._targets(self._actions)
-        self._actions = None
         n = self.num_envs
-        obs = np.empty((n, self._obs_dim), dtype=np.float32)
-        states = self._states
-        nb.step_batch(states, *self._kernel_args, targets, obs)
-        terminated_slot = states[:, nb.TERMINATED]
-        if (terminated_slot < 0.0).any():
-            stale = np.flatnonzero(terminated_slot < 0.0).tolist()
-            raise RuntimeError(
-                f"envs {stale} were stepped past their episode's end (an env stepped on its "
-                "own through envs[i] or env_method); call reset() first"
+        actions = np.asarray(self._actions)
+        self._actions = None
+        if actions.size != n:
+            raise ValueError(
+                f"expected one action per env ({n}), got an array of shape {actions.shape}"
             )
-        terminated = terminated_slot > 0.0
-        truncated = ~terminated & (states[:, nb.T] + 1.0 >= states[:, nb.STOP])
-        dones = terminated | truncated
-        rewards = states[:, nb.REWARD].astype(np.float32)
+        obs = np.empty((n, self._obs_dim), dtype=np.float32)
+        rewards = np.empty(n, dtype=np.float32)  # DummyVecEnv's reward type
+        dones = np.empty(n, dtype=np.bool_)
+        truncated = np.empty(n, dtype=np.bool_)
+        states = self._states
+        refused = nb.step_batch(
+            states,
+            *self._kernel_args,
+            actions.reshape(n).astype(np.float64),
+            self._positions,
+            obs,
+            rewards,
+            dones,
+            truncated,
+        )
+        if refused >= 0:
+            raise self._refusal(refused, actions.reshape(n)[refused])
         # The single env's info (same keys, same order), plus what DummyVecEnv adds.
         infos: list[dict[str, Any]] = [
             {
@@ -157,28 +164,17 @@ class TradingVecEnv(VecEnv):
                 obs[i], self.reset_infos[i] = self.envs[i].reset()
         return obs, rewards, dones, infos
 
-    def _targets(self, actions: np.ndarray) -> np.ndarray:
-        """The N actions as N target exposures (float64), checked as the single env does."""
-        n = self.num_envs
-        values = np.asarray(actions)
-        if values.size != n:
-            raise ValueError(
-                f"expected one action per env ({n}), got an array of shape {values.shape}"
+    def _refusal(self, i: int, action: Any) -> Exception:
+        """Why the kernel refused to step env ``i`` (no env moved)."""
+        if self._states[i, nb.T] + 1.0 >= self._states[i, nb.STOP]:
+            return RuntimeError(
+                f"env {i} was stepped past its episode's end (stepped on its own through "
+                "envs[i] or env_method?); call reset() first"
             )
-        values = values.reshape(n)
-        positions = self._positions
-        if not positions.size:
-            return values.astype(np.float64)
-        with np.errstate(invalid="ignore"):
-            index = values.astype(np.int64)
-        bad = (index != values) | (index < 0) | (index >= positions.size)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"action {values[i]!r} of env {i} is not in {self.action_space}; give one "
-                f"integer in [0, {positions.size - 1}] per env"
-            )
-        return positions[index]
+        return ValueError(
+            f"action {action!r} of env {i} is not in {self.action_space}; give one integer "
+            f"in [0, {self._positions.size - 1}] per env"
+        )
 
     def close(self) -> None:
         """Close every env."""

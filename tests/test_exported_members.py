@@ -29,6 +29,7 @@ MODULES = [
     "backtest.llm.testing",
     "backtest.metrics",
     "backtest.policy",
+    "backtest.vecenv",
     "strategies.base",
     "strategies.baselines",
     "strategies.drl",
