@@ -21,12 +21,18 @@ observations for the same seeds and actions), without a Python call per env per 
   ``dones = terminated | truncated``, ``info["TimeLimit.truncated"]``, and an env whose
   episode ended is reset at once, its last observation kept in
   ``info["terminal_observation"]``. ``seed(s)`` seeds env *i* with ``s + i`` at the next
-  ``reset()``; ``set_options`` likewise. ``render_mode`` is None. Wrap it in
-  ``VecMonitor`` for episode statistics (the ``Monitor`` of each env under ``DummyVecEnv``).
+  ``reset()``; ``set_options`` likewise. ``render_mode`` is None.
+- An ended episode's ``info["episode"]`` holds its return, length and time (``r``, ``l``,
+  ``t``) exactly as SB3's ``Monitor`` around each env reports them (Python's ``sum`` of the
+  float64 rewards, rounded to 6 places; ``VecMonitor`` would sum the float32 rewards), and with
+  no wrapper the batch has the wrapper depth of ``DummyVecEnv``, which SB3's
+  ``EvalCallback`` needs to hand ``VecNormalize`` statistics to an evaluation env built
+  that way.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -97,6 +103,12 @@ class TradingVecEnv(VecEnv):
         self._obs_dim = first._obs_dim
         self._positions = np.asarray(first._positions, dtype=np.float64)
         self._actions: np.ndarray | None = None
+        # Each env's rewards this episode (row i, the first lengths[i] slots): summed with
+        # Python's sum() when the episode ends, as Monitor sums its list.
+        self._episode_rewards = np.zeros((n_envs, first.end_bar - first.first_bar))
+        self._episode_lengths = np.zeros(n_envs, dtype=np.int64)
+        self._rows = np.arange(n_envs)
+        self._t_start = time.time()
         super().__init__(n_envs, first.observation_space, first.action_space)
 
     # ----------------------------------------------------------------- VecEnv API
@@ -109,6 +121,7 @@ class TradingVecEnv(VecEnv):
             obs[i], self.reset_infos[i] = env.reset(seed=self._seeds[i], **options)
         self._reset_seeds()
         self._reset_options()
+        self._episode_lengths[:] = 0
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -143,6 +156,13 @@ class TradingVecEnv(VecEnv):
         )
         if refused >= 0:
             raise self._refusal(refused, actions.reshape(n)[refused])
+        lengths = self._episode_lengths
+        try:
+            self._episode_rewards[self._rows, lengths] = states[:, nb.REWARD]
+        except IndexError:  # an env reset on its own (env_method) ran past a whole range
+            self._episode_rewards = np.pad(self._episode_rewards, ((0, 0), (0, lengths.max())))
+            self._episode_rewards[self._rows, lengths] = states[:, nb.REWARD]
+        lengths += 1
         # The single env's info (same keys, same order), plus what DummyVecEnv adds.
         infos: list[dict[str, Any]] = [
             {
@@ -160,8 +180,18 @@ class TradingVecEnv(VecEnv):
         ]
         if dones.any():
             for i in np.flatnonzero(dones).tolist():
-                infos[i]["terminal_observation"] = obs[i].copy()
+                length = int(lengths[i])
+                info = infos[i]
+                cut = info.pop("TimeLimit.truncated")  # re-added after, in DummyVecEnv's order
+                info["episode"] = {
+                    "r": round(sum(self._episode_rewards[i, :length].tolist()), 6),
+                    "l": length,
+                    "t": round(time.time() - self._t_start, 6),
+                }
+                info["TimeLimit.truncated"] = cut
+                info["terminal_observation"] = obs[i].copy()
                 obs[i], self.reset_infos[i] = self.envs[i].reset()
+                lengths[i] = 0
         return obs, rewards, dones, infos
 
     def _refusal(self, i: int, action: Any) -> Exception:

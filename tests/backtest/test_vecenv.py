@@ -1,4 +1,4 @@
-"""TradingVecEnv: step for step what DummyVecEnv over single TradingEnvs gives; SB3's API."""
+"""TradingVecEnv: step for step what DummyVecEnv over Monitor-ed TradingEnvs gives; SB3's API."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _pair(
         *(frame[c].to_numpy(np.float64) for c in ("open", "high", "low", "close", "volume"))
     )
     dummy = DummyVecEnv(
-        [lambda: TradingEnv(bars, config, features=features) for _ in range(n_envs)]
+        [lambda: Monitor(TradingEnv(bars, config, features=features)) for _ in range(n_envs)]
     )
     batched = TradingVecEnv(bars, config, n_envs, features=features)
     dummy.seed(seed)
@@ -56,10 +56,15 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _same_infos(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
-    """The same keys in the same order with :func:`_same` values, env by env."""
-    return len(a) == len(b) and all(
-        list(x) == list(y) and all(_same(x[k], y[k]) for k in x) for x, y in zip(a, b, strict=True)
-    )
+    """The same keys in the same order with :func:`_same` values, env by env (an episode's
+    wall-clock time ``t`` aside)."""
+
+    def same(x: Any, y: Any) -> bool:
+        if isinstance(x, dict) and isinstance(y, dict):
+            return list(x) == list(y) and all(k == "t" or same(x[k], y[k]) for k in x)
+        return _same(x, y)
+
+    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
 
 
 def _assert_lockstep(
@@ -86,8 +91,8 @@ def _assert_lockstep(
                 terminations += not info_d["TimeLimit.truncated"]
         assert _same_infos(dummy.reset_infos, batched.reset_infos), where
         for single, row in zip(dummy.envs, batched.envs, strict=True):
-            assert isinstance(single, TradingEnv)
-            assert _same(np.array(single.snapshot()), np.array(row.snapshot())), where
+            assert isinstance(single, Monitor) and isinstance(single.env, TradingEnv)
+            assert _same(np.array(single.env.snapshot()), np.array(row.snapshot())), where
     return truncations, terminations
 
 
@@ -193,16 +198,16 @@ def sp500(samples_dir: Path) -> Bars:
 
 def test_short_ppo_learn_through_sb3_wrappers(sp500: Bars) -> None:
     from stable_baselines3 import PPO
-    from stable_baselines3.common.vec_env import VecCheckNan, VecMonitor, VecNormalize
+    from stable_baselines3.common.vec_env import VecCheckNan, VecNormalize
 
     venv = TradingVecEnv(sp500, EnvConfig(episode_bars=40), 4)
-    wrapped = VecNormalize(VecCheckNan(VecMonitor(venv), raise_exception=True), norm_reward=False)
+    wrapped = VecNormalize(VecCheckNan(venv, raise_exception=True), norm_reward=False)
     wrapped.seed(0)
     model = PPO("MlpPolicy", wrapped, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=256)
     assert model.num_timesteps == 256
     episodes = list(model.ep_info_buffer or ())
-    assert len(episodes) >= 4  # VecMonitor saw every env's episode end
+    assert len(episodes) >= 4  # every env's episode end was reported, as Monitor does
     assert all(info["l"] == 39 for info in episodes)  # 40 bars, 39 steps
 
 
