@@ -339,21 +339,22 @@ def _load() -> None:
     for frozen in (bars, params, features):
         frozen.setflags(write=False)
     step(state, params, bars, features, 2, 1, 1.0, out)
-    for positions in (np.empty(0), np.ones(2)):
-        step_batch(
-            np.zeros((1, STATE_SIZE)),
-            params,
-            bars,
-            features,
-            2,
-            1,
-            np.ones(1),
-            positions,
-            out[None],
-            np.empty(1, dtype=np.float32),
-            np.empty(1, dtype=np.bool_),
-            np.empty(1, dtype=np.bool_),
-        )
+    flags = np.empty(1, dtype=np.bool_)
+    rewards = np.empty(1, dtype=np.float32)
+    step_batch(  # a batch whose one env has ended: compiled, refused, nothing moves
+        np.zeros((1, STATE_SIZE)),
+        params,
+        bars,
+        features,
+        2,
+        1,
+        np.ones(1),
+        np.ones(2),
+        out[None],
+        rewards,
+        flags,
+        flags,
+    )
     advance(state, params, bars, math.nan)
     observe(out, features, 2, 1, 1, 0.0, 0.0)
 

@@ -222,6 +222,15 @@ def main(argv: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
     )
     speedup = next(r["speedup"] for r in ppo if r["name"] == NAME_BATCHED)
     print(f"\nSame weights after every learn call: {ppo[0]['same_weights']}.")
+    # Amdahl: the share of a DummyVecEnv learn call that is env stepping bounds what any
+    # env, however fast, can gain.
+    dummy_learn = next(r["median_s"] for r in ppo if r["name"] == NAME_DUMMY)
+    dummy_env = args.timesteps / next(r["steps_per_s"] for r in stepping if r["name"] == NAME_DUMMY)
+    print(
+        f"Env stepping under DummyVecEnv is ~{dummy_env:.2f} s of its {dummy_learn:.2f} s learn "
+        f"call ({dummy_env / dummy_learn:.0%}): an env that cost nothing would make PPO at most "
+        f"{dummy_learn / (dummy_learn - dummy_env):.2f}x faster."
+    )
     verdict = "met" if speedup >= 2.0 else "MISSED"
     print(f"Target PPO n_envs={N_ENVS} >= 2x DummyVecEnv: {speedup:.2f}x, {verdict}.")
     return {"stepping": stepping, "ppo": ppo}
