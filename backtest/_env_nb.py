@@ -279,6 +279,49 @@ def step(
     )
 
 
+@njit(cache=True)
+def step_batch(
+    states: np.ndarray,
+    p: np.ndarray,
+    bars: np.ndarray,
+    flat_features: np.ndarray,
+    n_features: int,
+    window: int,
+    actions: np.ndarray,
+    positions: np.ndarray,
+    out: np.ndarray,
+    rewards: np.ndarray,
+    dones: np.ndarray,
+    truncated: np.ndarray,
+) -> int:
+    """:func:`step` for every row of ``states`` (one env each): a whole batch in one call.
+
+    ``actions[i]`` is env *i*'s target exposure, or with discrete actions (``positions``
+    not empty) the index of its target in ``positions``. Row *i* of ``out`` receives env
+    *i*'s observation, ``rewards[i]`` its reward; ``dones[i]`` is terminated or truncated,
+    ``truncated[i]`` truncated only. Returns -1, or the first env whose action is not a
+    valid index or whose episode has already ended; then no env has moved.
+    """
+    n = states.shape[0]
+    k = positions.shape[0]
+    for i in range(n):
+        a = actions[i]
+        if k > 0 and not (a >= 0.0 and a < k and a == math.floor(a)):
+            return i
+        if states[i, T] + 1.0 >= states[i, STOP]:
+            return i
+    for i in range(n):
+        target = positions[int(actions[i])] if k > 0 else actions[i]
+        state = states[i]
+        step(state, p, bars, flat_features, n_features, window, target, out[i])
+        rewards[i] = state[REWARD]
+        ruined = state[TERMINATED] > 0.0
+        cut = not ruined and state[T] + 1.0 >= state[STOP]
+        dones[i] = ruined or cut
+        truncated[i] = cut
+    return -1
+
+
 def _load() -> None:
     """Run every kernel once on a two-bar toy market so it is compiled (or loaded from the
     on-disk cache) when the module is imported, not in the middle of the first run."""
@@ -296,6 +339,22 @@ def _load() -> None:
     for frozen in (bars, params, features):
         frozen.setflags(write=False)
     step(state, params, bars, features, 2, 1, 1.0, out)
+    flags = np.empty(1, dtype=np.bool_)
+    rewards = np.empty(1, dtype=np.float32)
+    step_batch(  # a batch whose one env has ended: compiled, refused, nothing moves
+        np.zeros((1, STATE_SIZE)),
+        params,
+        bars,
+        features,
+        2,
+        1,
+        np.ones(1),
+        np.ones(2),
+        out[None],
+        rewards,
+        flags,
+        flags,
+    )
     advance(state, params, bars, math.nan)
     observe(out, features, 2, 1, 1, 0.0, 0.0)
 

@@ -45,6 +45,7 @@ __all__ = [
     "RunConfig",
     "SplitsConfig",
     "StrategyConfig",
+    "VerdictConfig",
     "WalkForwardConfig",
     "canonical_json",
     "config_hash",

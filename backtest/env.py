@@ -154,12 +154,7 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
         params[nb.MIN_RATIO] = _MIN_EQUITY_RATIO
         params.setflags(write=False)
         self._params = params
-        self._state = np.zeros(nb.STATE_SIZE, dtype=np.float64)
-        # The kernel's fixed arguments, bound once; and a view of the slots step() returns.
-        self._kernel_step = functools.partial(
-            nb.step, self._state, params, table, self._feat_flat, self._n_feat, cfg.window
-        )
-        self._head = self._state[:8].tolist
+        self._bind_state(np.zeros(nb.STATE_SIZE, dtype=np.float64))
 
         self._obs_dim = cfg.window * self._n_feat + 2
         self.observation_space = spaces.Box(
@@ -176,6 +171,16 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
         self._reset_state(lo, hi)
 
     # ---------------------------------------------------------------------- state
+
+    def _bind_state(self, state: np.ndarray) -> None:
+        # The state vector may be a row of a batch's state matrix (backtest.vecenv), which
+        # then steps many envs in one compiled call while each env still reads its own row.
+        self._state = state
+        # The kernel's fixed arguments, bound once; and a view of the slots step() returns.
+        self._kernel_step = functools.partial(
+            nb.step, state, self._params, self._bars, self._feat_flat, self._n_feat, self._window
+        )
+        self._head = state[:8].tolist
 
     def _reset_state(self, start: int, stop: int) -> None:
         state = self._state

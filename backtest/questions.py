@@ -47,7 +47,15 @@ from backtest.metrics import returns_from_equity
 from backtest.passive import matched_exposure_returns, matched_volatility_returns
 from backtest.verdict import verdict_sentence
 
-__all__ = ["QUESTIONS", "AssetSeries", "Roles", "asset_series", "run_verdict"]
+__all__ = [
+    "QUESTIONS",
+    "AssetSeries",
+    "Member",
+    "Roles",
+    "asset_series",
+    "display_name",
+    "run_verdict",
+]
 
 _MEMBER = re.compile(r"^(?P<group>.+)@(?P<k>\d+)$")
 _STREAM = 0x7E4D  # spawn key of the verdict's bootstrap streams
@@ -76,6 +84,8 @@ class Roles:
 
 @dataclass
 class Member:
+    """One member's per-bar series: net and gross of LLM cost, and its exposure."""
+
     net: np.ndarray  # per-bar returns after LLM cost
     gross: np.ndarray  # per-bar returns with the LLM cost added back
     exposure: np.ndarray  # signed exposure at each bar's close

@@ -26,6 +26,7 @@ import bench_llm  # noqa: E402
 import bench_report  # noqa: E402
 import bench_sma  # noqa: E402
 import bench_sweep  # noqa: E402
+import bench_vecenv  # noqa: E402
 from _data import sample_dir  # noqa: E402
 
 PACKAGES = (
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         bench_drl.main(["--repeats", str(min(args.repeats, 5)), "--data", str(data)])
         print(f"\n_bench_drl: {time.perf_counter() - t0:.0f} s wall_\n", flush=True)
+        t0 = time.perf_counter()
+        bench_vecenv.main(["--repeats", str(min(args.repeats, 5)), "--data", str(data)])
+        print(f"\n_bench_vecenv: {time.perf_counter() - t0:.0f} s wall_\n", flush=True)
         for bench in (bench_llm, bench_sweep, bench_report):
             t0 = time.perf_counter()
             extra = ["--ray"] if bench is bench_sweep else []  # ray comes with the dev extra

@@ -34,7 +34,7 @@ from backtest.errors import BacktestError
 from reports import figures
 from reports._render import figure_json, render_template, short_text, write_atomic
 
-__all__ = ["RUN_FILES", "load_run", "run_report_html", "write_run_report"]
+__all__ = ["RUN_FILES", "load_run", "run_report_html", "verdict_rows", "write_run_report"]
 
 #: Files a run directory must hold for a report.
 RUN_FILES = ("manifest.json", "summary.json", "ledger.parquet", "decisions.parquet")

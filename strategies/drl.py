@@ -16,12 +16,22 @@ validation split; an evaluation callback keeps the model that did best on valida
   ``exp(-std)`` of the policy's Gaussian (1 when certain, falling as it spreads).
 - ``torch.set_num_threads(1)`` by default: on a busy 2-core machine torch's own threading was
   measured 9x slower for PPO.
+- Training steps ``n_envs`` envs at once (default 1). With one env it runs them as it
+  always has (``DummyVecEnv`` over a ``Monitor``-ed :class:`~backtest.env.TradingEnv`);
+  with more, by default through :class:`~backtest.vecenv.TradingVecEnv` (``vec_env =
+  "batched"``: one compiled call steps them all and reports each episode as ``Monitor``
+  does), or ``vec_env = "dummy"`` for N ``DummyVecEnv`` envs. The two compute the
+  same rollouts bit for bit, so they train the same weights. ``eval_every`` stays in
+  timesteps whatever ``n_envs`` is.
 - Trained models are cached under ``cache_dir`` keyed by the hash of everything training
   depends on (the training bars' bytes, the environment config, the algorithm and its
-  settings, the seed, the timesteps and the package versions), so reruns and sweeps never
-  retrain the same thing. Beside each model, ``manifest.json`` records the training data's
-  sha256, the environment config, the algorithm config, the seed, the timesteps, the
-  package versions and the train / validation ranges.
+  settings, the seed, the timesteps, ``n_envs`` and the vectorisation, the package
+  versions, and the sha256 of the source of every module training runs through: the env,
+  its kernels, the features, the batched env and this module), so reruns and sweeps never
+  retrain the same thing, and a change to the env's code never reuses a model trained on
+  the old one. Beside each model, ``manifest.json`` records the training data's sha256, the
+  environment config, the algorithm config, the seed, the timesteps, the code's sha256,
+  the package versions and the train / validation ranges.
 - From the CLI (the engine's ``progress``), training shows a rich progress bar.
 
 stable-baselines3 seeds Python's, numpy's and torch's global generators inside ``learn``;
@@ -31,12 +41,15 @@ the project's own code never reads them, and training is seeded from the run's
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +62,10 @@ from backtest.env import TradingEnv
 from backtest.errors import ConfigError
 from strategies.base import Decision, MarketView, Observation
 
-__all__ = ["ALGORITHMS", "DRLPolicy", "TrainedAgent", "train_agent"]
+__all__ = ["ALGORITHMS", "VEC_ENVS", "DRLPolicy", "TrainedAgent", "train_agent"]
 
 ALGORITHMS: tuple[str, ...] = ("PPO", "A2C", "DQN")
+VEC_ENVS: tuple[str, ...] = ("batched", "dummy")
 _EPSILON = 1e-8
 _CLIP = 10.0
 
@@ -104,7 +118,44 @@ def _versions() -> dict[str, str]:
     return {p: importlib.metadata.version(p) for p in _VERSIONED}
 
 
-def _training_key(frame: pd.DataFrame, env_config: EnvConfig, settings: dict[str, Any]) -> str:
+# Every module a training run's numbers go through (found without importing them: the
+# batched env imports stable-baselines3, which this module only imports when training).
+_TRAINING_CODE = (
+    "backtest.env",
+    "backtest._env_nb",
+    "backtest.features",
+    "backtest.vecenv",
+    "strategies.drl",
+)
+
+
+def _sources_sha256(paths: Iterable[str | Path]) -> str:
+    """sha256 of the files' names and bytes, in order."""
+    digest = hashlib.sha256()
+    for path in paths:
+        data = Path(path).read_bytes()
+        digest.update(f"{Path(path).name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+@functools.cache
+def _code_sha256() -> str:
+    paths = []
+    for name in _TRAINING_CODE:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(f"cannot find the source of {name} to hash it")
+        paths.append(spec.origin)
+    return _sources_sha256(paths)
+
+
+def _training_key(
+    frame: pd.DataFrame,
+    env_config: EnvConfig,
+    settings: dict[str, Any],
+    code_sha256: str | None = None,
+) -> str:
     digest = hashlib.sha256(_data_sha256(frame).encode())
     digest.update(
         json.dumps(
@@ -112,11 +163,24 @@ def _training_key(frame: pd.DataFrame, env_config: EnvConfig, settings: dict[str
                 "env": env_config.model_dump(mode="json"),
                 "settings": settings,
                 "versions": _versions(),
+                "code_sha256": code_sha256 if code_sha256 is not None else _code_sha256(),
             },
             sort_keys=True,
         ).encode()
     )
     return digest.hexdigest()
+
+
+def _vec_env_kind(n_envs: int, vec_env: str | None) -> str:
+    if n_envs < 1:
+        raise ConfigError(f"drl.n_envs must be >= 1, got {n_envs}. Fix: e.g. n_envs = 8.")
+    if vec_env is None:
+        return "dummy" if n_envs == 1 else "batched"
+    if vec_env not in VEC_ENVS:
+        raise ConfigError(
+            f"drl.vec_env: {vec_env!r} is not supported. Fix: use one of {', '.join(VEC_ENVS)}."
+        )
+    return vec_env
 
 
 def train_agent(
@@ -132,6 +196,8 @@ def train_agent(
     hyperparameters: dict[str, Any] | None = None,
     cache_dir: str | Path = "models",
     torch_threads: int = 1,
+    n_envs: int = 1,
+    vec_env: str | None = None,
     progress: Any = None,
     label: str = "training",
 ) -> TrainedAgent:
@@ -142,6 +208,9 @@ def train_agent(
     statistics are fitted on.
 
     Args:
+        n_envs: Training envs stepped together (random episode starts of their own).
+        vec_env: ``batched`` (:class:`~backtest.vecenv.TradingVecEnv`) or ``dummy``
+            (``DummyVecEnv``); None: ``dummy`` for one env, ``batched`` for more.
         progress: A started ``rich.progress.Progress`` to show training in (None: quiet).
         label: The progress task's description.
 
@@ -153,6 +222,7 @@ def train_agent(
     if not 0.0 < validation_fraction < 0.9:
         raise ConfigError("drl.validation_fraction must be in (0, 0.9). Fix: e.g. 0.2.")
     cls = _algorithm(algo)
+    kind = _vec_env_kind(n_envs, vec_env)
     if algo == "DQN" and env_config.action_space != "discrete":
         raise ConfigError("drl.algo DQN needs env.action_space = 'discrete'.")
     frame = bars.frame
@@ -164,6 +234,8 @@ def train_agent(
         "episode_bars": int(episode_bars),
         "eval_every": int(eval_every),
         "hyperparameters": hyperparameters or {},
+        "n_envs": int(n_envs),
+        "vec_env": kind,
     }
     key = _training_key(frame, env_config, settings)
     folder = Path(cache_dir) / key[:20]
@@ -199,9 +271,12 @@ def _callbacks() -> tuple[type, type]:
         def __init__(self, progress: Any, task: Any, every: int) -> None:
             super().__init__()
             self.progress, self.task, self.every = progress, task, max(1, every)
+            self.shown = 0
 
         def _on_step(self) -> bool:
-            if self.num_timesteps % self.every == 0:
+            # A step is n_envs timesteps: show progress once ``every`` more have passed.
+            if self.num_timesteps - self.shown >= self.every:
+                self.shown = self.num_timesteps
                 self.progress.update(self.task, completed=self.num_timesteps)
             return True
 
@@ -236,8 +311,18 @@ def _train(
         )
     seed = settings["seed"]
     episode_cfg = env_config.model_copy(update={"episode_bars": episode})
+    n_envs = settings["n_envs"]
+    envs: Any
+    if settings["vec_env"] == "batched":
+        from backtest.vecenv import TradingVecEnv
+
+        envs = TradingVecEnv(bars, episode_cfg, n_envs, end=split)
+    else:
+        envs = DummyVecEnv(
+            [lambda: Monitor(TradingEnv(bars, episode_cfg, end=split)) for _ in range(n_envs)]
+        )
     train_env = VecNormalize(
-        DummyVecEnv([lambda: Monitor(TradingEnv(bars, episode_cfg, end=split))]),
+        envs,
         norm_obs=True,
         norm_reward=False,
         clip_obs=_CLIP,
@@ -262,7 +347,8 @@ def _train(
         eval_env,
         best_model_save_path=str(staging),
         n_eval_episodes=1,
-        eval_freq=max(1, settings["eval_every"]),
+        # Counted in calls, each n_envs timesteps: keep eval_every in timesteps.
+        eval_freq=max(1, settings["eval_every"] // n_envs),
         deterministic=True,
         verbose=0,
         callback_on_new_best=snapshot,
@@ -287,6 +373,7 @@ def _train(
         "data_sha256": _data_sha256(bars.frame),
         "env": env_config.model_dump(mode="json"),
         "versions": _versions(),
+        "code_sha256": _code_sha256(),
         "normalisation": "VecNormalize statistics of the train split when the kept model "
         "was scored",
         **settings,
@@ -324,6 +411,8 @@ class DRLPolicy:
         hyperparameters: Keyword arguments for the algorithm.
         cache_dir: Where trained models are cached.
         torch_threads: ``torch.set_num_threads`` while training and acting.
+        n_envs: Training envs stepped together.
+        vec_env: ``batched`` or ``dummy`` (see :func:`train_agent`); None picks.
         seed: Training seed; None uses the seed the engine hands to ``reset``.
     """
 
@@ -339,9 +428,12 @@ class DRLPolicy:
         hyperparameters: dict[str, Any] | None = None,
         cache_dir: str = "models",
         torch_threads: int = 1,
+        n_envs: int = 1,
+        vec_env: str | None = None,
         seed: int | None = None,
     ) -> None:
         _algorithm(algo)
+        _vec_env_kind(n_envs, vec_env)
         if timesteps < 1:
             raise ValueError(f"timesteps must be >= 1, got {timesteps}")
         self.name = name
@@ -355,6 +447,8 @@ class DRLPolicy:
             "hyperparameters": hyperparameters or {},
             "cache_dir": cache_dir,
             "torch_threads": torch_threads,
+            "n_envs": n_envs,
+            "vec_env": vec_env,
         }
         self.seed = seed
         self.env_config = EnvConfig()

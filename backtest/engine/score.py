@@ -29,7 +29,7 @@ from backtest.policy import Policy
 from backtest.questions import Roles, asset_series, run_verdict
 from backtest.rates import risk_free_rates
 
-__all__: list[str] = []
+__all__ = ["roles_of", "verdict_context"]
 
 
 def _score(

@@ -203,3 +203,67 @@ def test_the_cli_progress_shows_training(
     config = _config(samples_dir / "SP500.parquet", tmp_path / "runs", tmp_path / "models")
     run(config, progress=True, write=False)
     assert "train ppo (PPO)" in capsys.readouterr().out
+
+
+_SMALL = {
+    "timesteps": 256,
+    "seed": 4,
+    "episode_bars": 64,
+    "eval_every": 128,
+    "hyperparameters": {"n_steps": 32, "batch_size": 32},
+}
+
+
+def test_batched_and_dummy_vec_envs_train_identical_weights(
+    samples_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    bars = _train_bars(samples_dir)
+    a = train_agent(bars, EnvConfig(), n_envs=3, cache_dir=tmp_path, **_SMALL)  # type: ignore[arg-type]
+    b = train_agent(bars, EnvConfig(), n_envs=3, vec_env="dummy", cache_dir=tmp_path, **_SMALL)  # type: ignore[arg-type]
+    assert (a.manifest["n_envs"], a.manifest["vec_env"]) == (3, "batched")
+    assert (b.manifest["n_envs"], b.manifest["vec_env"]) == (3, "dummy")
+    assert a.path != b.path  # each is cached under its own key
+    sa, sb = a.model.policy.state_dict(), b.model.policy.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert np.array_equal(a.obs_mean, b.obs_mean) and np.array_equal(a.obs_scale, b.obs_scale)
+    assert a.manifest["best_validation_reward"] == b.manifest["best_validation_reward"]
+
+
+def test_the_model_cache_key_holds_the_training_code_and_n_envs(
+    samples_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import strategies.drl as drl
+
+    bars = _train_bars(samples_dir)
+    settings = {"algo": "PPO", "n_envs": 1}
+    key = drl._training_key(bars.frame, EnvConfig(), settings)
+    assert key == drl._training_key(bars.frame, EnvConfig(), settings, drl._code_sha256())
+    assert key != drl._training_key(bars.frame, EnvConfig(), settings, "0" * 64)
+    assert key != drl._training_key(bars.frame, EnvConfig(), {**settings, "n_envs": 8})
+    assert {"backtest.env", "backtest._env_nb", "backtest.vecenv", "strategies.drl"} <= set(
+        drl._TRAINING_CODE
+    )
+    source = tmp_path / "env.py"
+    source.write_text("reward = 1\n")
+    before = drl._sources_sha256([source])
+    source.write_text("reward = 2\n")
+    assert drl._sources_sha256([source]) != before
+
+    first = train_agent(bars, EnvConfig(), cache_dir=tmp_path / "models", **_SMALL)  # type: ignore[arg-type]
+    assert first.manifest["code_sha256"] == drl._code_sha256()
+    again = train_agent(bars, EnvConfig(), cache_dir=tmp_path / "models", **_SMALL)  # type: ignore[arg-type]
+    assert again.path == first.path  # same code: reused
+    monkeypatch.setattr(drl, "_code_sha256", lambda: "f" * 64)  # as if env.py had changed
+    changed = train_agent(bars, EnvConfig(), cache_dir=tmp_path / "models", **_SMALL)  # type: ignore[arg-type]
+    assert changed.path != first.path and changed.manifest["code_sha256"] == "f" * 64
+
+
+def test_bad_n_envs_or_vec_env_are_config_errors() -> None:
+    from strategies.drl import DRLPolicy
+
+    with pytest.raises(ConfigError, match="n_envs"):
+        DRLPolicy(n_envs=0)
+    with pytest.raises(ConfigError, match="vec_env"):
+        DRLPolicy(n_envs=2, vec_env="subproc")
