@@ -104,7 +104,8 @@ def verdict_sentence(result: PairedResult) -> str:
     head = {
         "significant": "Significant",
         "not significant": "Not significant",
-        "underpowered": f"Underpowered ({result.n_seeds} seeds < {result.min_seeds})",
+        "underpowered": f"Underpowered ({result.n_seeds} seed{'' if result.n_seeds == 1 else 's'}"
+        f" < {result.min_seeds})",
     }.get(result.label, result.label.capitalize())
     name, scale, unit = _UNITS.get(result.metric, ("max drawdown", 100.0, " pp"))
     basis = f" {result.basis}" if result.basis else ""
