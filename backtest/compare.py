@@ -1,5 +1,15 @@
 """Paired comparison of two strategies of one run: does ``b`` beat ``a``, net of LLM cost?
 
+**A bars-only diagnostic, not the verdict.** The bootstrap here resamples bars and treats
+the seeds as one long experiment, so with few seeds its intervals are far too narrow (in
+``benchmarks/bench_inference.py`` it rejects a true null in 55-59% of experiments when
+seed-to-seed variance dominates). The run's verdict (``summary["verdict"]``,
+:mod:`backtest.questions` and :mod:`backtest.inference`) resamples seeds, then blocks of
+bars, and is the answer to read; this module stays for ``backtest compare``'s gross/net
+and break-even detail. Sharpe ratios follow the rule of :mod:`backtest.metrics` (``nan``
+without volatility, 0 for a series that is 0 at every bar), and a pair whose difference
+is ``nan`` is left out of every mean, as in the verdict.
+
 For a pair of strategies traded on the same bars, :func:`compare` estimates the difference
 ``b - a`` in annualised Sharpe ratio and in mean per-bar return, each with a paired
 stationary block bootstrap (Politis & Romano, 1994) confidence interval and a two-sided
@@ -40,6 +50,7 @@ import difflib
 import json
 import math
 import re
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +62,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backtest.errors import ConfigError
+from backtest.inference import annualised_sharpe, stationary_bootstrap_indices
 from backtest.metrics import returns_from_equity
 from backtest.rates import risk_free_rates
 
@@ -87,52 +99,21 @@ class Pair:
     b: str
 
 
-def stationary_bootstrap_indices(
-    n: int, reps: int, block_size: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Draw ``reps`` stationary-bootstrap resamples of ``range(n)`` (circular blocks).
-
-    Each resample starts at a uniform bar; each later position starts a new block at a
-    uniform bar with probability ``1 / block_size`` and otherwise continues the block
-    with the next bar (wrapping around), so block lengths are geometric with mean
-    ``block_size``.
-
-    Returns:
-        An ``(reps, n)`` integer array of bar indices.
-    """
-    if n < 1 or reps < 1:
-        raise ConfigError(f"bootstrap: need n >= 1 and reps >= 1 (got n={n}, reps={reps})")
-    if not block_size >= 1:
-        raise ConfigError(f"bootstrap: block_size must be >= 1 (got {block_size})")
-    starts = rng.integers(0, n, size=(reps, n))
-    new = rng.random((reps, n)) < 1.0 / block_size
-    new[:, 0] = True
-    positions = np.arange(n)
-    # The position where the current block began, for every position.
-    began = np.maximum.accumulate(np.where(new, positions, 0), axis=1)
-    first = np.take_along_axis(starts, began, axis=1)
-    return (first + (positions - began)) % n
-
-
 def mean_return_diff(a: np.ndarray, b: np.ndarray, rf: np.ndarray) -> np.ndarray:
     """Mean per-bar return of ``b`` minus that of ``a``, along the last axis."""
     return np.mean(b, axis=-1) - np.mean(a, axis=-1)
 
 
 def _sharpe(r: np.ndarray, rf: np.ndarray, ppy: float) -> np.ndarray:
-    excess = r - rf
-    std = np.std(excess, axis=-1, ddof=1)
-    mean = np.mean(excess, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        # No volatility at all (a flat strategy) is a Sharpe ratio of 0 here, not NaN, so
-        # a strategy that never trades can still be compared.
-        return np.where(std > 0, mean / np.where(std > 0, std, 1.0), 0.0) * math.sqrt(ppy)
+    # The rule of backtest.metrics, shared with the verdict (backtest.inference).
+    return annualised_sharpe(r, ppy, rf)
 
 
 def sharpe_diff(periods_per_year: float) -> Statistic:
     """Annualised Sharpe ratio of ``b`` minus that of ``a`` (``rf`` is per bar).
 
-    A series with no volatility counts as Sharpe 0 (the engine's summary says NaN).
+    The rule of :mod:`backtest.metrics`: no volatility is ``nan``, a series that is 0 at
+    every bar is 0.
     """
 
     def statistic(a: np.ndarray, b: np.ndarray, rf: np.ndarray) -> np.ndarray:
@@ -193,6 +174,15 @@ def paired_bootstrap(
     pairs, n = a2.shape
     rf1 = np.zeros(n) if rf is None else np.broadcast_to(np.asarray(rf, np.float64), (n,))
     per_pair = np.asarray(statistic(a2, b2, rf1), dtype=np.float64).reshape(pairs)
+    keep = np.isfinite(per_pair)
+    if not keep.any():
+        nan = math.nan
+        return {k: nan for k in ("estimate", "ci_low", "ci_high", "p_value", "seed_mean")} | {
+            "seed_std": nan
+        }
+    # The NaN rule of the verdict: a pair whose difference is undefined is left out.
+    a2, b2, per_pair = a2[keep], b2[keep], per_pair[keep]
+    pairs = int(keep.sum())
     estimate = float(np.mean(per_pair))
     replicates = np.empty(reps)
     chunk = max(1, _CHUNK_ELEMENTS // max(n * pairs, 1))
@@ -201,7 +191,10 @@ def paired_bootstrap(
         idx = stationary_bootstrap_indices(n, hi - lo, block_size, rng)
         # (pairs, chunk, bars): every pair resampled on the same bars.
         values = statistic(a2[:, idx], b2[:, idx], rf1[idx])
-        replicates[lo:hi] = np.mean(values, axis=0)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a replicate with no pair left
+            replicates[lo:hi] = np.nanmean(values, axis=0)
+    replicates = replicates[np.isfinite(replicates)]
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(replicates, [tail, 1.0 - tail])
     hits = int(np.count_nonzero(np.abs(replicates - estimate) >= abs(estimate) - 1e-15))

@@ -79,7 +79,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
-from backtest.compare import stationary_bootstrap_indices
 from backtest.errors import ConfigError
 from backtest.metrics import DISPERSION_RTOL
 from backtest.verdict import PairedResult
@@ -93,6 +92,7 @@ __all__ = [
     "max_drawdown",
     "paired_inference",
     "politis_white_block_length",
+    "stationary_bootstrap_indices",
 ]
 
 FloatArray = NDArray[np.float64]
@@ -106,6 +106,33 @@ _CHUNK_ELEMENTS = 2_000_000
 # A standard deviation this small next to the series' magnitude is rounding, not risk:
 # the rule of backtest.metrics, so a Sharpe ratio is NaN here exactly when it is there.
 _DEGENERATE_STD = DISPERSION_RTOL
+
+
+def stationary_bootstrap_indices(
+    n: int, reps: int, block_size: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw ``reps`` stationary-bootstrap resamples of ``range(n)`` (circular blocks).
+
+    Each resample starts at a uniform bar; each later position starts a new block at a
+    uniform bar with probability ``1 / block_size`` and otherwise continues the block
+    with the next bar (wrapping around), so block lengths are geometric with mean
+    ``block_size``.
+
+    Returns:
+        An ``(reps, n)`` integer array of bar indices.
+    """
+    if n < 1 or reps < 1:
+        raise ConfigError(f"bootstrap: need n >= 1 and reps >= 1 (got n={n}, reps={reps})")
+    if not block_size >= 1:
+        raise ConfigError(f"bootstrap: block_size must be >= 1 (got {block_size})")
+    starts = rng.integers(0, n, size=(reps, n))
+    new = rng.random((reps, n)) < 1.0 / block_size
+    new[:, 0] = True
+    positions = np.arange(n)
+    # The position where the current block began, for every position.
+    began = np.maximum.accumulate(np.where(new, positions, 0), axis=1)
+    first = np.take_along_axis(starts, began, axis=1)
+    return (first + (positions - began)) % n
 
 
 def annualised_sharpe(

@@ -220,7 +220,9 @@ def test_run_writes_seed_groups_and_the_comparison_the_cli_recomputes(
     seeds = result.manifest["strategy_seeds"]
     assert seeds["drl@0"] == seeds["hybrid@0"] != seeds["drl@1"] == seeds["hybrid@1"]
     summary = json.loads((result.run_dir / "summary.json").read_text())
-    assert set(summary["strategies"]) == {"drl@0", "drl@1", "hybrid@0", "hybrid@1", "buy_and_hold"}
+    members = {"drl@0", "drl@1", "hybrid@0", "hybrid@1", "buy_and_hold"}
+    controls = {f"hybrid~{c}@{k}" for c in ("llm0", "random_llm") for k in (0, 1)}
+    assert set(summary["strategies"]) == members | controls
     group = summary["seed_groups"]["drl"]
     assert group["members"] == ["drl@0", "drl@1"]
     sharpes = [summary["strategies"][m]["sharpe"] for m in group["members"]]
