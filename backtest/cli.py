@@ -457,8 +457,8 @@ def _compare(
     capital = result["break_even_capital_usd"]
     if capital is None:
         console.print(
-            f"Break-even capital: none; {escape(b)} earns no gross excess over {escape(a)}, "
-            "so no account size pays for its LLM calls."
+            f"Break-even capital: never; {escape(b)} earns no more than {escape(a)} before LLM "
+            "cost, so no account size pays for its LLM calls."
         )
     elif capital == 0:
         console.print(

@@ -216,13 +216,14 @@ def break_even_capital(excess_gross_return: float, extra_llm_cost_usd: float) ->
         extra_llm_cost_usd: ``b``'s LLM dollars minus ``a``'s.
 
     Returns:
-        ``extra_llm_cost_usd / excess_gross_return``; 0 when ``b`` costs nothing extra;
-        ``None`` when it costs more and earns no excess (no account size pays for it).
+        ``extra_llm_cost_usd / excess_gross_return``; ``None`` ("never") when ``b`` earns
+        no more than ``a`` before cost, whatever it costs (no account size makes a loss
+        before cost pay); 0 when it earns more and costs nothing extra.
     """
-    if extra_llm_cost_usd <= 0:
-        return 0.0
     if not excess_gross_return > 0:
         return None
+    if extra_llm_cost_usd <= 0:
+        return 0.0
     return extra_llm_cost_usd / excess_gross_return
 
 

@@ -7,21 +7,14 @@ The passive controls are built here from the benchmark's returns and each member
 realised risk (:mod:`backtest.passive`). Each question compares a challenger ``a`` with a
 baseline ``b``, seed ``k`` with seed ``k``, by :func:`backtest.inference.paired_inference`:
 
-========================== ===================================== ===========================
-question                   a vs b                                isolates
-========================== ===================================== ===========================
-hybrid_vs_drl_net          hybrid (after LLM cost) vs drl        the product's question
-hybrid_vs_drl_gross        hybrid (LLM answers free) vs drl      the same before cost
-llm_vs_llm0                hybrid vs ``hybrid~llm0`` (after cost) what the LLM's answers add
-llm_vs_random_llm          hybrid vs ``hybrid~random_llm``       information vs a signal of
-                           (after cost)                          the same distribution
-hybrid_vs_matched_passive  hybrid vs the benchmark held at the   return for the risk taken
-                           hybrid's mean abs. exposure
-hybrid_vs_voltarget_passive hybrid vs the benchmark scaled to    the same at equal volatility
-                           the hybrid's volatility
-llm_only_vs_buy_and_hold   llm (after cost) vs the benchmark     the LLM graph on its own
-llm_only_vs_matched_passive llm vs the benchmark at its exposure the same at equal exposure
-========================== ===================================== ===========================
+- ``hybrid_vs_drl_net`` / ``_gross``: the hybrid after LLM cost (or with its answers free)
+  against the DRL agent alone: the product's question;
+- ``llm_vs_llm0`` / ``_gross``: the hybrid against ``<hybrid>~llm0``: what the LLM's answers add;
+- ``llm_vs_random_llm`` / ``_gross``: against ``<hybrid>~random_llm``: information vs a signal of
+  the same distribution on the same schedule;
+- ``hybrid_vs_matched_passive`` / ``hybrid_vs_voltarget_passive``: against the benchmark held
+  at the hybrid's mean absolute exposure / scaled to its volatility: return for the risk taken;
+- ``llm_only_vs_buy_and_hold`` / ``llm_only_vs_matched_passive``: the LLM graph on its own.
 
 Each question is asked of Sharpe ratio, annual return and max drawdown. A strategy run
 once (``seeds = 1``, or the deterministic benchmark) pairs its one member with every seed
@@ -64,7 +57,9 @@ QUESTIONS = (
     "hybrid_vs_drl_net",
     "hybrid_vs_drl_gross",
     "llm_vs_llm0",
+    "llm_vs_llm0_gross",
     "llm_vs_random_llm",
+    "llm_vs_random_llm_gross",
     "hybrid_vs_matched_passive",
     "hybrid_vs_voltarget_passive",
     "llm_only_vs_buy_and_hold",
@@ -174,7 +169,9 @@ def _questions(roles: Roles) -> list[tuple[str, str, str, str, str]]:
             out.append(("hybrid_vs_drl_net", h, roles.drl, "net", "net"))
             out.append(("hybrid_vs_drl_gross", h, roles.drl, "gross", "gross"))
         out.append(("llm_vs_llm0", h, f"{h}~llm0", "net", "net"))
+        out.append(("llm_vs_llm0_gross", h, f"{h}~llm0", "gross", "gross"))
         out.append(("llm_vs_random_llm", h, f"{h}~random_llm", "net", "net"))
+        out.append(("llm_vs_random_llm_gross", h, f"{h}~random_llm", "gross", "gross"))
         if roles.benchmark is not None:
             out.append(("hybrid_vs_matched_passive", h, f"~matched:{h}", "net", "net"))
             out.append(("hybrid_vs_voltarget_passive", h, f"~voltarget:{h}", "net", "net"))
@@ -274,7 +271,9 @@ _TEXT: Mapping[str, str] = {
     "hybrid_vs_drl_net": "Does {a} beat {b} after LLM cost?",
     "hybrid_vs_drl_gross": "Does {a} beat {b} if the LLM answers were free?",
     "llm_vs_llm0": "Do the LLM's answers add to {a} more than they cost ({b}: weight 0)?",
+    "llm_vs_llm0_gross": "Do the LLM's answers add to {a} if they were free ({b}: weight 0)?",
     "llm_vs_random_llm": "Do the LLM's answers beat random ones of the same distribution?",
+    "llm_vs_random_llm_gross": "Would the LLM's answers beat random ones if they were free?",
     "hybrid_vs_matched_passive": "Does {a} beat the benchmark held at its mean exposure?",
     "hybrid_vs_voltarget_passive": "Does {a} beat the benchmark at its volatility?",
     "llm_only_vs_buy_and_hold": "Does {a} beat buy-and-hold after LLM cost?",

@@ -129,7 +129,9 @@ def test_break_even_capital_makes_excess_pnl_equal_cost(excess: float, cost: flo
     assert excess * capital == pytest.approx(cost)
     assert break_even_capital(-excess, cost) is None
     assert break_even_capital(0.0, cost) is None
-    assert break_even_capital(-excess, 0.0) == 0.0
+    # Earning less before cost is "never", even when the LLM costs nothing extra.
+    assert break_even_capital(-excess, 0.0) is None
+    assert break_even_capital(excess, 0.0) == 0.0
 
 
 def test_pairs_by_seed_and_unknown_names() -> None:
