@@ -62,7 +62,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from backtest.errors import ConfigError
-from backtest.inference import annualised_sharpe, stationary_bootstrap_indices
+from backtest.inference import (
+    annualised_sharpe,
+    politis_white_block_length,
+    stationary_bootstrap_indices,
+)
 from backtest.metrics import returns_from_equity
 from backtest.rates import risk_free_rates
 
@@ -125,17 +129,11 @@ def sharpe_diff(periods_per_year: float) -> Statistic:
 def optimal_block_size(x: np.ndarray) -> int:
     """Politis-White (2004, corrected 2009) block length for the stationary bootstrap.
 
-    Uses ``arch.bootstrap.optimal_block_length``; 1 for a series without variation.
+    The verdict's rule (:func:`backtest.inference.politis_white_block_length`): the
+    ``stationary`` column of ``arch.bootstrap.optimal_block_length``, rounded up and
+    clamped to ``[1, n // 4]``; 1 for a series without variation or under 10 bars.
     """
-    from arch.bootstrap import optimal_block_length
-
-    x = np.asarray(x, dtype=np.float64)
-    if x.size < 10 or not np.isfinite(x).all() or np.std(x) == 0:
-        return 1
-    value = float(optimal_block_length(x)["stationary"].iloc[0])
-    if not math.isfinite(value):
-        return 1
-    return int(min(max(math.ceil(value), 1), max(1, x.size // 4)))
+    return politis_white_block_length(x)
 
 
 def paired_bootstrap(
