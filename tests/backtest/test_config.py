@@ -43,8 +43,8 @@ def test_shipped_experiments_validate() -> None:
     for path in sorted((REPO / "experiments").glob("*.toml")):
         config = load_experiment(path)
         assert isinstance(config, RunConfig), path
-        assert Path(config.data.path).is_absolute()
-        assert config.data.path.startswith(str(REPO / "data"))
+        for data in config.data.paths:  # several for experiments/verdict.toml
+            assert Path(data).is_absolute() and data.startswith(str(REPO / "data")), path
 
 
 def test_relative_paths_are_relative_to_the_file(experiment: Path) -> None:
@@ -123,7 +123,10 @@ def test_cli_run_prints_the_summary_and_writes_the_run(
     assert "buy_and_hold" in out and "sma_10_30" in out and "coin" in out and "llm_only" in out
     flat = " ".join(out.split())
     assert "drl_ppo: Sharpe" in flat and "over 2 seeds" in flat
-    assert "hybrid minus drl_ppo, net of LLM cost (2 paired seed(s)): Sharpe" in flat
+    # The verdict comes first, in words, before the metrics table; 2 seeds is underpowered.
+    assert flat.index("Verdict") < flat.index("sma_10_30")
+    assert "Underpowered (2 seeds < 10): hybrid" in flat and "than drl_ppo" not in flat
+    assert "drl_ppo by" in flat and "Sharpe after cost" in flat
     runs = list((experiment.parent / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "ledger.parquet").exists()
     assert f"Run {runs[0].name} written to" in out.replace("\n", " ")
