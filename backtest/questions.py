@@ -165,6 +165,8 @@ def _questions(roles: Roles) -> list[tuple[str, str, str, str, str]]:
     """``(question, a, b, a's basis, b's basis)`` for the roles present."""
     out = []
     for h in roles.hybrids:
+        if roles.benchmark == h:
+            continue  # the benchmark itself: nothing to compare it with
         if roles.drl is not None:
             out.append(("hybrid_vs_drl_net", h, roles.drl, "net", "net"))
             out.append(("hybrid_vs_drl_gross", h, roles.drl, "gross", "gross"))
@@ -176,7 +178,7 @@ def _questions(roles: Roles) -> list[tuple[str, str, str, str, str]]:
             out.append(("hybrid_vs_matched_passive", h, f"~matched:{h}", "net", "net"))
             out.append(("hybrid_vs_voltarget_passive", h, f"~voltarget:{h}", "net", "net"))
     for llm in roles.llms:
-        if roles.benchmark is not None:
+        if roles.benchmark is not None and roles.benchmark != llm:
             out.append(("llm_only_vs_buy_and_hold", llm, roles.benchmark, "net", "net"))
             out.append(("llm_only_vs_matched_passive", llm, f"~matched:{llm}", "net", "net"))
     return out

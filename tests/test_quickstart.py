@@ -76,12 +76,26 @@ def test_quickstart_without_a_key_uses_the_offline_analyst(
         "llm_only",
         "hybrid@0",
         "hybrid@1",
+        # The controls that isolate the LLM, added to every hybrid (docs/verdict.md).
+        "hybrid~llm0@0",
+        "hybrid~llm0@1",
+        "hybrid~random_llm@0",
+        "hybrid~random_llm@1",
     }
     assert set(summary["strategies"]) == expected
     assert summary["start"].startswith("2016-01-04") and summary["bars"] == 754
     (comparison,) = summary["comparisons"]
     assert (comparison["a"], comparison["b"], comparison["n_seeds"]) == ("drl_ppo", "hybrid", 2)
-    assert set(summary["seed_groups"]) == {"drl_ppo", "hybrid"}
+    assert set(summary["seed_groups"]) == {
+        "drl_ppo",
+        "hybrid",
+        "hybrid~llm0",
+        "hybrid~random_llm",
+    }
+    # The verdict leads the terminal, labelled underpowered at 2 seeds.
+    assert out.index("Verdict") < out.index("sma_10_30")
+    assert "Underpowered (2 seeds < 10): hybrid" in " ".join(out.split())
+    assert summary["verdict_context"]["drl_budget"].startswith("PPO, ")  # what it compared
     calls = pd.read_parquet(run_dir / "llm_calls.parquet")
     assert set(calls["cache"]) == {"offline"} and calls["cost_usd"].sum() == 0
     # The terminal and the report both say the offline analyst answered.

@@ -8,8 +8,9 @@ BENCHMARKS.md.
 Here the growth per call is measured the way that holds on a loaded, shared machine: the
 replay runs under ``tracemalloc`` (the peak of what Python and numpy allocate, which does
 not depend on the machine's load, the allocator's caching or page sharing), at three sizes,
-and the growth is the least-squares slope of the peak over the number of calls. A single
-RSS sample is used only for a loose ceiling. The sizes start at 1,500 bars because below
+and the growth is the least-squares slope of the peak over the number of calls; the largest
+size's traced peak has a ceiling too. RSS, which moves with the allocator and the machine's
+load, is left to the benchmark. The sizes start at 1,500 bars because below
 that the traced peak is a constant (~64 MB, reached while loading) that hides the growth.
 
 Before the cassette stopped holding every line and every parsed recording, a replay grew by
@@ -32,7 +33,7 @@ pytestmark = pytest.mark.slow
 
 SIZES = (1500, 2500, 3500)
 MAX_KB_PER_CALL = 2.5
-MAX_PEAK_RSS_MB = 600.0
+MAX_TRACED_PEAK_MB = 250.0
 
 
 def _measure(bars: int) -> dict[str, float]:
@@ -87,5 +88,7 @@ def test_replay_memory_grows_by_a_bounded_amount_per_call() -> None:
     # Linear growth (measured: 0.2 MB off the line), not a leak that accelerates.
     peaks = [one["traced_peak_mb"] for one in figures]
     assert max_residual_mb([one["llm_calls"] for one in figures], peaks) <= 1.0, figures
-    # RSS of the traced run includes tracemalloc's own bookkeeping: an upper bound.
-    assert figures[-1]["traced_run_peak_rss_mb"] <= MAX_PEAK_RSS_MB, figures[-1]
+    # The whole run's Python and numpy peak: the modules it imports on demand (scipy and
+    # arch for the verdict, plotly for the report) and the replay. Measured 143 MB; the
+    # verdict's bootstrap chunks once added ~80 MB more (224 MB).
+    assert figures[-1]["traced_peak_mb"] <= MAX_TRACED_PEAK_MB, figures[-1]

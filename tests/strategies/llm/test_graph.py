@@ -200,7 +200,8 @@ def test_the_hybrid_combines_the_held_llm_signal_and_records_its_age(
     llm = {"mode": "offline", "routing": str(ROUTING), "every_n_bars": 3}
     strategy = {"name": "hybrid", "kind": "hybrid", "seeds": 1, "params": {"drl": drl, "llm": llm}}
     result = run(_config(samples_dir / "SP500.parquet", tmp_path, strategy=strategy), write=False)
-    rows = [json.loads(s) for s in result.decisions["signals"]]
+    mine = result.decisions[result.decisions["strategy"] == "hybrid"]  # not its controls
+    rows = [json.loads(s) for s in mine["signals"]]
     held = [next(s for s in signals if s["agent"] == "llm") for signals in rows]
     assert [s["features"]["age_bars"] for s in held] == [float(k % 3) for k in range(len(held))]
     for k, signal in enumerate(held):
