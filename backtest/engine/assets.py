@@ -114,7 +114,11 @@ def pooled_run(
         "seed": config.seed,
         "config": json.loads(config.model_dump_json()),
         "asset_runs": dict(zip(symbols, run_ids, strict=True)),
-        "warnings": [w for r in results for w in r.manifest.get("warnings", [])],
+        "warnings": [
+            f"{symbol}: {w}"
+            for r, symbol in zip(results, symbols, strict=True)
+            for w in r.manifest.get("warnings", [])
+        ],
     }
     tables = {
         name: pa.concat_tables(

@@ -168,6 +168,9 @@ def test_several_assets_are_run_one_by_one_and_pooled(samples_dir: Path, tmp_pat
     rows = [e for e in summary["verdict"] if e["question"] == "llm_only_vs_buy_and_hold"]
     assert {e["asset"] for e in rows} == {"pooled", "SP500", "NASDAQ"}
     assert all(e["n_assets"] == (2 if e["asset"] == "pooled" else 1) for e in rows)
+    manifest = json.loads((tmp_path / "runs" / pooled_id / "manifest.json").read_text())
+    # Each asset's warnings, said of that asset (the offline analyst answered on both).
+    assert {w.split(":")[0] for w in manifest["warnings"]} == {"SP500", "NASDAQ"}
     report = (tmp_path / "runs" / pooled_id / "report.html").read_text()
     assert 'table class="verdict"' in report and "SP500" in report
     assert report.index('id="verdict"') < report.index('id="assets"')
