@@ -174,10 +174,8 @@ def paired_bootstrap(
     per_pair = np.asarray(statistic(a2, b2, rf1), dtype=np.float64).reshape(pairs)
     keep = np.isfinite(per_pair)
     if not keep.any():
-        nan = math.nan
-        return {k: nan for k in ("estimate", "ci_low", "ci_high", "p_value", "seed_mean")} | {
-            "seed_std": nan
-        }
+        keys = ("estimate", "ci_low", "ci_high", "p_value", "seed_mean", "seed_std")
+        return dict.fromkeys(keys, math.nan)
     # The NaN rule of the verdict: a pair whose difference is undefined is left out.
     a2, b2, per_pair = a2[keep], b2[keep], per_pair[keep]
     pairs = int(keep.sum())

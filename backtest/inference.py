@@ -77,7 +77,6 @@ from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 from backtest.errors import ConfigError
 from backtest.metrics import DISPERSION_RTOL
@@ -364,6 +363,9 @@ def _inner_replicates(
 
 
 def _seed_tests(diffs: FloatArray) -> dict[str, float]:
+    # scipy.stats costs ~0.5 s to import: only runs that compare pay for it.
+    from scipy import stats
+
     nan = {"t_p": math.nan, "wilcoxon_p": math.nan, "sign_p": math.nan}
     if diffs.size < 2:
         return nan
@@ -542,6 +544,9 @@ def paired_inference(
 def _t_interval(
     estimate: float, se: float, df: int, alpha: float
 ) -> tuple[tuple[float, float], float]:
+    # scipy.stats costs ~0.5 s to import: only runs that compare pay for it.
+    from scipy import stats
+
     if not (math.isfinite(estimate) and math.isfinite(se) and df >= 1):
         return (math.nan, math.nan), math.nan
     if se == 0.0:

@@ -61,6 +61,8 @@ def matched_exposure_returns(
     """
     b = _vector(benchmark_returns, "benchmark_returns")
     e_t = _vector(exposure, "exposure")
+    if b.size != e_t.size:
+        raise ValueError(f"{e_t.size} exposures but {b.size} benchmark returns")
     if e_t.size == 0:
         return b.copy(), math.nan
     level = float(np.mean(np.abs(e_t)))

@@ -152,12 +152,10 @@ def _passive(series: AssetSeries, benchmark: str, of: str, how: str) -> dict[int
     out = {}
     for k, member in strategy.items():
         if how == "matched":
-            returns, level = matched_exposure_returns(b, member.exposure[: b.size])
-            exposure = np.full(b.size, level)
+            returns, level = matched_exposure_returns(b, member.exposure)
         else:
             returns, level = matched_volatility_returns(b, member.net)
-            exposure = np.full(b.size, level)
-        out[k] = Member(net=returns, gross=returns, exposure=exposure)
+        out[k] = Member(net=returns, gross=returns, exposure=np.full(b.size, level))
     return out
 
 

@@ -113,9 +113,8 @@ def _view_decision(view: LLMView, reasoning: str) -> Decision:
     if view.abstain:
         return Decision(target_position=None, confidence=0.0, abstain=True, reasoning=reasoning)
     action = "HOLD" if view.direction == 0 else ("BUY" if view.direction > 0 else "SELL")
-    target = action_to_target(action, view.size) if action != "HOLD" else None
     return Decision(
-        target_position=target,
+        target_position=action_to_target(action, view.size),  # HOLD: None
         confidence=view.confidence,
         action=action,
         reasoning=reasoning,

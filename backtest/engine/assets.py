@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from backtest.config import RunConfig
-from backtest.engine.score import roles_of, verdict_context
-from backtest.engine.write import _json_safe
+from backtest.engine.score import roles_of
+from backtest.engine.write import _json_safe, _write_run_dir
 from backtest.errors import ConfigError
 from backtest.questions import asset_series, run_verdict
 from backtest.rates import risk_free_rates
@@ -66,8 +67,9 @@ def pooled_run(
         )
     series = []
     for result in results:
-        index = result.ledger["timestamp"].drop_duplicates()
-        rf = risk_free_rates(config.risk_free_rate, _index(index))
+        # The traded bars, in order (the ledger holds each strategy's rows in time order).
+        stamps = pc.unique(result.tables["ledger"]["timestamp"]).to_pandas()
+        rf = risk_free_rates(config.risk_free_rate, pd.DatetimeIndex(stamps))
         series.append(
             asset_series(
                 result.tables["ledger"],
@@ -106,7 +108,8 @@ def pooled_run(
         "periods_per_year": sum(ppys) / len(ppys),
         "benchmark": config.benchmark,
         "verdict": verdict,
-        "verdict_context": verdict_context(config, roles),
+        # The same config on every asset: the first run's context is every run's.
+        "verdict_context": results[0].summary["verdict_context"],
     }
     manifest = {
         "run_id": run_id,
@@ -133,31 +136,5 @@ def pooled_run(
     run_dir = Path(config.output_dir) / run_id
     summary = _json_safe(summary)
     if write:
-        _write_pooled(run_dir, summary, manifest)
+        _write_run_dir(run_dir, {}, summary, manifest)  # no tables: JSON only
     return run_id, run_dir, summary, manifest, tables
-
-
-def _index(stamps: Any) -> Any:
-    import pandas as pd
-
-    return pd.DatetimeIndex(stamps)
-
-
-def _write_pooled(run_dir: Path, summary: dict[str, Any], manifest: dict[str, Any]) -> None:
-    """Write the pooled record atomically (a staging directory renamed into place)."""
-    import shutil
-
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = run_dir.with_name(f".{run_dir.name}.tmp-{os.getpid()}")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    (staging / "summary.json").write_text(
-        json.dumps(summary, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    )
-    (staging / "manifest.json").write_text(
-        json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    )
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    staging.rename(run_dir)

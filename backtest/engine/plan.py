@@ -22,6 +22,7 @@ import pandas as pd
 
 from backtest.config import SEEDED_KINDS, STRATEGY_KINDS, RunConfig, StrategyConfig
 from backtest.data import Bars, Fold, load_bars, split_by_date, walk_forward_folds
+from backtest.engine.provenance import _strategy_class
 from backtest.errors import CassetteError, ConfigError, PricingError
 from backtest.policy import Policy
 
@@ -104,8 +105,6 @@ def _members(config: RunConfig) -> tuple[list[Member], dict[str, list[str]]]:
 
 def _with_controls(specs: list[StrategyConfig]) -> list[StrategyConfig]:
     """Each strategy that offers controls, followed by one entry per control."""
-    from backtest.engine.provenance import _strategy_class
-
     out: list[StrategyConfig] = []
     for spec in specs:
         out.append(spec)

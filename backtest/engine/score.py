@@ -167,7 +167,7 @@ def _score(
         alpha=config.verdict.alpha,
         reps=config.verdict.reps,
     )
-    summary["verdict_context"] = verdict_context(config, roles)
+    summary["verdict_context"] = verdict_context(config, roles, policies, specs)
     return summary, leakage
 
 
@@ -182,15 +182,26 @@ def roles_of(config: RunConfig) -> Roles:
     )
 
 
-def verdict_context(config: RunConfig, roles: Roles) -> dict[str, Any]:
-    """What the verdict compared against: the DRL baseline's budget, the thresholds."""
-    drl = next((s for s in config.strategies if s.name == roles.drl), None)
+def verdict_context(
+    config: RunConfig, roles: Roles, policies: list[Policy], specs: list[StrategyConfig]
+) -> dict[str, Any]:
+    """What the verdict compared against: the DRL baseline's budget, the thresholds.
+
+    The budget is read from the DRL policy's own resolved ``settings`` (defaults filled
+    in by the strategy, not restated here).
+    """
+    members = [
+        (spec, policy)
+        for spec, policy in zip(specs, policies, strict=True)
+        if roles.drl is not None and spec.name.partition("@")[0] == roles.drl
+    ]
+    settings = getattr(members[0][1], "settings", None) if members else None
     budget = None
-    if drl is not None:
-        algo = str(drl.params.get("algo", "PPO"))
-        steps = int(drl.params.get("timesteps", 20_000))
-        envs = int(drl.params.get("n_envs", 1))
-        budget = f"{algo}, {steps:,} timesteps, {envs} env(s), {drl.seeds} seed(s)"
+    if isinstance(settings, dict):
+        budget = (
+            f"{settings.get('algo')}, {int(settings.get('timesteps', 0)):,} timesteps, "
+            f"{settings.get('n_envs', 1)} env(s), {len(members)} seed(s)"
+        )
     return {
         "drl": roles.drl,
         "drl_budget": budget,

@@ -25,11 +25,15 @@ def test_matched_exposure_has_the_strategys_mean_absolute_exposure(
     bench = data.draw(arrays(np.float64, n, elements=returns))
     exposure = data.draw(arrays(np.float64, n, elements=exposures))
     passive, level = matched_exposure_returns(bench, exposure)
-    assert level == pytest.approx(float(np.mean(np.abs(exposure))), rel=1e-12, abs=0)
-    # Held at a constant exposure: its own mean |exposure| is the target to 1e-9.
-    held = np.full(n, level)
-    assert float(np.mean(np.abs(held))) == pytest.approx(level, rel=1e-9, abs=1e-12)
-    np.testing.assert_allclose(passive, level * bench, rtol=0, atol=0)
+    # The target: the strategy's mean |exposure| as the run's metrics report it.
+    equity = np.full(n, 100.0)
+    target = metrics.summarize(equity, periods_per_year=252.0, exposure=exposure)["exposure"]
+    # The exposure the passive returns imply, bar by bar, is that target to 1e-9.
+    moved = np.abs(bench) > 1e-12
+    implied = passive[moved] / bench[moved]
+    np.testing.assert_allclose(implied, target, rtol=1e-9, atol=1e-12)
+    assert level == pytest.approx(target, rel=1e-9, abs=1e-12)
+    assert np.all(passive[~moved] == pytest.approx(0.0, abs=1e-11))
 
 
 @given(data=st.data(), n=N)
@@ -47,5 +51,7 @@ def test_matched_volatility_has_the_strategys_volatility(data: st.DataObject, n:
 def test_bad_input_is_named() -> None:
     with pytest.raises(ValueError, match="exposure holds a NaN"):
         matched_exposure_returns([0.01, 0.02], [0.5, math.nan])
+    with pytest.raises(ValueError, match="3 exposures but 2 benchmark returns"):
+        matched_exposure_returns([0.01, 0.02], [0.5, 0.4, 0.3])
     with pytest.raises(ValueError, match="3 strategy returns but 2 benchmark"):
         matched_volatility_returns([0.01, 0.02], [0.0, 0.1, 0.2])

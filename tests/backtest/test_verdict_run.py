@@ -54,9 +54,21 @@ def _llm_signals(decisions: pd.DataFrame, name: str) -> list[tuple[float, bool]]
 
 
 @pytest.fixture(scope="module")
-def hybrid_run(samples_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    tmp = tmp_path_factory.mktemp("verdict-run")
-    return run(_hybrid_config(samples_dir, tmp), write=False)
+def hybrid_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("verdict-run")
+
+
+@pytest.fixture(scope="module")
+def hybrid_run(samples_dir: Path, hybrid_tmp: Path):  # type: ignore[no-untyped-def]
+    return run(_hybrid_config(samples_dir, hybrid_tmp), write=False)
+
+
+def test_the_same_run_gives_the_same_controls_and_verdict(  # type: ignore[no-untyped-def]
+    hybrid_run, samples_dir: Path, hybrid_tmp: Path
+) -> None:
+    again = run(_hybrid_config(samples_dir, hybrid_tmp), write=False)  # models cached
+    assert again.ledger.equals(hybrid_run.ledger)  # pandas: NaN equals NaN
+    assert json.dumps(again.summary["verdict"]) == json.dumps(hybrid_run.summary["verdict"])
 
 
 def test_controls_run_beside_each_hybrid_member_and_cost_nothing(hybrid_run) -> None:  # type: ignore[no-untyped-def]
@@ -171,6 +183,12 @@ def test_several_assets_are_run_one_by_one_and_pooled(samples_dir: Path, tmp_pat
     manifest = json.loads((tmp_path / "runs" / pooled_id / "manifest.json").read_text())
     # Each asset's warnings, said of that asset (the offline analyst answered on both).
     assert {w.split(":")[0] for w in manifest["warnings"]} == {"SP500", "NASDAQ"}
+    # The pooled id follows the asset runs: the same experiment lands in the same place.
+    from backtest.config import load_experiment
+
+    assert run(load_experiment(_assets_experiment(samples_dir, tmp_path)), write=False).run_id == (
+        pooled_id
+    )
     report = (tmp_path / "runs" / pooled_id / "report.html").read_text()
     assert 'table class="verdict"' in report and "SP500" in report
     assert report.index('id="verdict"') < report.index('id="assets"')

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,20 +12,10 @@ from hypothesis import strategies as st
 from strategies.base import AgentSignal, Decision, MarketView, Observation
 from strategies.controls import ControlLLM, LLMRecord
 from strategies.hybrid import HybridPolicy
+from tests.strategies.test_hybrid import _Fixed, _view
 
 REPO = Path(__file__).resolve().parents[2]
 ROUTING = str(REPO / "experiments/routing/seed_stack.toml")
-
-
-class _Fixed:
-    def __init__(self, decision: Decision) -> None:
-        self.decision = decision
-
-    def reset(self, *, seed: int | None, market: MarketView) -> None:
-        pass
-
-    def act(self, obs: Observation) -> Decision:
-        return self.decision
 
 
 class _ScriptedLLM:
@@ -50,24 +39,8 @@ class _ScriptedLLM:
         return self.held
 
 
-def _view(n: int) -> MarketView:
-    close = 100.0 + np.cumsum(np.random.default_rng(3).normal(0, 1, n))
-    stamps = pd.date_range("2020-01-01", periods=n, freq="D", tz="UTC").as_unit("ns").asi8
-    return MarketView(
-        timestamps_ns=stamps,
-        close_times_ns=stamps,
-        open_=close,
-        high=close,
-        low=close,
-        close=close,
-        volume=np.ones(n),
-        symbol="X",
-        frequency="1d",
-    )
-
-
 def _trade(policy: HybridPolicy, n: int, seed: int = 0) -> list[Decision]:
-    view = _view(n)
+    view = _view(100.0 + np.cumsum(np.random.default_rng(3).normal(0, 1, n)))
     policy.reset(seed=seed, market=view)
     out = []
     for t in range(n):
