@@ -57,6 +57,8 @@ class ProviderProfile:
         api_key_env: Environment variable holding the key.
         headers: Extra headers (OpenRouter's attribution headers).
         reports_cost: Whether responses carry the provider's own cost (OpenRouter).
+        local: A model served on this machine (llama.cpp): no key, $0 by rule, and with no
+            base URL the bundled server is started on the first call the cassette misses.
     """
 
     name: str
@@ -64,6 +66,7 @@ class ProviderProfile:
     api_key_env: str
     headers: Mapping[str, str] = field(default_factory=dict)
     reports_cost: bool = False
+    local: bool = False
 
 
 PROFILES: dict[str, ProviderProfile] = {
@@ -81,6 +84,9 @@ PROFILES: dict[str, ProviderProfile] = {
     "moonshot": ProviderProfile("moonshot", "https://api.moonshot.ai/v1", "MOONSHOT_API_KEY"),
     # vLLM, llama.cpp, Ollama, the test server: give base_url (and api_key_env if needed).
     "openai_compatible": ProviderProfile("openai_compatible", "", "OPENAI_COMPATIBLE_API_KEY"),
+    # llama.cpp's server on this machine (backtest/llm/local.py): started for the run when
+    # base_url is left out, or any local server (llama-server, Ollama, vLLM) by base_url.
+    "local": ProviderProfile("local", "", "LOCAL_LLM_API_KEY", local=True),
 }
 
 _RETRYABLE = frozenset({"rate_limit", "server_error", "timeout", "connection", "malformed"})
@@ -172,9 +178,18 @@ class ChatResult:
 JSON_OBJECT_ONLY: tuple[str, ...] = ("deepseek/", "deepseek-", "moonshotai/", "moonshot-")
 
 
-def response_format_for(model: str, schema: Mapping[str, Any], name: str) -> dict[str, Any]:
+def response_format_for(
+    model: str, schema: Mapping[str, Any], name: str, *, local: bool = False
+) -> dict[str, Any]:
     """Ask for JSON by construction: a strict JSON schema where the model supports one,
-    ``json_object`` where it does not (DeepSeek, Moonshot); the parser still validates."""
+    ``json_object`` where it does not (DeepSeek, Moonshot); the parser still validates.
+
+    ``local``: llama.cpp's servers take the schema as ``{"type": "json_object", "schema":
+    ...}`` (llama-cpp-python rejects ``json_schema``; llama-server takes both) and turn it
+    into a grammar, so even a 135M model answers in the role's shape.
+    """
+    if local:
+        return {"type": "json_object", "schema": dict(schema)}
     if model.startswith(JSON_OBJECT_ONLY):
         return {"type": "json_object"}
     return {
@@ -238,7 +253,10 @@ class LLMClient:
     Args:
         cassette: Where answers are replayed from and recorded to (None: live only).
         profile: A key of :data:`PROFILES`.
-        base_url: Overrides the profile's base URL (required for ``openai_compatible``).
+        base_url: Overrides the profile's base URL (required for ``openai_compatible``; for
+            ``local``, None starts the bundled llama.cpp server on the first live call).
+        local_model: For ``local`` without a base URL: the GGUF file to serve (None: the
+            bundled SmolLM2-135M-Instruct).
         api_key_env: Overrides the profile's key variable.
         prices: A :class:`backtest.llm.pricing.PriceTable` for ``cost_usd`` when the
             provider does not report a cost; None leaves the table cost at 0 with
@@ -260,6 +278,7 @@ class LLMClient:
         profile: str = "openrouter",
         base_url: str | None = None,
         api_key_env: str | None = None,
+        local_model: str | None = None,
         prices: Any = None,
         timeout_s: float = 60.0,
         max_retries: int = 3,
@@ -281,8 +300,10 @@ class LLMClient:
             api_key_env or base.api_key_env,
             dict(base.headers),
             base.reports_cost,
+            base.local,
         )
-        if not self.profile.base_url:
+        self.local_model = local_model
+        if not self.profile.base_url and not self.profile.local:
             raise ConfigError(
                 "llm.base_url: the openai_compatible profile needs a base URL. Fix: set "
                 "llm.base_url (e.g. http://127.0.0.1:8000/v1 for vLLM)."
@@ -304,9 +325,14 @@ class LLMClient:
         if self._sdk is None:
             import openai
 
+            base_url = self.profile.base_url
+            if not base_url:  # the local profile: start the bundled server now
+                from backtest.llm.local import shared_server
+
+                base_url = shared_server(self.local_model).base_url
             key = os.environ.get(self.profile.api_key_env)
             if not key:
-                if self.profile.name != "openai_compatible":
+                if self.profile.name != "openai_compatible" and not self.profile.local:
                     raise ConfigError(
                         f"no API key: the environment variable {self.profile.api_key_env} is "
                         f"not set for the {self.profile.name} profile. Fix: export "
@@ -315,7 +341,7 @@ class LLMClient:
                     )
                 key = "unused"  # local servers usually need none
             self._sdk = openai.OpenAI(
-                base_url=self.profile.base_url,
+                base_url=base_url,
                 api_key=key,
                 max_retries=0,  # retries are ours, so each attempt is recorded
                 timeout=self.timeout_s,
