@@ -384,6 +384,7 @@ def _print_metrics(name: str, summary: dict[str, Any]) -> None:
             "* benchmark. Every metric (alpha and beta against the benchmark among them) is "
             "in summary.json."
         )
+    _print_llm_health(summary)
     for group, info in summary.get("seed_groups", {}).items():
         mean, std = info["mean"].get("sharpe"), info["std"].get("sharpe")
         if mean is not None:
@@ -391,6 +392,24 @@ def _print_metrics(name: str, summary: dict[str, Any]) -> None:
             console.print(
                 f"{escape(group)}: Sharpe {mean:.2f}{spread} over {len(info['members'])} seeds"
             )
+
+
+def _print_llm_health(summary: dict[str, Any]) -> None:
+    """Per LLM strategy: calls, failed calls, fallbacks and unusable answers by reason."""
+    for name, stats in summary["strategies"].items():
+        calls = stats.get("llm_calls") or 0
+        if not calls:
+            continue
+        reasons = stats.get("abstain_reasons") or {}
+        detail = ", ".join(f"{k} {v}" for k, v in reasons.items())
+        failed = stats.get("llm_failed_calls", 0)
+        colour = "yellow" if failed or reasons else "default"
+        console.print(
+            f"[{colour}]{escape(name)}: {calls:,} LLM call(s), {failed:,} failed, "
+            f"{stats.get('llm_fallbacks', 0):,} fallback(s), "
+            f"{stats.get('llm_unusable_answers', 0):,} unusable answer(s)"
+            f"{f' ({escape(detail)})' if detail else ''}[/{colour}]"
+        )
 
 
 def _print_verdict(entries: list[dict[str, Any]]) -> None:

@@ -36,6 +36,7 @@ from backtest.llm.records import LLMCall, Usage
 __all__ = [
     "JSON_OBJECT_ONLY",
     "PROFILES",
+    "RESPONSE_FORMATS",
     "CallContext",
     "ChatRequest",
     "ChatResult",
@@ -44,6 +45,7 @@ __all__ = [
     "ProviderProfile",
     "require_parameters",
     "response_format_for",
+    "strict_json_schema",
 ]
 
 
@@ -157,6 +159,7 @@ class ChatResult:
         provider: The upstream provider OpenRouter routed to.
         call: The ledger record (``cost_usd``, ``spend_usd``, cache, retries...).
         raw: The response body.
+        refusal: The model's refusal message (OpenAI's ``message.refusal``), when it refused.
     """
 
     content: str
@@ -166,20 +169,61 @@ class ChatResult:
     provider: str
     call: LLMCall
     raw: Mapping[str, Any]
+    refusal: str = ""
 
 
 #: Model-id prefixes whose providers accept only ``{"type": "json_object"}`` (no JSON schema).
 JSON_OBJECT_ONLY: tuple[str, ...] = ("deepseek/", "deepseek-", "moonshotai/", "moonshot-")
+#: What a routing file's ``[models."<id>"] response_format`` may say.
+RESPONSE_FORMATS: tuple[str, ...] = ("json_schema", "json_object", "none")
 
 
-def response_format_for(model: str, schema: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """Ask for JSON by construction: a strict JSON schema where the model supports one,
-    ``json_object`` where it does not (DeepSeek, Moonshot); the parser still validates."""
-    if model.startswith(JSON_OBJECT_ONLY):
+def strict_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema`` as strict mode needs it: every property required, no other key allowed.
+
+    OpenAI's strict mode rejects a schema whose ``required`` misses a property, and
+    llama.cpp turns the schema into a grammar, where an optional key lets a weak model stop
+    early; a field that may be empty is nullable instead.
+    """
+    out = dict(schema)
+    properties = dict(out.get("properties") or {})
+    out["required"] = list(properties)
+    out["additionalProperties"] = False
+    return out
+
+
+def response_format_for(
+    model: str, schema: Mapping[str, Any], name: str, kind: str | None = None
+) -> dict[str, Any] | None:
+    """Ask ``model`` for JSON by construction.
+
+    Args:
+        model: The model actually called (a fallback's own id, not the role's primary).
+        schema: The answer's JSON schema.
+        name: The schema's name (the role).
+        kind: ``json_schema``, ``json_object`` or ``none`` (no ``response_format`` sent),
+            from the routing file's per-model override; None chooses by model id: a strict
+            JSON schema, except ``json_object`` for the providers that take no schema
+            (DeepSeek, Moonshot). The parser validates the answer either way.
+
+    Raises:
+        ConfigError: ``kind`` is not one of :data:`RESPONSE_FORMATS`.
+    """
+    if kind is None:
+        kind = "json_object" if model.startswith(JSON_OBJECT_ONLY) else "json_schema"
+    if kind == "none":
+        return None
+    if kind == "json_object":
         return {"type": "json_object"}
+    if kind != "json_schema":
+        raise ConfigError(
+            f"response_format {kind!r} for model {model!r} is not one of "
+            f"{', '.join(RESPONSE_FORMATS)}. Fix: use one of them in the routing file's "
+            f'[models."{model}"] table.'
+        )
     return {
         "type": "json_schema",
-        "json_schema": {"name": name, "schema": dict(schema), "strict": True},
+        "json_schema": {"name": name, "schema": strict_json_schema(schema), "strict": True},
     }
 
 
@@ -559,6 +603,7 @@ class LLMClient:
                 prompt_version=request.prompt_version or ctx.prompt_version,
                 fallback_from=ctx.fallback_from,
                 cost_source="none",
+                http_status=error.get("status"),
             )
             raise LLMCallFailed(
                 f"{request.model} ({ctx.role or 'call'}): {kind} after {attempt + 1} attempt(s): "
@@ -605,6 +650,8 @@ class LLMClient:
             retries=retries,
             latency_ms=recording.latency_ms,
             prompt_version=request.prompt_version or ctx.prompt_version,
+            finish_reason=str(choice.get("finish_reason") or ""),
+            http_status=200,
         )
         content = message.get("content")
         return ChatResult(
@@ -615,4 +662,5 @@ class LLMClient:
             provider=call.provider,
             call=call,
             raw=body,
+            refusal=str(message.get("refusal") or ""),
         )
