@@ -278,6 +278,29 @@ def _cassette_merge(path: Annotated[Path, typer.Argument(help="Cassette director
     console.print(f"Merged into {target} ({dropped} duplicate key(s) dropped).")
 
 
+@cassette_app.command("prune")
+def _cassette_prune(
+    path: Annotated[Path, typer.Argument(help="Cassette directory.")],
+    failures: Annotated[
+        bool,
+        typer.Option("--failures", help="Remove recorded failures (refused, timeout, 429, 5xx)."),
+    ] = False,
+) -> None:
+    """Rewrite a cassette without what it should not replay (atomically, into one shard)."""
+    from backtest.errors import ConfigError
+
+    if not failures:
+        raise ConfigError(
+            "backtest cassette prune: say what to prune. Fix: pass --failures (recorded "
+            "failed calls; the next new_episodes run calls them again)."
+        )
+    target, removed, dropped = _open_cassette(path).prune_failures()
+    console.print(
+        f"Removed {removed} failure recording(s) and {dropped} duplicate line(s); the "
+        f"cassette is now {target}."
+    )
+
+
 @cassette_app.command("export")
 def _cassette_export(
     path: Annotated[Path, typer.Argument(help="Cassette directory.")],
