@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 from backtest.errors import CassetteMiss, ConfigError, LLMError, PricingError
 from backtest.llm.cassette import Cassette, Recording, canonical_request, request_key
 from backtest.llm.records import LLMCall, Usage
+from backtest.llm.retry import RetryPolicy
 
 __all__ = [
     "JSON_OBJECT_ONLY",
@@ -84,8 +84,6 @@ PROFILES: dict[str, ProviderProfile] = {
     # vLLM, llama.cpp, Ollama, the test server: give base_url (and api_key_env if needed).
     "openai_compatible": ProviderProfile("openai_compatible", "", "OPENAI_COMPATIBLE_API_KEY"),
 }
-
-_RETRYABLE = frozenset({"rate_limit", "server_error", "timeout", "connection", "malformed"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -292,6 +290,9 @@ class LLMClient:
             errors and malformed bodies.
         backoff_s: First backoff; doubles per attempt, capped at ``backoff_max_s``, with
             seeded jitter; a ``Retry-After`` header wins when present.
+        max_retry_s: Cap of the total wait between the attempts of one call; a retry that
+            would pass it is not made (see :mod:`backtest.llm.retry`, which also ends a
+            call whose failure repeats word for word).
         seed: Seeds the jitter (per call, from the request key), never a global RNG.
         sleep: How to wait between live attempts (tests pass a fake).
         clock: Monotonic clock for latency.
@@ -309,6 +310,7 @@ class LLMClient:
         max_retries: int = 3,
         backoff_s: float = 1.0,
         backoff_max_s: float = 30.0,
+        max_retry_s: float = 60.0,
         seed: int = 0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.perf_counter,
@@ -337,7 +339,15 @@ class LLMClient:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        self.max_retry_s = max_retry_s
         self.seed = seed
+        self.retry = RetryPolicy(
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            backoff_max_s=backoff_max_s,
+            max_retry_s=max_retry_s,
+            seed=seed,
+        )
         self._sleep = sleep
         self._clock = clock
         self._sdk: Any = None
@@ -512,12 +522,6 @@ class LLMClient:
 
     # ------------------------------------------------------------------ calls
 
-    def _backoff(self, key: str, attempt: int, retry_after_s: float | None) -> float:
-        if retry_after_s is not None and retry_after_s >= 0:
-            return min(retry_after_s, self.backoff_max_s)
-        jitter = random.Random(f"{self.seed}:{key}:{attempt}").uniform(0.5, 1.0)
-        return min(self.backoff_s * (2.0**attempt) * jitter, self.backoff_max_s)
-
     def _cost_of(
         self, request: ChatRequest, recording: Recording, at: date | None
     ) -> tuple[float, str]:
@@ -554,6 +558,7 @@ class LLMClient:
         """
         ctx = context or CallContext()
         retries = 0
+        retry = self.retry.start()
         for attempt in range(self.max_retries + 1):
             wire = request.as_dict(attempt)
             canonical = canonical_request(wire)
@@ -588,11 +593,13 @@ class LLMClient:
                 return self._result(request, ctx, recording, cache, retries, at)
             error = recording.error or {}
             kind = str(error.get("kind", "error"))
-            if kind in _RETRYABLE and attempt < self.max_retries:
+            wait = retry.next_wait(key, attempt, error)
+            if wait is not None:
                 retries += 1
                 if cache != "hit":  # a replay repeats the attempts without waiting
-                    self._sleep(self._backoff(key, attempt, error.get("retry_after_s")))
+                    self._sleep(wait)
                 continue
+            why_not = f" ({retry.why_not})" if retry.why_not else ""
             call = LLMCall(
                 role=ctx.role,
                 model_requested=request.model,
@@ -606,8 +613,8 @@ class LLMClient:
                 http_status=error.get("status"),
             )
             raise LLMCallFailed(
-                f"{request.model} ({ctx.role or 'call'}): {kind} after {attempt + 1} attempt(s): "
-                f"{error.get('message', '')[:200]}",
+                f"{request.model} ({ctx.role or 'call'}): {kind} after {attempt + 1} attempt(s)"
+                f"{why_not}: {error.get('message', '')[:200]}",
                 call,
                 kind,
             )

@@ -176,6 +176,8 @@ class LLMPolicy:
         max_retries: Retries per model before falling back to the next.
         timeout_s: Per-attempt timeout of a live call, in seconds.
         backoff_s: First backoff between live retries (doubling, with seeded jitter).
+        max_retry_s: Cap of the total wait between the retries of one call; a longer
+            ``Retry-After`` ends the call (and the router falls back) instead.
         api_key_env: Environment variable holding the API key, instead of the profile's
             (its value is scrubbed from the cassette like the known key variables).
 
@@ -209,6 +211,7 @@ class LLMPolicy:
         max_retries: int = 3,
         timeout_s: float = 60.0,
         backoff_s: float = 1.0,
+        max_retry_s: float = 60.0,
         api_key_env: str | None = None,
     ) -> None:
         if mode not in ("auto", "live", "replay", "offline"):
@@ -224,7 +227,11 @@ class LLMPolicy:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{key} must be a whole number >= {low}, got {value!r}")
-        for key, number in (("timeout_s", timeout_s), ("backoff_s", backoff_s)):
+        for key, number in (
+            ("timeout_s", timeout_s),
+            ("backoff_s", backoff_s),
+            ("max_retry_s", max_retry_s),
+        ):
             if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
                 raise ValueError(f"{key} must be a positive number of seconds, got {number!r}")
         if max_run_usd is not None and (
@@ -255,6 +262,7 @@ class LLMPolicy:
         self.max_retries = max_retries
         self.timeout_s = float(timeout_s)
         self.backoff_s = float(backoff_s)
+        self.max_retry_s = float(max_retry_s)
         if api_key_env is not None and not str(api_key_env).strip():
             raise ValueError("api_key_env must name an environment variable, got ''")
         self.api_key_env = api_key_env
@@ -400,6 +408,7 @@ class LLMPolicy:
             max_retries=self.max_retries,
             timeout_s=self.timeout_s,
             backoff_s=self.backoff_s,
+            max_retry_s=self.max_retry_s,
             prices=self._prices or PriceTable.load(table=self.prices_table),
         )
         self.router = Router(self.routing, client, prices=client.prices)
