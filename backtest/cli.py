@@ -334,13 +334,15 @@ def _run(
 
     def announce(estimate: dict[str, Any]) -> None:
         # Before the first LLM call: what the run's calls will cost at the price table.
+        from backtest.llm.budget import format_usd
+
         parts = ", ".join(
-            f"{escape(name)} {e['calls']:,} calls ~${e['usd']:,.2f}"
+            f"{escape(name)} {e['calls']:,} calls ~{format_usd(e['usd'])}"
             for name, e in estimate["per_strategy"].items()
         )
         console.print(
             f"[bold]LLM cost estimate:[/bold] {estimate['calls']:,} calls, at most about "
-            f"${estimate['usd']:,.2f} at the price table ({parts}). Offline and replayed "
+            f"{format_usd(estimate['usd'])} at the price table ({parts}). Offline and replayed "
             "answers pay nothing; replays still charge the recorded cost against P&L."
         )
 
