@@ -76,7 +76,8 @@ __all__ = [
 
 RecordMode = Literal["none", "once", "new_episodes", "all"]
 RECORD_MODES: tuple[str, ...] = ("none", "once", "new_episodes", "all")
-#: Environment variables whose values are never written anywhere.
+#: Environment variables whose values are never written anywhere (with every other variable
+#: whose name ends in ``_API_KEY``).
 SECRET_ENV_VARS: tuple[str, ...] = (
     "OPENROUTER_API_KEY",
     "DEEPSEEK_API_KEY",
@@ -171,8 +172,11 @@ def request_key(request: Mapping[str, Any]) -> str:
 
 
 def _secret_values(extra_env: Iterable[str] = ()) -> list[str]:
+    # Any *_API_KEY variable is a secret (OPENAI_COMPATIBLE_API_KEY, a user's own), not
+    # only the providers this module knows by name.
+    named = [n for n in os.environ if n.upper().endswith("_API_KEY")]
     values = []
-    for name in (*SECRET_ENV_VARS, *extra_env):
+    for name in (*SECRET_ENV_VARS, *named, *extra_env):
         value = os.environ.get(name)
         if value and len(value) >= 6:
             values.append(value)
