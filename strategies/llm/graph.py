@@ -57,11 +57,12 @@ import pandas as pd
 
 from backtest.data import file_sha256
 from backtest.llm.cassette import RECORD_MODES, Cassette
-from backtest.llm.client import PROFILES, CallContext, LLMClient, response_format_for
+from backtest.llm.client import PROFILES, CallContext, LLMClient
 from backtest.llm.offline import OfflineAnalyst
 from backtest.llm.router import RolePlan, RoleRun, Router, load_routing
 from strategies.base import AgentSignal, Decision, MarketView, Observation, action_to_target
 from strategies.llm.anonymize import DEFAULT_SHIFT_DAYS, Anonymizer
+from strategies.llm.answers import Judged, judge
 from strategies.llm.charts import ChartSpec, chart_part
 from strategies.llm.prompts import (
     CHART_IMAGE_VERSION,
@@ -70,7 +71,7 @@ from strategies.llm.prompts import (
     market_context,
     prompts_sha256,
 )
-from strategies.llm.schemas import ROLE_SCHEMAS, TradingAction, parse_answer
+from strategies.llm.schemas import ROLE_SCHEMAS, TradingAction
 
 __all__ = ["LLMPolicy", "fallback_average", "volatility_spikes"]
 
@@ -175,6 +176,8 @@ class LLMPolicy:
         max_retries: Retries per model before falling back to the next.
         timeout_s: Per-attempt timeout of a live call, in seconds.
         backoff_s: First backoff between live retries (doubling, with seeded jitter).
+        max_retry_s: Cap of the total wait between the retries of one call; a longer
+            ``Retry-After`` ends the call (and the router falls back) instead.
         api_key_env: Environment variable holding the API key, instead of the profile's
             (its value is scrubbed from the cassette like the known key variables).
 
@@ -208,6 +211,7 @@ class LLMPolicy:
         max_retries: int = 3,
         timeout_s: float = 60.0,
         backoff_s: float = 1.0,
+        max_retry_s: float = 60.0,
         api_key_env: str | None = None,
         local_model: str | None = None,
         portfolio_in_prompt: bool = True,
@@ -225,7 +229,11 @@ class LLMPolicy:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{key} must be a whole number >= {low}, got {value!r}")
-        for key, number in (("timeout_s", timeout_s), ("backoff_s", backoff_s)):
+        for key, number in (
+            ("timeout_s", timeout_s),
+            ("backoff_s", backoff_s),
+            ("max_retry_s", max_retry_s),
+        ):
             if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
                 raise ValueError(f"{key} must be a positive number of seconds, got {number!r}")
         if max_run_usd is not None and (
@@ -256,6 +264,7 @@ class LLMPolicy:
         self.max_retries = max_retries
         self.timeout_s = float(timeout_s)
         self.backoff_s = float(backoff_s)
+        self.max_retry_s = float(max_retry_s)
         if api_key_env is not None and not str(api_key_env).strip():
             raise ValueError("api_key_env must name an environment variable, got ''")
         self.api_key_env = api_key_env
@@ -294,7 +303,6 @@ class LLMPolicy:
         )
         self.anonymizer: Anonymizer | None = None
         self.router: Router | None = None
-        self._formats: dict[str, dict[str, Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"llm-{name}")
         self.source = ""
         self.held: Decision | None = None
@@ -417,6 +425,7 @@ class LLMPolicy:
             max_retries=self.max_retries,
             timeout_s=self.timeout_s,
             backoff_s=self.backoff_s,
+            max_retry_s=self.max_retry_s,
             prices=self._prices or PriceTable.load(table=self.prices_table),
         )
         self.router = Router(self.routing, client, prices=client.prices)
@@ -430,10 +439,6 @@ class LLMPolicy:
             self._cassette = None
 
     # ------------------------------------------------------ run-level questions
-
-    def _profile_is_local(self) -> bool:
-        profile = PROFILES.get(self.routing.profile)
-        return profile is not None and profile.local
 
     def describe_source(self) -> str:
         """Where this policy's answers come from, in words (terminal and report).
@@ -549,12 +554,14 @@ class LLMPolicy:
 
     # --------------------------------------------------------------- deciding
 
-    def _signal(self, role: str, run: RoleRun) -> AgentSignal:
-        if run.result is None:
+    def _signal(self, role: str, run: RoleRun, judged: Judged) -> AgentSignal:
+        parsed = judged.parsed
+        if parsed is None:
             return _abstaining(role, f"no answer: {run.abstain_reason}")
-        parsed = parse_answer(role, run.result.content)
         if parsed.answer is None:
-            return _abstaining(role, f"unparseable ({parsed.error}): {parsed.raw[:1000]}")
+            return _abstaining(
+                role, f"abstain ({parsed.reason}): {parsed.error}: {parsed.raw[:1000]}"
+            )
         answer = parsed.answer
         features = {
             f: float(getattr(answer, f))
@@ -579,7 +586,6 @@ class LLMPolicy:
         when: str,
     ) -> RolePlan:
         assert self.router is not None
-        route = self.routing.roles[role]
         image = role == "chart_analysis" and isinstance(messages[-1]["content"], list)
         # Fallbacks that cannot read the chart get the bars as a table instead.
         text = (
@@ -592,12 +598,7 @@ class LLMPolicy:
             day=when[:10],
             bar=obs.t,
             market={**market, "role": role},
-            response_format=self._formats.setdefault(
-                role,
-                response_format_for(
-                    route.primary, _SCHEMAS[role], role, local=self._profile_is_local()
-                ),
-            ),
+            schema=_SCHEMAS[role],
             prompt_version=CHART_IMAGE_VERSION if image else PROMPT_VERSIONS[role],
             intraday=obs.market.frequency not in ("1d", "1w"),
             text_messages=text,
@@ -719,8 +720,9 @@ class LLMPolicy:
         ]
         for stage in stages:
             for role, run in zip(stage, self._ask_together(stage, market, obs, when), strict=True):
-                calls += run.calls
-                signals.append(self._signal(role, run))
+                judged = judge(role, run)
+                calls += judged.calls
+                signals.append(self._signal(role, run, judged))
         meta_market = {
             **market,
             "signals": [
@@ -742,17 +744,14 @@ class LLMPolicy:
             obs,
             when,
         )
-        calls += meta_run.calls
+        meta_judged = judge("meta_orchestrator", meta_run)
+        calls += meta_judged.calls
         # The meta prompt saw the levels as the agents read them; the ledger keeps real ones.
         signals = [self._restored(sig) for sig in signals]
         # Offline answers already say so; the graph's own messages must too.
         label = "offline analyst: " if self.source == "offline" else ""
         called = f" [LLM call: {trigger}]" if trigger not in ("first bar", "schedule") else ""
-        parsed = (
-            parse_answer("meta_orchestrator", meta_run.result.content)
-            if (meta_run.result is not None)
-            else None
-        )
+        parsed = meta_judged.parsed
         if parsed is not None and isinstance(parsed.answer, TradingAction):
             action = parsed.answer
             target = action_to_target(action.action, action.size)
@@ -765,7 +764,9 @@ class LLMPolicy:
                 action=action.action,
             )
         if all(s.abstain for s in signals):
-            why = meta_run.abstain_reason or (parsed.error if parsed else "no answer")
+            why = meta_run.abstain_reason or (
+                f"{parsed.reason}: {parsed.error}" if parsed else "no answer"
+            )
             return Decision(
                 target_position=None,
                 abstain=True,
@@ -775,7 +776,9 @@ class LLMPolicy:
                 reasoning=f"{label}no agent and no meta answer: {why}{called}",
             )
         word, size, confidence = fallback_average(signals)
-        why = meta_run.abstain_reason or (parsed.error if parsed else "no answer")
+        why = meta_run.abstain_reason or (
+            f"{parsed.reason}: {parsed.error}" if parsed else "no answer"
+        )
         target = action_to_target(word, size)
         return Decision(
             target_position=target,

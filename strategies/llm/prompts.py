@@ -40,7 +40,7 @@ PROMPT_VERSIONS: dict[str, str] = {
     "narrative": "narrative-v1",
     "data_processor": "data-v1",
     "document_analysis": "documents-v1",
-    "meta_orchestrator": "meta-v1",
+    "meta_orchestrator": "meta-v2",
 }
 
 
@@ -87,7 +87,7 @@ _SHAPES = {
     "document_analysis": '{"sentiment": -1..1, "key_points": [string], "signal": -1..1, '
     '"confidence": 0..1, "reasoning": string}',
     "meta_orchestrator": '{"action": "BUY|SELL|HOLD", "size": 0..1 (fraction of equity), '
-    '"confidence": 0..1, "risk_level": "low|medium|high", '
+    '"signal": -1..1, "confidence": 0..1, "risk_level": "low|medium|high", '
     '"reasoning": string}',
 }
 

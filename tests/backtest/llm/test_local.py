@@ -117,7 +117,14 @@ kind = "llm"
 name = "hybrid"
 kind = "hybrid"
 seeds = 1
-params = {{ drl = {{ algo = "PPO", timesteps = 256, eval_every = 128, episode_bars = 64, hyperparameters = {{ n_steps = 64, batch_size = 32 }}, cache_dir = "{models}" }} }}
+
+[strategies.params.drl]
+algo = "PPO"
+timesteps = 256
+eval_every = 128
+episode_bars = 64
+hyperparameters = {{ n_steps = 64, batch_size = 32 }}
+cache_dir = "{models}"
 """
 
 
