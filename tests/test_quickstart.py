@@ -114,16 +114,16 @@ def test_quickstart_replays_smollm2_from_the_committed_cassette(
     assert "Underpowered (2 seeds < 10): hybrid" in " ".join(out.split())
     assert summary["verdict_context"]["drl_budget"].startswith("PPO, ")  # what it compared
     calls = pd.read_parquet(run_dir / "llm_calls.parquet")
-    # 754 bars, every 10th: 76 decisions of 4 roles, for llm_only and both hybrid members.
-    assert len(calls) == 3 * 76 * 4
+    # 754 bars, every 20th: 38 decisions of 4 roles, for llm_only and both hybrid members.
+    assert len(calls) == 3 * 38 * 4
     assert set(calls["cache"]) == {"hit"} and calls["cost_usd"].sum() == 0
     assert set(calls["model_requested"]) == {"smollm2-135m-instruct"}
     # The terminal and the report both name the model and say it was replayed.
     flat = " ".join(out.split())
-    assert "SmolLM2-135M-Instruct (Q4_1) (local" in flat and "replayed (304 answers" in flat
+    assert "SmolLM2-135M-Instruct (Q4_1) (local" in flat and "replayed (152 answers" in flat
     assert "offline analyst" not in out and "Report:" in out
     report = (run_dir / "report.html").read_text("utf-8")
-    assert "SmolLM2-135M-Instruct (Q4_1)" in report and "replayed (304 answers" in report
+    assert "SmolLM2-135M-Instruct (Q4_1)" in report and "replayed (152 answers" in report
     assert "offline analyst" not in report
     assert "hybrid \u2212 drl_ppo" in report  # the comparison's heading
     for name in expected:
