@@ -495,14 +495,17 @@ def _sweep(
     """Run every grid point on validation, the best on test; write the summary and selection."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from backtest.sweep import expand_grid, load_sweep, run_sweep
+    from backtest.sweep import expand_grid, load_sweep, run_sweep, sweep_warnings
 
     if backend not in ("local", "ray"):
         raise BacktestError(f"--backend {backend!r}: use local or ray.")
     if address is not None and backend != "ray":
         raise BacktestError("--address is for --backend ray. Fix: add --backend ray.")
     spec = load_sweep(sweep_file)
-    total = len(expand_grid(spec))
+    points = expand_grid(spec)
+    total = len(points)
+    for warning in sweep_warnings(points):  # before any run starts
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
     counts = {"done": 0, "skipped": 0, "failed": 0}
     bar = Progress(
         TextColumn("{task.description}"),
@@ -534,7 +537,8 @@ def _sweep(
     runs = sum(counts.values())
     console.print(
         f"{runs} run(s): {counts['done']} done, {counts['skipped']} already complete, "
-        f"{counts['failed']} failed. Summary: {spec.output_dir}/sweep_summary.parquet",
+        f"{counts['failed']} failed. Per configuration: {spec.output_dir}/sweep_summary.parquet "
+        f"(and .csv); per run: {spec.output_dir}/sweep_runs.parquet",
         soft_wrap=True,
     )
     for row in table[table["status"] == "failed"].itertuples():
@@ -559,15 +563,22 @@ def _print_selection(path: Path) -> None:
         title=f"Selected by validation {metric} among {selection['n_configs_tried']} "
         f"configuration(s) (top {selection['top_k']})"
     )
-    for column in ("point", "strategy", "params", f"validation {metric}", f"test {metric}"):
+    columns = ("configuration", "strategy", "params", "seeds", f"validation {metric}")
+    for column in (*columns, "spread (std)", "CI over seeds", f"test {metric}"):
         table.add_column(column, overflow="fold")
     for item in selection["selected"]:
         params = ", ".join(f"{k}={v}" for k, v in item["params"].items())
+        seeds = item.get("validation_seeds") or {}
+        ci = seeds.get("ci")
+        nan = f" ({seeds['n_nan_seeds']} NaN)" if seeds.get("n_nan_seeds") else ""
         table.add_row(
-            str(item["point"]),
+            str(item.get("configuration", item["point"])),
             escape(item["strategy"]),
             escape(params),
+            f"{seeds.get('n_seeds', 1)}{nan}",
             num((item["validation"] or {}).get(metric)),
+            num(seeds.get("std")),
+            "-" if not ci else f"[{num(ci[0])}, {num(ci[1])}]",
             num((item["test"] or {}).get(metric)),
         )
     console.print(table)
@@ -575,7 +586,9 @@ def _print_selection(path: Path) -> None:
     if dsr:
         console.print(
             f"Deflated Sharpe ratio of the best: {num(dsr['dsr'])} "
-            f"({dsr['n_trials']} trial(s); per-bar Sharpe {num(dsr['sharpe'], '.4f')})"
+            f"({dsr['n_trials']} distinct trial(s) among "
+            f"{dsr.get('n_configurations', dsr['n_trials'])} configuration(s); "
+            f"per-bar Sharpe {num(dsr['sharpe'], '.4f')})"
         )
     if pbo:
         console.print(
