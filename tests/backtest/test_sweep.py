@@ -459,3 +459,51 @@ def test_seed_scores_follow_the_nan_rule() -> None:
     names = ["hybrid@10", "hybrid@2", "hybrid~llm0@0", "drl@0", "hybrid"]
     assert member_names(names, "hybrid") == ["hybrid@2", "hybrid@10"]
     assert member_names(["a", "b"], "b") == ["b"] and member_names(["a"], "x") == []
+
+
+def test_the_shipped_routing_sweep_with_three_seeds_selects_a_configuration(
+    tmp_path: Path, samples_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from backtest.sweep import sweep_warnings
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)  # routing paths are relative to the repository root
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    spec = load_sweep(repo / "experiments" / "sweeps" / "routing.toml")
+    assert spec.grid["strategies[5].seeds"] == [3] and spec.selection.strategy == "hybrid"
+    models, cassette = str(tmp_path / "models"), str(tmp_path / "no-cassette")
+    tiny = {"timesteps": [128], "eval_every": [64], "episode_bars": [32], "cache_dir": [models]}
+    grid = {
+        **spec.grid,
+        "data.path": [str(samples_dir / "SP500.parquet")],
+        "splits.last_bars": [30],
+        "llm.cassette": [cassette],
+        **{f"strategies[3].params.{k}": v for k, v in tiny.items()},
+        **{f"strategies[5].params.drl.{k}": v for k, v in tiny.items()},
+    }
+    spec = dataclasses.replace(spec, grid=grid, output_dir=tmp_path / "out")
+    points = expand_grid(spec)
+    assert len(points) == 3 and len({p.configuration for p in points}) == 3
+    # No key, no cassette: the offline analyst answers, and the sweep says so first.
+    (warning,) = sweep_warnings(points)
+    assert "strategies[5].params.llm.routing" in warning and "offline analyst" in warning
+
+    run_sweep(spec, workers=1)
+    selection = json.loads((tmp_path / "out" / "selection.json").read_text())
+    (best,) = selection["selected"]
+    assert best["strategy"] == "hybrid" and best["validation_seeds"]["n_seeds"] == 3
+    assert best["validation"]["sharpe"] is not None and best["test_seeds"]["n_seeds"] == 3
+    summary = pd.read_parquet(tmp_path / "out" / "sweep_summary.parquet")
+    assert len(summary) == 3 and (summary["seeds"] == 3).all()
+    assert summary["validation_std"].notna().all() and summary["selected"].sum() == 1
+    assert selection["warnings"] == [warning]
+    # The offline analyst ignores which models a routing names: every routing with the
+    # same roles is one trial, and the Deflated Sharpe counts it once.
+    assert selection["deflated_sharpe"]["n_trials"] == summary["distinct_trial"].nunique()
+    assert selection["deflated_sharpe"]["n_configurations"] == 3
+    from reports import write_report
+
+    html = write_report(tmp_path / "out").read_text("utf-8")
+    assert 'id="seeds"' in html and "t-interval over seeds" in html
