@@ -302,8 +302,19 @@ def _run(
     report: Annotated[
         bool, typer.Option(help="Write the HTML report into the run directory.")
     ] = True,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Redo a complete run with the same inputs (a run that reached a live "
+            "provider is kept: the redo goes to a new directory)."
+        ),
+    ] = False,
 ) -> None:
-    """Run every strategy of an experiment over the same bars; write the run directory."""
+    """Run every strategy of an experiment over the same bars; write the run directory.
+
+    A complete run with the same inputs (config, data, files read, LLM source and
+    cassette, code) is reused, not redone, unless --force.
+    """
     from backtest.config import load_experiment
     from backtest.engine import run as run_experiment
 
@@ -322,7 +333,19 @@ def _run(
         )
 
     # Bars only on a terminal: piped or captured output (CI, tests) stays clean.
-    result = run_experiment(config, progress=progress and console.is_terminal, on_estimate=announce)
+    result = run_experiment(
+        config, progress=progress and console.is_terminal, on_estimate=announce, force=force
+    )
+    if result.reused:
+        console.print(
+            f"reused run {result.run_id} from {result.run_dir}, --force to redo", soft_wrap=True
+        )
+    elif result.run_dir.name != result.run_id:
+        console.print(
+            f"run {result.run_id} in {result.run_dir.with_name(result.run_id)} reached a live "
+            f"LLM provider and is kept as it is; this redo is in {result.run_dir}",
+            soft_wrap=True,
+        )
     summary = result.summary
     _print_verdict(summary.get("verdict") or [])
     if "assets" in summary:
@@ -335,7 +358,8 @@ def _run(
         _print_metrics(config.name, summary)
     for warning in result.manifest.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    console.print(f"Run {result.run_id} written to {result.run_dir}")
+    if not result.reused:
+        console.print(f"Run {result.run_id} written to {result.run_dir}")
     if report:
         console.print(f"Report: {_write_report(result.run_dir)}")
 

@@ -84,6 +84,7 @@ from backtest.engine.plan import (
 )
 from backtest.engine.provenance import _identity, run_id_for, run_inputs
 from backtest.engine.replay import _llm_cost_estimate, _market, _replay_all
+from backtest.engine.reuse import calls_reached_live, load_run, reached_live, redo_dir
 from backtest.engine.score import _offline_warnings, _score
 from backtest.engine.write import (
     DECISION_SCHEMA,
@@ -128,6 +129,8 @@ class RunResult:
         tables: ``ledger``, ``decisions`` and ``llm_calls`` as Arrow tables.
         summary: Metrics per strategy (``summary["strategies"][name]``).
         manifest: What the run depended on.
+        reused: True when the run was not redone: a complete run with the same inputs was
+            read back from ``run_dir``.
     """
 
     run_id: str
@@ -135,6 +138,7 @@ class RunResult:
     tables: dict[str, pa.Table]
     summary: dict[str, Any]
     manifest: dict[str, Any]
+    reused: bool = False
 
     @functools.cached_property
     def ledger(self) -> pd.DataFrame:
@@ -162,15 +166,22 @@ def run(
     progress: bool = False,
     write: bool = True,
     on_estimate: Callable[[dict[str, Any]], None] | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Run every strategy of ``config`` over the same bars and write the run directory.
+
+    A complete run with the same inputs (the same run id) is read back, not redone
+    (``RunResult.reused``), unless ``force``; a run that reached a live provider is never
+    overwritten: its redo goes to ``<run_id>.<n>`` (:mod:`backtest.engine.reuse`).
 
     Args:
         config: The run's configuration.
         progress: Show a progress bar per strategy (for the CLI).
-        write: Write the run directory (``False`` keeps everything in memory).
+        write: Write the run directory (``False`` keeps everything in memory, reuses
+            nothing).
         on_estimate: Called with the LLM cost estimate (``manifest["llm_cost_estimate"]``)
             before any strategy runs, when some strategy calls LLMs.
+        force: Redo a complete run with the same inputs.
 
     Returns:
         The ledger, decisions, LLM calls, summary and manifest as objects.
@@ -183,12 +194,22 @@ def run(
         from backtest.engine.assets import pooled_run
 
         def run_one(one: RunConfig) -> RunResult:
-            return run(one, progress=progress, write=write, on_estimate=on_estimate)
+            return run(one, progress=progress, write=write, on_estimate=on_estimate, force=force)
 
         run_id, run_dir, summary, manifest, tables = pooled_run(config, run_one, write=write)
         return RunResult(
             run_id=run_id, run_dir=run_dir, tables=tables, summary=summary, manifest=manifest
         )
+    # The identity first (before any call can add to a cassette): a complete run with the
+    # same inputs is reused, a live one is never overwritten.
+    data_sha, inputs, run_id = _identity(config)
+    run_dir = Path(config.output_dir) / run_id
+    if write and (run_dir / "summary.json").is_file():
+        done = None if force else load_run(run_dir, inputs)
+        if done is not None:
+            return RunResult(run_id=run_id, run_dir=run_dir, reused=True, **done)
+        if reached_live(run_dir):
+            run_dir = redo_dir(run_dir)
     # Plan. Strategies first: a mistake in their parameters (a missing routing file, an
     # unpriced model, an empty replay-only cassette) is reported before any bar is read.
     members, groups = _members(config)
@@ -196,7 +217,6 @@ def run(
     policies = [build_policy(spec, index) for spec, index, _ in members]  # checks them all
     seeds = [seed for _, _, seed in members]
     bars = _load_bars(config)
-    data_sha, inputs, run_id = _identity(config)
     env_config = config.env.model_copy(update={"risk": config.risk})
     start, stop = _evaluation_range(config, bars)
     folds = _folds(config, bars)
@@ -253,8 +273,8 @@ def run(
         warnings=warnings,
         estimate=estimate,
         leakage=leakage,
+        reached_live=calls_reached_live(tables["llm_calls"]),
     )
-    run_dir = Path(config.output_dir) / run_id
     if write:
         _write_run_dir(run_dir, tables, summary, manifest)
     return RunResult(
