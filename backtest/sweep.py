@@ -15,21 +15,30 @@ values (the same keys ``--set`` takes), and says how the best configuration is c
     seed = [0, 1]
 
 Selection discipline (sweeps are where backtests lie): every point of the grid (the
-Cartesian product, in sorted key order) is run on the **validation** split only; the
-``top_k`` points by ``metric`` are then run on the **test** split, and no other point ever
-is. ``selection.json`` records how many configurations were tried and, for the best one, the
-Deflated Sharpe Ratio over all of them, the probability of backtest overfitting (CSCV over
-the per-bar validation returns of every configuration) and Hansen's SPA p-value against the
-baseline (:mod:`backtest.selection`).
+Cartesian product, in sorted key order) is run on the **validation** split only. A
+**configuration** is a point without its replication key ``seed``; its seeds are every
+member of the tuned strategy (``hybrid``, or ``hybrid@0``, ``hybrid@1``, ...) in every run of
+it, and it is scored by the mean of ``metric`` over them, with their spread and a t-interval
+over seeds (:mod:`backtest.seed_scores`, with its NaN rule). The ``top_k`` configurations
+by that mean are then run on the **test** split (every seed of each), and no other ever is.
+Configurations whose runs returned the same on every bar are one distinct trial
+(:func:`distinct_trials`). ``selection.json`` records how many configurations were tried and
+how many distinct trials they were and, for the best one, the Deflated Sharpe Ratio over the
+distinct trials, the probability of backtest overfitting (CSCV over the per-bar validation
+returns of each distinct trial's seed average; ties half-counted) and Hansen's SPA p-value
+against the baseline (:mod:`backtest.selection`). :func:`sweep_warnings` says, before any run,
+when a grid key cannot change the result.
 
-Every run's id is the hash of its resolved config, its data and the files its strategies
-read (:func:`backtest.engine.run_inputs`), so a run already complete (its directory holds a
-``summary.json``: directories are renamed into place only when complete) is skipped, and a
-killed sweep resumes where it stopped. A run that fails is recorded with its error and does
-not stop the others. ``sweep_summary.parquet`` has one row per run and strategy: the point,
-the grid values (as text, column ``grid.<key>``), ``split`` (``validation`` or ``test``),
-``selected``, run id, status, error, the strategy's metrics and LLM counts, and
-``n_configs_tried`` (how many configurations the selection chose among).
+Every run's id is the hash of all of its inputs (:func:`backtest.engine.run_inputs`, see
+``docs/provenance.md``), so a run already complete (its directory holds a ``summary.json``:
+directories are renamed into place only when complete) is skipped, and a killed sweep
+resumes where it stopped. A run that fails is recorded with its error and does not stop the
+others. ``sweep_summary.parquet`` (and ``.csv``) has one row per configuration: seeds, NaN
+seeds, validation mean, std and interval, ``distinct_trial``, ``selected`` and the selected
+configuration's test numbers; ``sweep_runs.parquet`` has one row per run and strategy: the
+point, its configuration, the grid values (as text, column ``grid.<key>``), ``split``
+(``validation`` or ``test``), ``selected``, run id, status, error, the strategy's metrics and
+LLM counts, and ``n_configs_tried``. ``docs/sweeps.md`` has the details.
 
 Backends:
 
@@ -84,10 +93,12 @@ __all__ = [
     "SelectionConfig",
     "SweepPoint",
     "SweepSpec",
+    "distinct_trials",
     "expand_grid",
     "load_sweep",
     "run_sweep",
     "select_top_k",
+    "sweep_warnings",
 ]
 
 #: Metrics a sweep may select by: +1 when higher is better, -1 when lower is better.

@@ -41,16 +41,20 @@ Two optional policy methods feed the LLM parts of the record (the engine imports
   month after the cutoff and from it on (None for a side with fewer than 2 bars).
 
 The run id is the sha256 of the canonical config (output directory excluded), the data's
-sha256 and the sha256 of every other file the strategies read (routing files, prompt
-templates, price table: :func:`run_inputs`, recorded in the manifest as ``inputs``), so the
-same inputs always land in the same directory, and the ledgers are byte-identical.
+sha256 and every other input (:func:`run_inputs`, recorded in the manifest as ``inputs``):
+the files the strategies read, news and documents, the LLM source with the cassette's
+fingerprint, and the code (``docs/provenance.md``). The same inputs land in the same
+directory with byte-identical ledgers, and a complete run there is reused rather than redone;
+a run that reached a live provider is never overwritten (:mod:`backtest.engine.reuse`).
 
 The package is the stages a run goes through, one module each, in the order data flows
 (:func:`run` below reads as them):
 
 ``plan``        config → strategies and seeds (``member_seed``), policies (``build_policy``),
                 bars, the evaluated range or the walk-forward folds
-``provenance``  the run id and the hashes of its inputs (``run_id_for``, ``run_inputs``)
+``provenance``  the run id and the hashes of its inputs (``run_id_for``, ``run_inputs``;
+                the code's part in ``code``)
+``reuse``       a complete run with the same inputs read back; live runs never overwritten
 ``replay``      the bar loop: features, the policies' market view, the LLM cost estimate,
                 one track per strategy (fold by fold for walk-forward runs)
 ``score``       metrics, seed groups, comparisons, fold summaries, LLM counts, the

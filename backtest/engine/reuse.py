@@ -27,7 +27,14 @@ import pyarrow.parquet as pq
 
 from backtest.errors import BacktestError
 
-__all__ = ["LIVE_CACHE", "load_run", "reached_live", "redo_dir"]
+__all__ = [
+    "LIVE_CACHE",
+    "calls_reached_live",
+    "load_run",
+    "reached_live",
+    "redo_dir",
+    "refuse_to_replace",
+]
 
 #: ``cache`` values of ``llm_calls.parquet`` rows whose answer came from a provider.
 LIVE_CACHE = ("live", "recorded")
