@@ -789,15 +789,17 @@ def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
 def sweep_warnings(points: Sequence[SweepPoint]) -> list[str]:
     """Grid keys that cannot change a result, said before the sweep starts.
 
-    A key whose values name routing files while every LLM strategy of every point is
+    Values of a key that give the same run (the same resolved config and inputs, e.g. 1
+    and 1.0) are one trial, run once. A key whose values name routing files while every LLM
+    strategy of every point is
     answered by the offline analyst (no API key, no recorded cassette): the analyst is
     rule-based and calls no model, so the routings' models, fallbacks, budgets and prices
     are never used; only which roles the routing lists can matter (said when even those are
     the same). Such configurations are then also counted as one trial.
     """
-    from backtest.engine import run_inputs
+    from backtest.engine import run_id_for, run_inputs
 
-    out = []
+    out = _same_run_warnings(points, [run_id_for(p.config) for p in points])
     inputs = [run_inputs(p.config) for p in points]
     sources = {v for found in inputs for k, v in found.items() if k.endswith(".source")}
     if sources != {"offline"}:
@@ -1025,6 +1027,26 @@ def run_sweep(
     text = json.dumps(_finite(document), indent=2, sort_keys=True) + "\n"
     _write_atomic(spec.output_dir / "selection.json", lambda p: p.write_text(text))
     return table
+
+
+def _same_run_warnings(points: Sequence[SweepPoint], run_ids: Sequence[str]) -> list[str]:
+    out = []
+    for key in sorted({k for p in points for k in p.values}):
+        same: dict[tuple[str, str], list[str]] = {}
+        for point, run_id in zip(points, run_ids, strict=True):
+            others = json.dumps({k: v for k, v in point.values.items() if k != key}, sort_keys=True)
+            shown = json.dumps(point.values[key])
+            values = same.setdefault((others, run_id), [])
+            if shown not in values:
+                values.append(shown)
+        twins = sorted({" and ".join(v) for v in same.values() if len(v) > 1})
+        if twins:
+            out.append(
+                f"grid key {key!r}: values {'; '.join(twins)} give the same run (the same "
+                "resolved config and inputs): they are run once and are one trial. Fix: drop "
+                "the duplicates from [grid]."
+            )
+    return out
 
 
 def _by_configuration(points: Sequence[SweepPoint]) -> dict[int, list[SweepPoint]]:

@@ -352,7 +352,8 @@ class LLMPolicy:
         will (``live``, ``replay`` or ``offline``: an API key being set changes it) and the
         routing's role names; unless offline, the provider profile, base URL, model list,
         the API-key variable's name (never its value) and the cassette's fingerprint
-        (:func:`backtest.llm.fingerprint.cassette_fingerprint`). A routing file that does
+        (:func:`backtest.llm.fingerprint.cassette_fingerprint`), except for a live run
+        that records as it goes (``new_episodes``, ``all``). A routing file that does
         not exist or does not load hashes as ``missing`` (the run itself then fails with
         the fix).
         """
@@ -384,7 +385,13 @@ class LLMPolicy:
             out["base_url"] = str(base_url or (profile.base_url if profile else ""))
             out["models"] = ",".join(sorted(routing.models()))
             out["api_key_env"] = str(key_env or "")
-            out["cassette"] = cassette_fingerprint(cassette)
+            record_mode = str(params.get("record_mode", "new_episodes"))
+            if out["source"] == "live" and record_mode in ("new_episodes", "all"):
+                # Recorded into as the run goes (and by a sweep's other runs meanwhile):
+                # its contents cannot name the run, its path is in the config.
+                out["cassette"] = f"recording ({record_mode})"
+            else:
+                out["cassette"] = cassette_fingerprint(cassette)
         return out
 
     # ------------------------------------------------------------------ set-up

@@ -89,6 +89,18 @@ def test_the_cassette_fingerprint_is_in_the_id(
     assert run_id_for(config) == grown
     (cassette / "shard-merged.tsv").write_text('k2\t00000000\t{}\nk1\t00000000\t{"x":1}\n')
     assert run_id_for(config) != grown  # a recording changed
+    # A live run that records as it goes is named by its cassette's path (in the config),
+    # not its contents: the recordings it and a sweep's other runs add would otherwise
+    # hide it from its own rerun, and a killed live sweep could not resume.
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-test")
+    live = run_id_for(config)
+    (cassette / "shard-c.tsv").write_text("k4\t00000000\t{}\n")
+    assert run_id_for(config) == live
+    assert run_inputs(config)["strategies.llm.cassette"] == "recording (new_episodes)"
+    replay_only = _config(samples_dir, tmp_path / "out", _llm(tmp_path, record_mode="none"))
+    before = run_id_for(replay_only)
+    (cassette / "shard-c.tsv").write_text("k5\t00000000\t{}\n")
+    assert run_id_for(replay_only) != before
 
 
 def test_editing_strategy_code_or_a_prompt_gives_a_new_id(

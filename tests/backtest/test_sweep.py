@@ -353,6 +353,10 @@ def test_grid_values_that_resolve_to_one_config_run_once(tmp_path: Path, samples
     validation = table[table["split"] == "validation"]
     ids = dict(zip(validation["point"], validation["run_id"], strict=False))
     assert ids[0] == ids[1] != ids[2]
+    from backtest.sweep import sweep_warnings
+
+    (warning,) = sweep_warnings(expand_grid(load_sweep(sweep)))
+    assert "'env.fee_bps': values 1 and 1.0 give the same run" in warning
     assert sorted(s for i, split, s in seen if split == "validation") == ["done", "done", "skipped"]
     assert (validation["status"] != "failed").all()
     runs = [p for p in (tmp_path / "out").iterdir() if (p / "summary.json").exists()]
