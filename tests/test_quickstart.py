@@ -141,7 +141,8 @@ def test_quickstart_with_a_key_records_then_replays_for_free(
     # The live run's record of what it spent survived every rerun, byte for byte.
     assert (live_dir / "llm_calls.parquet").read_bytes() == spend
     live_calls = pd.read_parquet(live_dir / "llm_calls.parquet")
-    assert set(live_calls["cache"]) == {"recorded"} and live_calls["spend_usd"].sum() > 0
+    # (the two hybrid members ask some questions alike: the second asking is a hit)
+    assert "recorded" in set(live_calls["cache"]) and live_calls["spend_usd"].sum() > 0
     assert json.loads((live_dir / "manifest.json").read_text())["reached_live"] is True
     run_dir = live_dir.with_name(f"{live_dir.name}.2")
     assert sorted(p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")) == [

@@ -460,6 +460,13 @@ def test_seed_scores_follow_the_nan_rule() -> None:
     assert (one.mean, one.std, one.ci_low, one.n_nan_seeds) == (0.5, None, None, 1)
     assert score_seeds([None, None]).mean is None  # never selected
     assert select_top_k({0: None, 1: 0.2, 2: float("nan")}, 2, "sharpe") == [1]
+    # The run's seed groups (summary.json, the run report) follow the same rule.
+    from backtest.engine.score import _seed_groups
+
+    stats = {f"h@{k}": {"sharpe": v} for k, v in enumerate([1.0, None, float("nan"), 3.0])}
+    (group,) = _seed_groups({"h": list(stats)}, stats).values()
+    assert (group["mean"]["sharpe"], group["std"]["sharpe"]) == (score.mean, score.std)
+    assert group["n_nan_seeds"]["sharpe"] == score.n_nan_seeds == 2
     names = ["hybrid@10", "hybrid@2", "hybrid~llm0@0", "drl@0", "hybrid"]
     assert member_names(names, "hybrid") == ["hybrid@2", "hybrid@10"]
     assert member_names(["a", "b"], "b") == ["b"] and member_names(["a"], "x") == []
