@@ -485,11 +485,19 @@ def test_the_shipped_routing_sweep_with_three_seeds_selects_a_configuration(
     spec = load_sweep(repo / "experiments" / "sweeps" / "routing.toml")
     assert spec.grid["strategies[5].seeds"] == [3] and spec.selection.strategy == "hybrid"
     models, cassette = str(tmp_path / "models"), str(tmp_path / "no-cassette")
-    tiny = {"timesteps": [128], "eval_every": [64], "episode_bars": [32], "cache_dir": [models]}
+    tiny = {
+        "timesteps": [128],
+        "eval_every": [64],
+        "episode_bars": [32],
+        "hyperparameters.n_steps": [64],
+        "hyperparameters.batch_size": [32],
+        "cache_dir": [models],
+    }
     grid = {
         **spec.grid,
         "data.path": [str(samples_dir / "SP500.parquet")],
         "splits.last_bars": [30],
+        "verdict.reps": [100],
         "llm.cassette": [cassette],
         **{f"strategies[3].params.{k}": v for k, v in tiny.items()},
         **{f"strategies[5].params.drl.{k}": v for k, v in tiny.items()},
