@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from backtest.cli_llm import llm_app
 from backtest.errors import BacktestError
 
 __all__ = ["REPORT_WRITER", "app", "main"]
@@ -35,6 +36,7 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 cassette_app = typer.Typer(help="Inspect and maintain LLM cassettes.", no_args_is_help=True)
 app.add_typer(cassette_app, name="cassette")
+app.add_typer(llm_app, name="llm")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -278,6 +280,29 @@ def _cassette_merge(path: Annotated[Path, typer.Argument(help="Cassette director
     console.print(f"Merged into {target} ({dropped} duplicate key(s) dropped).")
 
 
+@cassette_app.command("prune")
+def _cassette_prune(
+    path: Annotated[Path, typer.Argument(help="Cassette directory.")],
+    failures: Annotated[
+        bool,
+        typer.Option("--failures", help="Remove recorded failures (refused, timeout, 429, 5xx)."),
+    ] = False,
+) -> None:
+    """Rewrite a cassette without what it should not replay (atomically, into one shard)."""
+    from backtest.errors import ConfigError
+
+    if not failures:
+        raise ConfigError(
+            "backtest cassette prune: say what to prune. Fix: pass --failures (recorded "
+            "failed calls; the next new_episodes run calls them again)."
+        )
+    target, removed, dropped = _open_cassette(path).prune_failures()
+    console.print(
+        f"Removed {removed} failure recording(s) and {dropped} duplicate line(s); the "
+        f"cassette is now {target}."
+    )
+
+
 @cassette_app.command("export")
 def _cassette_export(
     path: Annotated[Path, typer.Argument(help="Cassette directory.")],
@@ -322,13 +347,15 @@ def _run(
 
     def announce(estimate: dict[str, Any]) -> None:
         # Before the first LLM call: what the run's calls will cost at the price table.
+        from backtest.llm.budget import format_usd
+
         parts = ", ".join(
-            f"{escape(name)} {e['calls']:,} calls ~${e['usd']:,.2f}"
+            f"{escape(name)} {e['calls']:,} calls ~{format_usd(e['usd'])}"
             for name, e in estimate["per_strategy"].items()
         )
         console.print(
             f"[bold]LLM cost estimate:[/bold] {estimate['calls']:,} calls, at most about "
-            f"${estimate['usd']:,.2f} at the price table ({parts}). Offline and replayed "
+            f"{format_usd(estimate['usd'])} at the price table ({parts}). Offline and replayed "
             "answers pay nothing; replays still charge the recorded cost against P&L."
         )
 
@@ -356,6 +383,7 @@ def _run(
             console.print(f"{escape(symbol)}: run {info['run_id']} in {info['run_dir']}")
     else:
         _print_metrics(config.name, summary)
+    _print_llm_sources(summary.get("llm_sources") or {})
     for warning in result.manifest.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if not result.reused:
@@ -408,6 +436,7 @@ def _print_metrics(name: str, summary: dict[str, Any]) -> None:
             "* benchmark. Every metric (alpha and beta against the benchmark among them) is "
             "in summary.json."
         )
+    _print_llm_health(summary)
     for group, info in summary.get("seed_groups", {}).items():
         mean, std = info["mean"].get("sharpe"), info["std"].get("sharpe")
         if mean is not None:
@@ -415,6 +444,33 @@ def _print_metrics(name: str, summary: dict[str, Any]) -> None:
             console.print(
                 f"{escape(group)}: Sharpe {mean:.2f}{spread} over {len(info['members'])} seeds"
             )
+
+
+def _print_llm_sources(sources: dict[str, str]) -> None:
+    """Where each LLM strategy's answers came from (strategies that share one, together)."""
+    together: dict[str, list[str]] = {}
+    for name, text in sources.items():
+        together.setdefault(text, []).append(name)
+    for text, names in together.items():
+        console.print(f"LLM answers of {escape(', '.join(names))}: {escape(text)}", soft_wrap=True)
+
+
+def _print_llm_health(summary: dict[str, Any]) -> None:
+    """Per LLM strategy: calls, failed calls, fallbacks and unusable answers by reason."""
+    for name, stats in summary["strategies"].items():
+        calls = stats.get("llm_calls") or 0
+        if not calls:
+            continue
+        reasons = stats.get("abstain_reasons") or {}
+        detail = ", ".join(f"{k} {v}" for k, v in reasons.items())
+        failed = stats.get("llm_failed_calls", 0)
+        colour = "yellow" if failed or reasons else "default"
+        console.print(
+            f"[{colour}]{escape(name)}: {calls:,} LLM call(s), {failed:,} failed, "
+            f"{stats.get('llm_fallbacks', 0):,} fallback(s), "
+            f"{stats.get('llm_unusable_answers', 0):,} unusable answer(s)"
+            f"{f' ({escape(detail)})' if detail else ''}[/{colour}]"
+        )
 
 
 def _print_verdict(entries: list[dict[str, Any]]) -> None:

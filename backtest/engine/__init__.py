@@ -16,8 +16,10 @@ A run directory ``<output_dir>/<run_id>/`` holds:
 ``decisions.parquet``  one row per decision: action, target, confidence, reasoning, signals
 ``llm_calls.parquet``  one row per LLM call (empty for strategies without LLMs)
 ``summary.json``       metrics per strategy, against the benchmark, on the same dates, with
-                       LLM counts: ``llm_calls``, ``llm_retries``, ``llm_fallbacks``,
-                       ``llm_failed_calls``, ``abstains``;
+                       LLM counts: ``llm_calls``, ``llm_retries``, ``llm_fallbacks``
+                       (breaker skips included), ``llm_failed_calls``, ``abstains``,
+                       ``llm_unusable_answers`` and ``abstain_reasons`` (answers that came
+                       back but were cut off, refused, not JSON or off-schema, by reason);
                        ``seed_groups`` (mean and std of each metric across the members
                        ``<name>@<k>`` of a strategy run with several seeds);
                        ``comparisons`` (the first ``drl`` strategy against the first

@@ -42,6 +42,7 @@ from backtest.engine.plan import Member, build_policy, parent_of
 from backtest.env import TradingEnv
 from backtest.errors import ConfigError
 from backtest.features import Features, compute_features
+from backtest.llm.budget import format_usd
 from backtest.policy import Decision, MarketView, Observation, Policy
 
 __all__: list[str] = []
@@ -276,11 +277,11 @@ def _llm_cost_estimate(
             if cap is not None and float(result["usd"]) > cap:
                 warnings.append(
                     f"strategy {spec.name!r}: its {int(result['calls']):,} LLM calls are "
-                    f"estimated at up to ${float(result['usd']):,.2f}, above its hard cap "
-                    f"max_run_usd = ${cap:,.2f}: once the cap is reached no call is made and "
-                    "the decisions abstain. The estimate is an upper bound (every answer at "
-                    "max_tokens); raise max_run_usd, call less often (every_n_bars) or route "
-                    "to cheaper models."
+                    f"estimated at up to {format_usd(float(result['usd']))}, above its hard "
+                    f"cap max_run_usd = {format_usd(float(cap))}: once the cap is reached no "
+                    "call is made and the decisions abstain. The estimate is an upper bound "
+                    "(every answer at max_tokens); raise max_run_usd, call less often "
+                    "(every_n_bars) or route to cheaper models."
                 )
     return {
         "calls": sum(e["calls"] for e in per_strategy.values()),

@@ -100,6 +100,10 @@ LLM_CALL_COLUMNS: dict[str, pa.DataType] = {
     "error": pa.string(),
     "latency_ms": pa.float64(),
     "prompt_version": pa.string(),
+    "finish_reason": pa.string(),
+    "http_status": pa.int64(),
+    "answer_error": pa.string(),
+    "raw_answer": pa.string(),
 }
 
 #: Schema of ``llm_calls.parquet``.

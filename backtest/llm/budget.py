@@ -8,6 +8,10 @@ and the decision abstains, so the hard cap is never exceeded.
 
 Budgets count ``cost_usd`` (the economic cost, identical on every replay), not ``spend_usd``,
 so a replayed run takes the same downgrades and stops as the recorded one.
+
+Every crossing is an event in :attr:`Budget.events` (the counts in the ledger and report);
+each kind (alert, downgrade, stop) is *logged* once per run, the first time, with the amounts
+printed to the digits they have (:func:`format_usd`: a $0.005 cap is "$0.005", not "$0.00").
 """
 
 from __future__ import annotations
@@ -20,11 +24,26 @@ from typing import Literal
 
 from backtest.errors import ConfigError
 
-__all__ = ["Budget", "BudgetConfig", "BudgetEvent", "Verdict"]
+__all__ = ["Budget", "BudgetConfig", "BudgetEvent", "Verdict", "format_usd"]
 
 logger = logging.getLogger(__name__)
 
 Verdict = Literal["ok", "downgrade", "stop"]
+
+
+def format_usd(value: float) -> str:
+    """Dollars as people read them, without hiding a small amount: ``$10.00``, ``$1,234.50``,
+    ``$0.005``, ``$1.005`` (cents, or as many decimals as the amount has, up to six
+    significant digits)."""
+    if not math.isfinite(value):
+        return f"${value}"
+    if value == 0 or abs(value) >= 1000:
+        return f"${value:,.2f}"
+    most = max(2, 5 - math.floor(math.log10(abs(value))))
+    decimals = next(
+        (d for d in range(2, most) if abs(round(value, d) - value) <= 1e-9 * abs(value)), most
+    )
+    return f"${value:,.{decimals}f}"
 
 
 def _env_float(name: str, default: float) -> float:
@@ -107,6 +126,13 @@ class Budget:
     _day: str = ""
     _day_usd: float = 0.0
     _alerted: bool = False
+    _logged: set[str] = field(default_factory=set)
+
+    def _warn_once(self, kind: str, message: str) -> None:
+        # Every crossing is an event; the log (the terminal) hears of each kind once per run.
+        if kind not in self._logged:
+            self._logged.add(kind)
+            logger.warning("%s", message)
 
     def _roll(self, day: str) -> None:
         if day != self._day:
@@ -139,18 +165,24 @@ class Budget:
         cap = self.config.max_run_usd
         if cap is not None and self.run_usd + self.reserved_usd + estimate_usd > cap:
             self.events.append(BudgetEvent(day, "stop", self.run_usd, cap, model))
-            logger.warning(
-                "LLM run budget: $%.4f spent, a call of up to $%.4f would pass the "
-                "$%.2f cap; the decision abstains",
-                self.run_usd,
-                estimate_usd,
-                cap,
+            self._warn_once(
+                "stop",
+                f"LLM run budget: {format_usd(self.run_usd)} spent, a call of up to "
+                f"{format_usd(estimate_usd)} would pass the {format_usd(cap)} cap "
+                "(max_run_usd); from here on such calls are not made and their decisions "
+                "abstain (counted in the ledger; this is said once per run)",
             )
             return "stop"
         verdict: Verdict = "ok"
         if self._day_usd + self.reserved_usd + estimate_usd > self.config.daily_usd:
             self.events.append(
                 BudgetEvent(day, "downgrade", self._day_usd, self.config.daily_usd, model)
+            )
+            self._warn_once(
+                "downgrade",
+                f"LLM daily budget: {format_usd(self._day_usd)} spent on {day}, a call of up "
+                f"to {format_usd(estimate_usd)} would pass the {format_usd(self.config.daily_usd)}"
+                " daily budget; such calls go to the cheapest model (said once per run)",
             )
             verdict = "downgrade"
         if reserve:
@@ -170,10 +202,10 @@ class Budget:
         if not self._alerted and self._day_usd >= self.config.alert_usd - 1e-9:
             self._alerted = True
             self.events.append(BudgetEvent(day, "alert", self._day_usd, self.config.alert_usd))
-            logger.warning(
-                "LLM daily budget: $%.2f spent on %s, alert level $%.2f (budget $%.2f)",
-                self._day_usd,
-                day,
-                self.config.alert_usd,
-                self.config.daily_usd,
+            self._warn_once(
+                "alert",
+                f"LLM daily budget: {format_usd(self._day_usd)} spent on {day}, alert level "
+                f"{format_usd(self.config.alert_usd)} (budget "
+                f"{format_usd(self.config.daily_usd)}; said once per run, every day's alert is "
+                "an event)",
             )

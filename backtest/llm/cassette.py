@@ -23,13 +23,21 @@ length), without parsing payloads or keeping them: a lookup reads its line back 
 ``pread`` and parses it, and only the last :data:`PARSED_CACHE` parsed recordings are kept.
 Memory therefore grows by about 200 bytes per recording however large the prompts are, and
 a cassette of 100,000 recordings opens in well under a second. When two
-shards hold the same key (two processes recorded the same call), the first in sorted shard
-order wins, deterministically; :meth:`Cassette.merge` compacts shards into one and reports
-such conflicts.
+lines hold the same key (two processes recorded the same call, or a failed call was called
+again), a recorded answer wins over a recorded failure, and otherwise the first in sorted
+shard order wins, deterministically; :meth:`Cassette.merge` compacts shards into one and
+reports such conflicts.
 
 Record modes follow vcrpy: ``none`` (replay only; a miss is an error), ``once`` (record into
 an empty cassette, else replay only), ``new_episodes`` (replay hits, record misses), ``all``
 (record every call, never replay).
+
+Failures (refused connections, timeouts, 429, 5xx, malformed bodies) are recorded, so that
+``none`` (and ``once`` on a cassette that has recordings) replays a run's retries and
+fallbacks exactly. In the modes that record, a recorded failure is not a hit: the call is
+made again and its new outcome recorded beside it (an answer then wins the lookup), so one
+bad night never poisons a cassette. :meth:`Cassette.prune_failures` (``backtest cassette
+prune --failures``) rewrites a cassette without them.
 """
 
 from __future__ import annotations
@@ -68,7 +76,8 @@ __all__ = [
 
 RecordMode = Literal["none", "once", "new_episodes", "all"]
 RECORD_MODES: tuple[str, ...] = ("none", "once", "new_episodes", "all")
-#: Environment variables whose values are never written anywhere.
+#: Environment variables whose values are never written anywhere (with every other variable
+#: whose name ends in ``_API_KEY``).
 SECRET_ENV_VARS: tuple[str, ...] = (
     "OPENROUTER_API_KEY",
     "DEEPSEEK_API_KEY",
@@ -163,8 +172,11 @@ def request_key(request: Mapping[str, Any]) -> str:
 
 
 def _secret_values(extra_env: Iterable[str] = ()) -> list[str]:
+    # Any *_API_KEY variable is a secret (OPENAI_COMPATIBLE_API_KEY, a user's own), not
+    # only the providers this module knows by name.
+    named = [n for n in os.environ if n.upper().endswith("_API_KEY")]
     values = []
-    for name in (*SECRET_ENV_VARS, *extra_env):
+    for name in (*SECRET_ENV_VARS, *named, *extra_env):
         value = os.environ.get(name)
         if value and len(value) >= 6:
             values.append(value)
@@ -298,6 +310,14 @@ def _writer_alive(shard: Path) -> bool:
     return True
 
 
+def _outcome(line: bytes) -> str:
+    """The outcome of a stored line (parsed: only duplicate keys need it)."""
+    try:
+        return str(json.loads(line[74:]).get("outcome", "ok"))
+    except ValueError:
+        return "error"  # a damaged duplicate never displaces a readable recording
+
+
 def _encode_line(key: str, payload: Mapping[str, Any]) -> bytes:
     body = json.dumps(
         payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
@@ -391,10 +411,14 @@ class Cassette:
                         "or delete the line and re-record that call."
                     )
                 key = line[:64].decode("ascii", "replace")
+                code = (offset << 40) | ((length - 1) << 16) | number
                 if key in index:
                     self._duplicates += 1
+                    # An answer recorded after a failure of the same call wins the lookup.
+                    if _outcome(line) == "ok" and self._parse(key).outcome == "error":
+                        index[key] = code
                 else:
-                    index[key] = (offset << 40) | ((length - 1) << 16) | number
+                    index[key] = code
                 offset += length
 
     def _read_line(self, key: str) -> tuple[bytes, Path, int]:
@@ -465,11 +489,16 @@ class Cassette:
         return self._can_replay
 
     def get(self, key: str) -> Recording | None:
-        """The recording for ``key`` (None on a miss, or always in ``all`` mode)."""
+        """The recording for ``key``: None on a miss, always in ``all`` mode, and for a
+        recorded failure in a mode that records (the call is then made again)."""
         if not self._can_replay or key not in self._index:
             return None
         recording = self._parsed.get(key)
-        return recording if recording is not None else self._remember(self._parse(key))
+        if recording is None:
+            recording = self._remember(self._parse(key))
+        if recording.outcome == "error" and self._can_record:
+            return None
+        return recording
 
     # ------------------------------------------------------------------ writing
 
@@ -506,7 +535,12 @@ class Cassette:
             os.fsync(writer.fileno())
         end = os.lseek(writer.fileno(), 0, os.SEEK_CUR)
         stored = Recording.from_payload(recording.key, payload)
-        if recording.key not in self._index:
+        previous = self._parsed.get(recording.key)
+        if recording.key in self._index and previous is None:
+            previous = self._parse(recording.key)
+        # The newest recording is the one looked up, unless it is a failure of a call
+        # that has an answer already.
+        if previous is None or stored.outcome == "ok" or previous.outcome == "error":
             assert self._writer_path is not None
             number = self._files.index(self._writer_path)
             self._index[recording.key] = (
@@ -609,11 +643,28 @@ class Cassette:
         Returns:
             The merged shard and the number of duplicate keys dropped.
         """
+        target, _, dropped = self._rewrite(drop_failures=False)
+        return target, dropped
+
+    def prune_failures(self) -> tuple[Path, int, int]:
+        """Compact the shards like :meth:`merge`, leaving out every recorded failure.
+
+        A replay of the pruned cassette in mode ``none`` misses the calls that had only
+        failed (record them again with ``new_episodes``); calls that failed and then
+        answered replay the answer, as before.
+
+        Returns:
+            The rewritten shard, the number of failure recordings removed, and the number of
+            duplicate lines dropped (among them failures an answer of the same call shadowed).
+        """
+        return self._rewrite(drop_failures=True)
+
+    def _rewrite(self, *, drop_failures: bool) -> tuple[Path, int, int]:
         self.close()
         own = [self._writer_path] if self._writer_path is not None else []
         sources = [p for p in [*self._shards, *own] if not _writer_alive(p)]
         numbers = {n for n, p in enumerate(self._files) if p in set(sources)}
-        rows = sorted(
+        chosen = sorted(
             (
                 self._parsed.get(key) or self._parse(key)
                 for key, code in self._index.items()
@@ -621,6 +672,8 @@ class Cassette:
             ),
             key=lambda r: r.key,
         )
+        rows = [r for r in chosen if not (drop_failures and r.outcome == "error")]
+        removed = len(chosen) - len(rows)
         self.path.mkdir(parents=True, exist_ok=True)
         target = self.path / "shard-merged.tsv"
         tmp = self.path / ".merge.tmp"
@@ -643,4 +696,4 @@ class Cassette:
         self._torn.clear()
         self._writer_path = None
         self._load()
-        return target, dropped
+        return target, removed, dropped

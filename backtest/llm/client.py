@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,10 +31,12 @@ from typing import Any
 from backtest.errors import CassetteMiss, ConfigError, LLMError, PricingError
 from backtest.llm.cassette import Cassette, Recording, canonical_request, request_key
 from backtest.llm.records import LLMCall, Usage
+from backtest.llm.retry import RetryPolicy
 
 __all__ = [
     "JSON_OBJECT_ONLY",
     "PROFILES",
+    "RESPONSE_FORMATS",
     "CallContext",
     "ChatRequest",
     "ChatResult",
@@ -44,6 +45,7 @@ __all__ = [
     "ProviderProfile",
     "require_parameters",
     "response_format_for",
+    "strict_json_schema",
 ]
 
 
@@ -57,6 +59,8 @@ class ProviderProfile:
         api_key_env: Environment variable holding the key.
         headers: Extra headers (OpenRouter's attribution headers).
         reports_cost: Whether responses carry the provider's own cost (OpenRouter).
+        local: A model served on this machine (llama.cpp): no key, $0 by rule, and with no
+            base URL the bundled server is started on the first call the cassette misses.
     """
 
     name: str
@@ -64,6 +68,7 @@ class ProviderProfile:
     api_key_env: str
     headers: Mapping[str, str] = field(default_factory=dict)
     reports_cost: bool = False
+    local: bool = False
 
 
 PROFILES: dict[str, ProviderProfile] = {
@@ -81,9 +86,10 @@ PROFILES: dict[str, ProviderProfile] = {
     "moonshot": ProviderProfile("moonshot", "https://api.moonshot.ai/v1", "MOONSHOT_API_KEY"),
     # vLLM, llama.cpp, Ollama, the test server: give base_url (and api_key_env if needed).
     "openai_compatible": ProviderProfile("openai_compatible", "", "OPENAI_COMPATIBLE_API_KEY"),
+    # llama.cpp's server on this machine (backtest/llm/local.py): started for the run when
+    # base_url is left out, or any local server (llama-server, Ollama, vLLM) by base_url.
+    "local": ProviderProfile("local", "", "LOCAL_LLM_API_KEY", local=True),
 }
-
-_RETRYABLE = frozenset({"rate_limit", "server_error", "timeout", "connection", "malformed"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +163,7 @@ class ChatResult:
         provider: The upstream provider OpenRouter routed to.
         call: The ledger record (``cost_usd``, ``spend_usd``, cache, retries...).
         raw: The response body.
+        refusal: The model's refusal message (OpenAI's ``message.refusal``), when it refused.
     """
 
     content: str
@@ -166,20 +173,76 @@ class ChatResult:
     provider: str
     call: LLMCall
     raw: Mapping[str, Any]
+    refusal: str = ""
 
 
 #: Model-id prefixes whose providers accept only ``{"type": "json_object"}`` (no JSON schema).
 JSON_OBJECT_ONLY: tuple[str, ...] = ("deepseek/", "deepseek-", "moonshotai/", "moonshot-")
+#: What a routing file's ``[models."<id>"] response_format`` may say.
+RESPONSE_FORMATS: tuple[str, ...] = ("json_schema", "json_object", "json_object_schema", "none")
 
 
-def response_format_for(model: str, schema: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """Ask for JSON by construction: a strict JSON schema where the model supports one,
-    ``json_object`` where it does not (DeepSeek, Moonshot); the parser still validates."""
-    if model.startswith(JSON_OBJECT_ONLY):
+def strict_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema`` as strict mode needs it: every property required, no other key allowed.
+
+    OpenAI's strict mode rejects a schema whose ``required`` misses a property, and
+    llama.cpp turns the schema into a grammar, where an optional key lets a weak model stop
+    early; a field that may be empty is nullable instead.
+    """
+    out = dict(schema)
+    properties = dict(out.get("properties") or {})
+    out["required"] = list(properties)
+    out["additionalProperties"] = False
+    return out
+
+
+def response_format_for(
+    model: str,
+    schema: Mapping[str, Any],
+    name: str,
+    kind: str | None = None,
+    *,
+    local: bool = False,
+) -> dict[str, Any] | None:
+    """Ask ``model`` for JSON by construction.
+
+    Args:
+        model: The model actually called (a fallback's own id, not the role's primary).
+        schema: The answer's JSON schema.
+        name: The schema's name (the role).
+        kind: ``json_schema``, ``json_object``, ``json_object_schema`` (llama.cpp's form:
+            ``{"type": "json_object", "schema": ...}``; llama-cpp-python rejects
+            ``json_schema``, llama-server takes both) or ``none`` (no ``response_format``
+            sent), from the routing file's per-model override; None chooses by provider and
+            model id: ``json_object_schema`` on a local server, else a strict JSON schema,
+            except ``json_object`` for the providers that take no schema (DeepSeek,
+            Moonshot). The parser validates the answer either way.
+        local: The model is served by the local profile (llama.cpp).
+
+    Raises:
+        ConfigError: ``kind`` is not one of :data:`RESPONSE_FORMATS`.
+    """
+    if kind is None:
+        if local:
+            kind = "json_object_schema"
+        else:
+            kind = "json_object" if model.startswith(JSON_OBJECT_ONLY) else "json_schema"
+    if kind == "none":
+        return None
+    if kind == "json_object_schema":
+        # The server turns the schema into a grammar: even a 135M model answers in shape.
+        return {"type": "json_object", "schema": strict_json_schema(schema)}
+    if kind == "json_object":
         return {"type": "json_object"}
+    if kind != "json_schema":
+        raise ConfigError(
+            f"response_format {kind!r} for model {model!r} is not one of "
+            f"{', '.join(RESPONSE_FORMATS)}. Fix: use one of them in the routing file's "
+            f'[models."{model}"] table.'
+        )
     return {
         "type": "json_schema",
-        "json_schema": {"name": name, "schema": dict(schema), "strict": True},
+        "json_schema": {"name": name, "schema": strict_json_schema(schema), "strict": True},
     }
 
 
@@ -238,7 +301,10 @@ class LLMClient:
     Args:
         cassette: Where answers are replayed from and recorded to (None: live only).
         profile: A key of :data:`PROFILES`.
-        base_url: Overrides the profile's base URL (required for ``openai_compatible``).
+        base_url: Overrides the profile's base URL (required for ``openai_compatible``; for
+            ``local``, None starts the bundled llama.cpp server on the first live call).
+        local_model: For ``local`` without a base URL: the GGUF file to serve (None: the
+            bundled SmolLM2-135M-Instruct).
         api_key_env: Overrides the profile's key variable.
         prices: A :class:`backtest.llm.pricing.PriceTable` for ``cost_usd`` when the
             provider does not report a cost; None leaves the table cost at 0 with
@@ -248,6 +314,9 @@ class LLMClient:
             errors and malformed bodies.
         backoff_s: First backoff; doubles per attempt, capped at ``backoff_max_s``, with
             seeded jitter; a ``Retry-After`` header wins when present.
+        max_retry_s: Cap of the total wait between the attempts of one call; a retry that
+            would pass it is not made (see :mod:`backtest.llm.retry`, which also ends a
+            call whose failure repeats word for word).
         seed: Seeds the jitter (per call, from the request key), never a global RNG.
         sleep: How to wait between live attempts (tests pass a fake).
         clock: Monotonic clock for latency.
@@ -260,11 +329,13 @@ class LLMClient:
         profile: str = "openrouter",
         base_url: str | None = None,
         api_key_env: str | None = None,
+        local_model: str | None = None,
         prices: Any = None,
         timeout_s: float = 60.0,
         max_retries: int = 3,
         backoff_s: float = 1.0,
         backoff_max_s: float = 30.0,
+        max_retry_s: float = 60.0,
         seed: int = 0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.perf_counter,
@@ -281,8 +352,10 @@ class LLMClient:
             api_key_env or base.api_key_env,
             dict(base.headers),
             base.reports_cost,
+            base.local,
         )
-        if not self.profile.base_url:
+        self.local_model = local_model
+        if not self.profile.base_url and not self.profile.local:
             raise ConfigError(
                 "llm.base_url: the openai_compatible profile needs a base URL. Fix: set "
                 "llm.base_url (e.g. http://127.0.0.1:8000/v1 for vLLM)."
@@ -293,7 +366,15 @@ class LLMClient:
         self.max_retries = max_retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        self.max_retry_s = max_retry_s
         self.seed = seed
+        self.retry = RetryPolicy(
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            backoff_max_s=backoff_max_s,
+            max_retry_s=max_retry_s,
+            seed=seed,
+        )
         self._sleep = sleep
         self._clock = clock
         self._sdk: Any = None
@@ -304,9 +385,14 @@ class LLMClient:
         if self._sdk is None:
             import openai
 
+            base_url = self.profile.base_url
+            if not base_url:  # the local profile: start the bundled server now
+                from backtest.llm.local import shared_server
+
+                base_url = shared_server(self.local_model).base_url
             key = os.environ.get(self.profile.api_key_env)
             if not key:
-                if self.profile.name != "openai_compatible":
+                if self.profile.name != "openai_compatible" and not self.profile.local:
                     raise ConfigError(
                         f"no API key: the environment variable {self.profile.api_key_env} is "
                         f"not set for the {self.profile.name} profile. Fix: export "
@@ -315,7 +401,7 @@ class LLMClient:
                     )
                 key = "unused"  # local servers usually need none
             self._sdk = openai.OpenAI(
-                base_url=self.profile.base_url,
+                base_url=base_url,
                 api_key=key,
                 max_retries=0,  # retries are ours, so each attempt is recorded
                 timeout=self.timeout_s,
@@ -468,12 +554,6 @@ class LLMClient:
 
     # ------------------------------------------------------------------ calls
 
-    def _backoff(self, key: str, attempt: int, retry_after_s: float | None) -> float:
-        if retry_after_s is not None and retry_after_s >= 0:
-            return min(retry_after_s, self.backoff_max_s)
-        jitter = random.Random(f"{self.seed}:{key}:{attempt}").uniform(0.5, 1.0)
-        return min(self.backoff_s * (2.0**attempt) * jitter, self.backoff_max_s)
-
     def _cost_of(
         self, request: ChatRequest, recording: Recording, at: date | None
     ) -> tuple[float, str]:
@@ -510,6 +590,7 @@ class LLMClient:
         """
         ctx = context or CallContext()
         retries = 0
+        retry = self.retry.start()
         for attempt in range(self.max_retries + 1):
             wire = request.as_dict(attempt)
             canonical = canonical_request(wire)
@@ -544,11 +625,13 @@ class LLMClient:
                 return self._result(request, ctx, recording, cache, retries, at)
             error = recording.error or {}
             kind = str(error.get("kind", "error"))
-            if kind in _RETRYABLE and attempt < self.max_retries:
+            wait = retry.next_wait(key, attempt, error)
+            if wait is not None:
                 retries += 1
                 if cache != "hit":  # a replay repeats the attempts without waiting
-                    self._sleep(self._backoff(key, attempt, error.get("retry_after_s")))
+                    self._sleep(wait)
                 continue
+            why_not = f" ({retry.why_not})" if retry.why_not else ""
             call = LLMCall(
                 role=ctx.role,
                 model_requested=request.model,
@@ -559,10 +642,11 @@ class LLMClient:
                 prompt_version=request.prompt_version or ctx.prompt_version,
                 fallback_from=ctx.fallback_from,
                 cost_source="none",
+                http_status=error.get("status"),
             )
             raise LLMCallFailed(
-                f"{request.model} ({ctx.role or 'call'}): {kind} after {attempt + 1} attempt(s): "
-                f"{error.get('message', '')[:200]}",
+                f"{request.model} ({ctx.role or 'call'}): {kind} after {attempt + 1} attempt(s)"
+                f"{why_not}: {error.get('message', '')[:200]}",
                 call,
                 kind,
             )
@@ -605,6 +689,8 @@ class LLMClient:
             retries=retries,
             latency_ms=recording.latency_ms,
             prompt_version=request.prompt_version or ctx.prompt_version,
+            finish_reason=str(choice.get("finish_reason") or ""),
+            http_status=200,
         )
         content = message.get("content")
         return ChatResult(
@@ -615,4 +701,5 @@ class LLMClient:
             provider=call.provider,
             call=call,
             raw=body,
+            refusal=str(message.get("refusal") or ""),
         )

@@ -330,6 +330,7 @@ class OfflineAnalyst:
             cache="offline",
             fallback_from=ctx.fallback_from,
             prompt_version=request.prompt_version or ctx.prompt_version,
+            finish_reason="stop",
         )
         return ChatResult(
             content=content,

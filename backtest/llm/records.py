@@ -63,6 +63,10 @@ class LLMCall:
 
     ``cost_usd`` is the economic cost of the answer, recorded once and identical on every
     replay; ``spend_usd`` is what this run actually paid (0 on a cassette hit).
+    ``http_status`` is the provider's HTTP status (None when no HTTP response came back:
+    refused connection, timeout, the offline analyst). ``answer_error`` is why an answer that
+    did come back gave no usable signal (``truncated``, ``unknown_keys``...: the strategy's
+    parser sets it) and ``raw_answer`` then keeps its text.
     """
 
     role: str
@@ -81,6 +85,10 @@ class LLMCall:
     error: str = ""
     latency_ms: float = 0.0
     prompt_version: str = ""
+    finish_reason: str = ""
+    http_status: int | None = None
+    answer_error: str = ""
+    raw_answer: str = ""
 
     def to_row(self) -> dict[str, Any]:
         """The ``llm_calls.parquet`` columns this record fills."""

@@ -13,7 +13,14 @@ plus the seed's decision tree and budget:
   all, and the decision abstains;
 - a circuit breaker skips a model after ``breaker_failures`` failures within
   ``breaker_window_bars`` bars, until ``breaker_cooldown_bars`` have passed. Its state is only
-  the failures seen, bar by bar, so a replay takes the same path.
+  the failures seen, bar by bar, so a replay takes the same path. A model skipped this way
+  counts as a fallback: the call that answers instead names it in ``fallback_from``.
+
+``response_format`` is chosen for each model actually called (a fallback gets its own), by
+model id unless the routing file says otherwise per model::
+
+    [models."deepseek/deepseek-chat"]
+    response_format = "json_object"   # or "json_schema", or "none" (send none)
 
 The router returns text; parsing it is the strategy's business (a bad answer is an abstain,
 not a reason to pay for another model).
@@ -24,19 +31,27 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from backtest.config import explain_validation_error, read_toml
 from backtest.errors import ConfigError
 from backtest.llm.budget import Budget, BudgetConfig
-from backtest.llm.client import CallContext, ChatRequest, ChatResult, LLMCallFailed
+from backtest.llm.client import (
+    PROFILES,
+    CallContext,
+    ChatRequest,
+    ChatResult,
+    LLMCallFailed,
+    response_format_for,
+)
 from backtest.llm.records import LLMCall
 
 __all__ = [
     "BudgetSettings",
     "DecisionTree",
+    "ModelSettings",
     "RolePlan",
     "RoleRoute",
     "RoleRun",
@@ -84,6 +99,22 @@ class BudgetSettings(_Strict):
     max_run_usd: float | None = Field(None, gt=0)
 
 
+class ModelSettings(_Strict):
+    """Settings of one model id, whichever role calls it (``[models."<id>"]``).
+
+    Attributes:
+        response_format: ``json_schema`` (a strict JSON schema: OpenAI, Qwen, llama.cpp,
+            vLLM), ``json_object`` (JSON without a schema: DeepSeek, Moonshot),
+            ``json_object_schema`` (llama.cpp's ``json_object`` with a schema: the default
+            on the local profile) or ``none`` (no ``response_format`` sent: a server that
+            rejects it). Unset: chosen by provider and id.
+    """
+
+    response_format: Literal["json_schema", "json_object", "json_object_schema", "none"] | None = (
+        None
+    )
+
+
 class RoutingConfig(_Strict):
     """One routing configuration."""
 
@@ -97,6 +128,28 @@ class RoutingConfig(_Strict):
     breaker_failures: int = Field(3, ge=1)
     breaker_window_bars: int = Field(20, ge=1)
     breaker_cooldown_bars: int = Field(50, ge=1)
+    models_: dict[str, ModelSettings] = Field(default_factory=dict, alias="models")
+
+    @model_validator(mode="after")
+    def _settings_name_called_models(self) -> RoutingConfig:
+        unused = sorted(set(self.models_) - set(self.models()))
+        if unused:
+            raise ValueError(
+                f"[models] names model(s) no role or tree entry calls: {', '.join(unused)}. "
+                "Fix: correct the id (it must match a primary, fallback, cheapest or tree "
+                "model exactly) or remove the table"
+            )
+        return self
+
+    def response_format(
+        self, model: str, schema: Mapping[str, Any], name: str
+    ) -> dict[str, Any] | None:
+        """The ``response_format`` to send ``model`` for an answer of ``schema``."""
+        settings = self.models_.get(model)
+        kind = settings.response_format if settings is not None else None
+        profile = PROFILES.get(self.profile)
+        local = profile is not None and profile.local
+        return response_format_for(model, schema, name, kind, local=local)
 
     def models(self) -> list[str]:
         """Every model id the configuration may call."""
@@ -140,6 +193,7 @@ class RolePlan:
     estimate: float = 0.0
     bar: int = 0
     stopped: str = ""
+    skipped: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +306,7 @@ class Router:
         bar: int,
         market: Mapping[str, Any] | None = None,
         response_format: Mapping[str, Any] | None = None,
+        schema: Mapping[str, Any] | None = None,
         prompt_version: str = "",
         intraday: bool = False,
         text_messages: Sequence[Mapping[str, Any]]
@@ -268,6 +323,10 @@ class Router:
         ``text_messages`` (with ``text_prompt_version``) is the prompt without its images,
         sent to the models that cannot read them (see :class:`DecisionTree`); a callable is
         called only when such a model is planned.
+
+        ``schema`` (the answer's JSON schema, named ``role``) gives each planned model the
+        ``response_format`` that model takes (:meth:`RoutingConfig.response_format`);
+        ``response_format`` instead sends one format to every model.
         """
         images = sum(
             1
@@ -295,6 +354,8 @@ class Router:
         if verdict == "downgrade" and self.config.cheapest:
             models = list(dict.fromkeys([self.config.cheapest, *models]))
         allowed = tuple(m for m in models if self._breaker.allows(m, bar))
+        # The model a breaker skip replaced: the first allowed one is then a fallback from it.
+        skipped = models[0] if allowed and models[0] not in allowed else ""
         tree = self.config.tree
         sees = {tree.vision, *tree.vision_models}
 
@@ -314,20 +375,34 @@ class Router:
                 temperature=route.temperature,
                 max_tokens=route.max_tokens,
                 provider=route.provider,
-                response_format=response_format,
+                response_format=(
+                    self.config.response_format(model, schema, role)
+                    if schema is not None
+                    else response_format
+                ),
                 prompt_version=text_prompt_version if text_only(model) else prompt_version,
                 context=market,
             )
             for model in allowed
         )
-        return RolePlan(role, allowed, requests, route, context, day, estimate=estimate, bar=bar)
+        return RolePlan(
+            role,
+            allowed,
+            requests,
+            route,
+            context,
+            day,
+            estimate=estimate,
+            bar=bar,
+            skipped=skipped,
+        )
 
     def execute(self, plan: RolePlan) -> RoleRun:
         """Try the planned models in order; touches no shared state (safe in a thread)."""
         if plan.stopped:
             return RoleRun(None, (), abstain_reason=plan.stopped)
         calls: list[LLMCall] = []
-        previous = ""
+        previous = plan.skipped  # a breaker skip is a fallback too
         failed: list[str] = []
         for model, request in zip(plan.models, plan.requests, strict=True):
             ctx = CallContext(

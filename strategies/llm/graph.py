@@ -57,11 +57,12 @@ import pandas as pd
 
 from backtest.data import file_sha256
 from backtest.llm.cassette import RECORD_MODES, Cassette
-from backtest.llm.client import PROFILES, CallContext, LLMClient, response_format_for
+from backtest.llm.client import PROFILES, CallContext, LLMClient
 from backtest.llm.offline import OfflineAnalyst
 from backtest.llm.router import RolePlan, RoleRun, Router, load_routing
 from strategies.base import AgentSignal, Decision, MarketView, Observation, action_to_target
 from strategies.llm.anonymize import DEFAULT_SHIFT_DAYS, Anonymizer
+from strategies.llm.answers import Judged, judge
 from strategies.llm.charts import ChartSpec, chart_part
 from strategies.llm.prompts import (
     CHART_IMAGE_VERSION,
@@ -70,7 +71,7 @@ from strategies.llm.prompts import (
     market_context,
     prompts_sha256,
 )
-from strategies.llm.schemas import ROLE_SCHEMAS, TradingAction, parse_answer
+from strategies.llm.schemas import ROLE_SCHEMAS, TradingAction
 
 __all__ = ["LLMPolicy", "fallback_average", "volatility_spikes"]
 
@@ -175,6 +176,8 @@ class LLMPolicy:
         max_retries: Retries per model before falling back to the next.
         timeout_s: Per-attempt timeout of a live call, in seconds.
         backoff_s: First backoff between live retries (doubling, with seeded jitter).
+        max_retry_s: Cap of the total wait between the retries of one call; a longer
+            ``Retry-After`` ends the call (and the router falls back) instead.
         api_key_env: Environment variable holding the API key, instead of the profile's
             (its value is scrubbed from the cassette like the known key variables).
 
@@ -208,7 +211,10 @@ class LLMPolicy:
         max_retries: int = 3,
         timeout_s: float = 60.0,
         backoff_s: float = 1.0,
+        max_retry_s: float = 60.0,
         api_key_env: str | None = None,
+        local_model: str | None = None,
+        portfolio_in_prompt: bool = True,
     ) -> None:
         if mode not in ("auto", "live", "replay", "offline"):
             raise ValueError(f"mode must be auto, live, replay or offline, got {mode!r}")
@@ -223,7 +229,11 @@ class LLMPolicy:
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{key} must be a whole number >= {low}, got {value!r}")
-        for key, number in (("timeout_s", timeout_s), ("backoff_s", backoff_s)):
+        for key, number in (
+            ("timeout_s", timeout_s),
+            ("backoff_s", backoff_s),
+            ("max_retry_s", max_retry_s),
+        ):
             if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
                 raise ValueError(f"{key} must be a positive number of seconds, got {number!r}")
         if max_run_usd is not None and (
@@ -254,9 +264,14 @@ class LLMPolicy:
         self.max_retries = max_retries
         self.timeout_s = float(timeout_s)
         self.backoff_s = float(backoff_s)
+        self.max_retry_s = float(max_retry_s)
         if api_key_env is not None and not str(api_key_env).strip():
             raise ValueError("api_key_env must name an environment variable, got ''")
         self.api_key_env = api_key_env
+        self.local_model = local_model
+        # Off, the meta prompt shows no position or equity: its answers then depend on the
+        # market alone, so a cassette recorded beside one DRL replays beside any other.
+        self.portfolio_in_prompt = bool(portfolio_in_prompt)
         self.mode = mode
         self.cassette_path = Path(cassette)
         self.record_mode = record_mode
@@ -288,7 +303,6 @@ class LLMPolicy:
         )
         self.anonymizer: Anonymizer | None = None
         self.router: Router | None = None
-        self._formats: dict[str, dict[str, Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"llm-{name}")
         self.source = ""
         self.held: Decision | None = None
@@ -319,6 +333,12 @@ class LLMPolicy:
         if source != "live":
             return
         key_env = self.api_key_env or profile.api_key_env
+        if profile.local:
+            from backtest.llm.local import LOCAL_PRICE_TABLE
+
+            # Local models cost $0 by rule: whatever the table says, no dollar is spent.
+            self.prices_table = LOCAL_PRICE_TABLE
+            return
         if profile.name != "openai_compatible" and not os.environ.get(key_env):
             raise ValueError(
                 f"mode 'live' needs an API key, and the environment variable "
@@ -400,6 +420,10 @@ class LLMPolicy:
         if self.mode != "auto":
             return self.mode
         profile = PROFILES.get(self.routing.profile)
+        if profile is not None and profile.local:
+            # A local model is always reachable: the cassette answers what it holds and
+            # the local server the rest (started only on the first miss).
+            return "live"
         if profile is not None and os.environ.get(self.api_key_env or profile.api_key_env):
             return "live"
         if self.cassette_path.is_dir() and any(self.cassette_path.glob("shard-*.tsv")):
@@ -429,10 +453,12 @@ class LLMPolicy:
             profile=self.routing.profile,
             base_url=self.routing.base_url,
             api_key_env=self.api_key_env,
+            local_model=self.local_model,
             seed=seed or 0,
             max_retries=self.max_retries,
             timeout_s=self.timeout_s,
             backoff_s=self.backoff_s,
+            max_retry_s=self.max_retry_s,
             prices=self._prices or PriceTable.load(table=self.prices_table),
         )
         self.router = Router(self.routing, client, prices=client.prices)
@@ -446,6 +472,29 @@ class LLMPolicy:
             self._cassette = None
 
     # ------------------------------------------------------ run-level questions
+
+    def describe_source(self) -> str:
+        """Where this policy's answers come from, in words (terminal and report).
+
+        E.g. ``"SmolLM2-135M-Instruct (Q4_1), local (llama.cpp)"`` or ``"offline analyst
+        (rule-based, no model)"``; the engine adds how many answers were replayed.
+        """
+        source = self.source or self._resolve_mode()
+        if source == "offline":
+            return "offline analyst (rule-based, no model)"
+        from backtest.llm.local import DEFAULT_MODEL_ALIAS, DEFAULT_MODEL_LABEL
+
+        models = [
+            DEFAULT_MODEL_LABEL if m == DEFAULT_MODEL_ALIAS else m for m in self.routing.models()
+        ]
+        profile = PROFILES.get(self.routing.profile)
+        if profile is not None and profile.local:
+            where = "local, " + (self.routing.base_url or "llama.cpp started by the run")
+        else:
+            where = self.routing.profile + (
+                f" at {self.routing.base_url}" if self.routing.base_url else ""
+            )
+        return f"{', '.join(models)} ({where})"
 
     def models_used(self) -> list[str]:
         """The models this policy may call: every model of its routing (none offline).
@@ -538,12 +587,14 @@ class LLMPolicy:
 
     # --------------------------------------------------------------- deciding
 
-    def _signal(self, role: str, run: RoleRun) -> AgentSignal:
-        if run.result is None:
+    def _signal(self, role: str, run: RoleRun, judged: Judged) -> AgentSignal:
+        parsed = judged.parsed
+        if parsed is None:
             return _abstaining(role, f"no answer: {run.abstain_reason}")
-        parsed = parse_answer(role, run.result.content)
         if parsed.answer is None:
-            return _abstaining(role, f"unparseable ({parsed.error}): {parsed.raw[:1000]}")
+            return _abstaining(
+                role, f"abstain ({parsed.reason}): {parsed.error}: {parsed.raw[:1000]}"
+            )
         answer = parsed.answer
         features = {
             f: float(getattr(answer, f))
@@ -568,7 +619,6 @@ class LLMPolicy:
         when: str,
     ) -> RolePlan:
         assert self.router is not None
-        route = self.routing.roles[role]
         image = role == "chart_analysis" and isinstance(messages[-1]["content"], list)
         # Fallbacks that cannot read the chart get the bars as a table instead.
         text = (
@@ -581,9 +631,7 @@ class LLMPolicy:
             day=when[:10],
             bar=obs.t,
             market={**market, "role": role},
-            response_format=self._formats.setdefault(
-                role, response_format_for(route.primary, _SCHEMAS[role], role)
-            ),
+            schema=_SCHEMAS[role],
             prompt_version=CHART_IMAGE_VERSION if image else PROMPT_VERSIONS[role],
             intraday=obs.market.frequency not in ("1d", "1w"),
             text_messages=text,
@@ -705,8 +753,9 @@ class LLMPolicy:
         ]
         for stage in stages:
             for role, run in zip(stage, self._ask_together(stage, market, obs, when), strict=True):
-                calls += run.calls
-                signals.append(self._signal(role, run))
+                judged = judge(role, run)
+                calls += judged.calls
+                signals.append(self._signal(role, run, judged))
         meta_market = {
             **market,
             "signals": [
@@ -721,24 +770,21 @@ class LLMPolicy:
                 "meta_orchestrator",
                 market,
                 signals=signals,
-                position=obs.position,
-                equity_usd=obs.equity_usd,
+                position=obs.position if self.portfolio_in_prompt else None,
+                equity_usd=obs.equity_usd if self.portfolio_in_prompt else None,
             ),
             meta_market,
             obs,
             when,
         )
-        calls += meta_run.calls
+        meta_judged = judge("meta_orchestrator", meta_run)
+        calls += meta_judged.calls
         # The meta prompt saw the levels as the agents read them; the ledger keeps real ones.
         signals = [self._restored(sig) for sig in signals]
         # Offline answers already say so; the graph's own messages must too.
         label = "offline analyst: " if self.source == "offline" else ""
         called = f" [LLM call: {trigger}]" if trigger not in ("first bar", "schedule") else ""
-        parsed = (
-            parse_answer("meta_orchestrator", meta_run.result.content)
-            if (meta_run.result is not None)
-            else None
-        )
+        parsed = meta_judged.parsed
         if parsed is not None and isinstance(parsed.answer, TradingAction):
             action = parsed.answer
             target = action_to_target(action.action, action.size)
@@ -751,7 +797,9 @@ class LLMPolicy:
                 action=action.action,
             )
         if all(s.abstain for s in signals):
-            why = meta_run.abstain_reason or (parsed.error if parsed else "no answer")
+            why = meta_run.abstain_reason or (
+                f"{parsed.reason}: {parsed.error}" if parsed else "no answer"
+            )
             return Decision(
                 target_position=None,
                 abstain=True,
@@ -761,7 +809,9 @@ class LLMPolicy:
                 reasoning=f"{label}no agent and no meta answer: {why}{called}",
             )
         word, size, confidence = fallback_average(signals)
-        why = meta_run.abstain_reason or (parsed.error if parsed else "no answer")
+        why = meta_run.abstain_reason or (
+            f"{parsed.reason}: {parsed.error}" if parsed else "no answer"
+        )
         target = action_to_target(word, size)
         return Decision(
             target_position=target,

@@ -1,10 +1,27 @@
 """What each role must answer, and a parser that never turns a failure into a neutral signal.
 
-Each role's answer is a pydantic model. :func:`parse_answer` finds the JSON object in a
-model's text (bare, inside a code fence, or surrounded by prose), validates it, and clamps
-numbers into range (a signal of 3 becomes 1, a size of 40 % given as 40 becomes 0.4). When
-nothing usable is left it returns an explicit failure with the raw text kept; the caller
-records an abstain, never a silent 0.
+Each role's answer is a strict pydantic model: every field is required (a field that may be
+empty is nullable or a list, never defaulted) and unknown keys are rejected, so the JSON
+schema sent to providers lists every property in ``required`` with
+``additionalProperties: false`` (what OpenAI's strict mode and llama.cpp's grammar need).
+
+:func:`parse_answer` finds the JSON object in a model's text (bare, inside a code fence, or
+surrounded by prose), validates it, and keeps the lenient coercions that are about *values*:
+numbers clamped into range (a signal of 3 becomes 1, a size of 40 % given as 40 becomes
+0.4), case and synonyms of words ("buy", "Bullish"). It never fills in a missing field.
+When nothing usable is left it returns an explicit failure with its reason (one of
+:data:`ABSTAIN_REASONS`) and the raw text kept; the caller records an abstain, never a
+silent 0:
+
+=================  ===========================================================
+``empty``          the answer has no text
+``truncated``      generation stopped at ``max_tokens`` (``finish_reason == "length"``)
+``refusal``        the model refused (a ``refusal`` message, ``content_filter``)
+``not_json``       no JSON object in the text
+``unknown_keys``   a JSON object with none of the role's fields, or extra keys
+``missing_field``  a required field is absent
+``invalid_value``  a field's value is out of its type (an action of "MOON")
+=================  ===========================================================
 """
 
 from __future__ import annotations
@@ -15,9 +32,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 __all__ = [
+    "ABSTAIN_REASONS",
     "MAX_ANSWER_CHARS",
     "ROLE_SCHEMAS",
     "ChartAnalysis",
@@ -42,11 +60,11 @@ def _clamp(value: Any, low: float, high: float) -> float:
 class RoleAnswer(BaseModel):
     """Fields every role answers: a signal in [-1, 1], a confidence in [0, 1], reasoning."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    signal: float = 0.0
-    confidence: float = 0.0
-    reasoning: str = ""
+    signal: float
+    confidence: float
+    reasoning: str
 
     @field_validator("signal", mode="before")
     @classmethod
@@ -70,10 +88,10 @@ class RoleAnswer(BaseModel):
 class ChartAnalysis(RoleAnswer):
     """The chart agent: trend, levels and patterns on the candlestick chart."""
 
-    trend: Literal["up", "down", "sideways"] = "sideways"
-    support: float | None = None
-    resistance: float | None = None
-    patterns: list[str] = Field(default_factory=list)
+    trend: Literal["up", "down", "sideways"]
+    support: float | None
+    resistance: float | None
+    patterns: list[str]
 
     @field_validator("trend", mode="before")
     @classmethod
@@ -93,9 +111,9 @@ class ChartAnalysis(RoleAnswer):
 class Narrative(RoleAnswer):
     """The narrative agent: market regime, its drivers and risks."""
 
-    regime: Literal["bull", "bear", "ranging", "volatile"] = "ranging"
-    drivers: list[str] = Field(default_factory=list)
-    risks: list[str] = Field(default_factory=list)
+    regime: Literal["bull", "bear", "ranging", "volatile"]
+    drivers: list[str]
+    risks: list[str]
 
     @field_validator("regime", mode="before")
     @classmethod
@@ -113,8 +131,8 @@ class Narrative(RoleAnswer):
 class DataProcessing(RoleAnswer):
     """The data agent: order-flow imbalance and volume spikes."""
 
-    order_flow_imbalance: float = 0.0
-    volume_spike: bool = False
+    order_flow_imbalance: float
+    volume_spike: bool
 
     @field_validator("order_flow_imbalance", mode="before")
     @classmethod
@@ -125,8 +143,8 @@ class DataProcessing(RoleAnswer):
 class DocumentAnalysis(RoleAnswer):
     """The document agent: sentiment and key points of filings and reports."""
 
-    sentiment: float = 0.0
-    key_points: list[str] = Field(default_factory=list)
+    sentiment: float
+    key_points: list[str]
 
     @field_validator("sentiment", mode="before")
     @classmethod
@@ -137,9 +155,9 @@ class DocumentAnalysis(RoleAnswer):
 class TradingAction(RoleAnswer):
     """The meta orchestrator's decision (the seed's ``TradingAction``)."""
 
-    action: Literal["BUY", "SELL", "HOLD", "CLOSE"] = "HOLD"
-    size: float = 0.0
-    risk_level: Literal["low", "medium", "high"] = "medium"
+    action: Literal["BUY", "SELL", "HOLD", "CLOSE"]
+    size: float
+    risk_level: Literal["low", "medium", "high"]
 
     @field_validator("action", mode="before")
     @classmethod
@@ -200,25 +218,87 @@ def extract_json(text: str) -> dict[str, Any] | None:
     return None
 
 
+#: Why an answer gave no usable signal (see the module docstring).
+ABSTAIN_REASONS: tuple[str, ...] = (
+    "empty",
+    "truncated",
+    "refusal",
+    "not_json",
+    "unknown_keys",
+    "missing_field",
+    "invalid_value",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """A parsed answer, or why there is none (``answer`` None: the caller abstains)."""
+    """A parsed answer, or why there is none (``answer`` None: the caller abstains).
+
+    Attributes:
+        answer: The validated answer, or None.
+        error: What was wrong, for people ("" when ``answer`` is set).
+        raw: The answer's text, verbatim.
+        reason: One of :data:`ABSTAIN_REASONS` ("" when ``answer`` is set).
+    """
 
     answer: RoleAnswer | None
     error: str
     raw: str
+    reason: str = ""
 
 
-def parse_answer(role: str, text: str) -> Parsed:
-    """Parse ``text`` as ``role``'s schema; never raises for a bad answer."""
+def _failed(reason: str, error: str, text: str) -> Parsed:
+    return Parsed(None, error[:300], text, reason)
+
+
+def _schema_reason(schema: type[RoleAnswer], data: dict[str, Any], exc: ValidationError) -> str:
+    fields = set(schema.model_fields)
+    if not fields & set(data):
+        return "unknown_keys"  # valid JSON that answers nothing asked ({"on the": true})
+    kinds = {e["type"] for e in exc.errors()}
+    if "missing" in kinds:
+        return "missing_field"
+    if "extra_forbidden" in kinds:
+        return "unknown_keys"
+    return "invalid_value"
+
+
+def parse_answer(
+    role: str, text: str, *, finish_reason: str = "", refusal: str | None = None
+) -> Parsed:
+    """Parse ``text`` as ``role``'s schema; never raises for a bad answer.
+
+    Args:
+        role: A key of :data:`ROLE_SCHEMAS`.
+        text: The answer's text.
+        finish_reason: Why generation stopped (``"length"``: cut off, so an abstain even
+            when what was written happens to parse).
+        refusal: The provider's refusal message, when the model refused.
+    """
     schema = ROLE_SCHEMAS[role]
+    if refusal or finish_reason == "content_filter":
+        why = refusal or "the provider's content filter stopped the answer"
+        return _failed("refusal", f"the model refused: {why}", text)
+    if finish_reason == "length":
+        return _failed(
+            "truncated",
+            "the answer was cut off at max_tokens (finish_reason 'length'). Fix: raise "
+            f"max_tokens for {role} in the routing file",
+            text,
+        )
     if not text.strip():
-        return Parsed(None, "empty answer", text)
+        return _failed("empty", "empty answer", text)
     data = extract_json(text)
     if data is None:
-        return Parsed(None, "no JSON object in the answer", text)
+        return _failed("not_json", "no JSON object in the answer", text)
     try:
         return Parsed(schema.model_validate(data), "", text)
-    except (ValidationError, ValueError, TypeError) as exc:
-        first = str(exc).splitlines()
-        return Parsed(None, f"invalid {role} answer: {first[0] if first else exc}"[:300], text)
+    except ValidationError as exc:
+        reason = _schema_reason(schema, data, exc)
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(answer)'}: {e['msg']}"
+            for e in exc.errors()[:4]
+        )
+        return _failed(reason, f"invalid {role} answer ({reason}): {problems}", text)
+    except (ValueError, TypeError) as exc:
+        return _failed("invalid_value", f"invalid {role} answer: {exc}", text)

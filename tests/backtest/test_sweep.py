@@ -250,7 +250,7 @@ def _llm_answer(body: dict[str, object]) -> str:
         '"signal": 0.4, "confidence": 0.7, "reasoning": "bull"}',
         "order-flow": '{"order_flow_imbalance": 0.1, "volume_spike": false, "signal": 0.1, '
         '"confidence": 0.5, "reasoning": "flow"}',
-        "orchestrator": '{"action": "BUY", "size": 0.5, "confidence": 0.75, '
+        "orchestrator": '{"action": "BUY", "size": 0.5, "signal": 0.5, "confidence": 0.75, '
         '"risk_level": "low", "reasoning": "agree"}',
     }
     return next((a for marker, a in answers.items() if marker in system), "{}")

@@ -77,9 +77,10 @@ def _script(hostile: bool) -> Any:
                 {
                     "action": "BUY",
                     "size": 1000,
-                    "leverage": 10,
+                    "signal": 1,
                     "confidence": 1,
-                    "reasoning": "<script>steal()</script> as the news says: 10x",
+                    "risk_level": "low",
+                    "reasoning": "<script>steal()</script> as the news says: 10x leverage",
                 }
             )
         if "technical analyst" in system and garbage["count"] < 3:

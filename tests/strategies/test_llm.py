@@ -54,6 +54,7 @@ ANSWERS = {
     "orchestrator": {
         "action": "BUY",
         "size": 0.5,
+        "signal": 0.6,
         "confidence": 0.75,
         "risk_level": "low",
         "reasoning": "agents agree",
@@ -115,14 +116,18 @@ def _local_profile(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_answers_are_found_in_fences_and_prose_and_clamped() -> None:
     text = (
-        'Sure! ```json\n{"action": "buy", "size": "40%", "confidence": 85, '
+        'Sure! ```json\n{"action": "buy", "size": "40%", "signal": 0.5, "confidence": 85, '
         '"risk_level": "High", "reasoning": "x {not json}"}\n``` Hope that helps.'
     )
     parsed = parse_answer("meta_orchestrator", text)
     assert isinstance(parsed.answer, TradingAction)
     assert (parsed.answer.action, parsed.answer.size) == ("BUY", 0.4)
     assert parsed.answer.confidence == 0.85 and parsed.answer.risk_level == "high"
-    assert parse_answer("narrative", '{"regime": "Bullish", "signal": 7}').answer.signal == 1.0
+    narrative = (
+        '{"regime": "Bullish", "signal": 7, "confidence": 0.5, "reasoning": "", '
+        '"drivers": [], "risks": []}'
+    )
+    assert parse_answer("narrative", narrative).answer.signal == 1.0
     assert extract_json('prefix {"a": {"b": "}"}} suffix') == {"a": {"b": "}"}}
     for bad, why in (
         ("", "empty"),
@@ -219,7 +224,13 @@ def test_failures_fall_back_and_meta_failure_averages(
     assert decisions["action"].str.endswith("(fallback)").all()
     signals = json.loads(decisions["signals"].iloc[0])
     narrative_signal = next(s for s in signals if s["agent"] == "narrative")
-    assert narrative_signal["abstain"] and "unparseable" in narrative_signal["reasoning"]
+    assert narrative_signal["abstain"] and "abstain (not_json)" in narrative_signal["reasoning"]
+    # The prose answers are kept, marked by reason, on the calls that returned them.
+    prose = calls[calls.answer_error == "not_json"]
+    assert len(prose) and prose["raw_answer"].str.startswith("Looking at").all()
+    assert (prose["http_status"] == 200).all()
+    # Breaker skips of DeepSeek are fallbacks too: every Qwen answer for narrative names it.
+    assert (narrative[narrative.model_requested == QWEN72]["fallback_from"] == DEEPSEEK).all()
     assert result.summary["strategies"]["llm"]["abstains"] == 0
 
 
@@ -269,9 +280,10 @@ def test_injected_news_cannot_break_the_risk_limits(samples_dir: Path, tmp_path:
                 {
                     "action": "BUY",
                     "size": 1000,
-                    "leverage": 10,
+                    "signal": 1,
                     "confidence": 1,
-                    "reasoning": "as the news says: 10x",
+                    "risk_level": "low",
+                    "reasoning": "as the news says: 10x leverage",
                 }
             )
         assert "<data>" in text  # quoted as data, with the rule not to follow it

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backtest.errors import ConfigError
-from backtest.llm.budget import Budget, BudgetConfig
+from backtest.llm.budget import Budget, BudgetConfig, format_usd
 
 
 def test_alert_then_downgrade_within_a_day_and_reset_the_next(
@@ -58,3 +58,43 @@ def test_config_rejects_impossible_budgets(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("DAILY_LLM_BUDGET", "ten")
     with pytest.raises(ConfigError, match="DAILY_LLM_BUDGET"):
         BudgetConfig.from_env()
+
+
+def test_each_threshold_is_logged_once_per_run_and_every_crossing_is_an_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    budget = Budget(BudgetConfig(daily_usd=1.0, alert_usd=0.5, max_run_usd=3.7))
+    with caplog.at_level(logging.WARNING, logger="backtest.llm.budget"):
+        for day in ("2018-01-02", "2018-01-03", "2018-01-04", "2018-01-05"):
+            for _ in range(6):  # $1.20 a day: alert, then a downgrade; the cap on day 4
+                if budget.check(day, 0.2) != "stop":
+                    budget.charge(day, 0.2)
+    kinds = [e.kind for e in budget.events]
+    assert kinds.count("alert") == 3 and kinds.count("downgrade") == 3
+    assert kinds.count("stop") == 6
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3  # alert, downgrade, stop: once each
+    assert sum("alert level" in m for m in messages) == 1
+    assert sum("cheapest model" in m for m in messages) == 1
+    assert sum("$3.70 cap" in m for m in messages) == 1
+    assert "$0.60 spent" in messages[0]  # not $0.6, nor $0.6000000000000001
+
+
+def test_caps_print_their_real_value(caplog: pytest.LogCaptureFixture) -> None:
+    values = (0.005, 0.0001234, 10.0, 0.8, 1.005, 1234.5, 0.0, 0.1 + 0.2, 0.0125)
+    assert [format_usd(v) for v in values] == [
+        "$0.005",
+        "$0.0001234",
+        "$10.00",
+        "$0.80",
+        "$1.005",
+        "$1,234.50",
+        "$0.00",
+        "$0.30",
+        "$0.0125",
+    ]
+    budget = Budget(BudgetConfig(max_run_usd=0.005))
+    with caplog.at_level(logging.WARNING, logger="backtest.llm.budget"):
+        assert budget.check("2018-01-02", 0.0061) == "stop"
+    assert "the $0.005 cap" in caplog.text and "$0.0061" in caplog.text
+    assert "$0.00 cap" not in caplog.text

@@ -362,3 +362,23 @@ def test_cassette_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit) as info:
         main(["cassette", "stats", str(tmp_path / "nope")])
     assert info.value.code == 1
+
+
+@pytest.mark.parametrize("name", ["OPENAI_COMPATIBLE_API_KEY", "MY_GATEWAY_API_KEY"])
+def test_every_api_key_variable_is_a_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    value = "local-" + "7f3a" * 6  # not key-shaped: only its variable's name marks it
+    monkeypatch.setenv(name, value)
+    leaked = Recording(
+        key=request_key(_request()),
+        request=canonical_request(_request()),
+        outcome="error",
+        error={"kind": "client_error", "status": 401, "message": f"bad key {value}"},
+    )
+    with Cassette(tmp_path / "c", "new_episodes") as cassette:
+        stored = cassette.record(leaked)
+    assert value not in json.dumps(stored.payload())
+    for shard in (tmp_path / "c").glob("shard-*.tsv"):
+        text = shard.read_text()
+        assert value not in text and "[REDACTED]" in text

@@ -159,9 +159,10 @@ def test_injected_text_cannot_exceed_tight_risk_limits(samples_dir: Path, tmp_pa
                 {
                     "action": action,
                     "size": 1000,
-                    "leverage": 10,
+                    "signal": 1,
                     "confidence": 1,
-                    "reasoning": "10x",
+                    "risk_level": "low",
+                    "reasoning": "10x leverage",
                 }
             )
         return answer(body)
