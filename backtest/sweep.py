@@ -63,6 +63,7 @@ import itertools
 import json
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -790,36 +791,36 @@ def sweep_warnings(points: Sequence[SweepPoint]) -> list[str]:
     """Grid keys that cannot change a result, said before the sweep starts.
 
     Values of a key that give the same run (the same resolved config and inputs, e.g. 1
-    and 1.0) are one trial, run once. A key whose values name routing files while every LLM
-    strategy of every point is
-    answered by the offline analyst (no API key, no recorded cassette): the analyst is
-    rule-based and calls no model, so the routings' models, fallbacks, budgets and prices
-    are never used; only which roles the routing lists can matter (said when even those are
-    the same). Such configurations are then also counted as one trial.
+    and 1.0) are one trial, run once. A key whose values name routing files while every
+    LLM strategy it reaches (``strategies[i]....routing``: that strategy; ``llm.routing``:
+    every LLM strategy) is answered by the offline analyst in every point (no API key, no
+    recorded cassette): the analyst is rule-based and calls no model, so the routings'
+    models, fallbacks, budgets and prices are never used; only which roles the routing
+    lists can matter (said when even those are the same). Such configurations are then
+    also counted as one trial.
     """
     from backtest.engine import run_id_for, run_inputs
 
     out = _same_run_warnings(points, [run_id_for(p.config) for p in points])
     inputs = [run_inputs(p.config) for p in points]
-    sources = {v for found in inputs for k, v in found.items() if k.endswith(".source")}
-    if sources != {"offline"}:
-        return out
     for key in sorted({k for p in points for k in p.values}):
         values = {json.dumps(p.values[key]) for p in points}
         if len(values) < 2 or key.rsplit(".", 1)[-1] != "routing":
             continue
-        roles = {
-            json.dumps({k: v for k, v in found.items() if k.endswith(".roles")}, sort_keys=True)
-            for found in inputs
-        }
+        index = re.match(r"strategies\[(\d+)\]\.", key.replace(" ", ""))
+        names = {p.config.strategies[int(index.group(1))].name if index else None for p in points}
+
+        sources = {v for found in inputs for v in _reached(found, "source", names).values()}
+        if sources != {"offline"}:
+            continue
+        roles = {json.dumps(_reached(found, "roles", names), sort_keys=True) for found in inputs}
         same = " and list the same roles" if len(roles) == 1 else ""
         out.append(
-            f"grid key {key!r} varies the routing file, but every LLM answer comes from the "
-            f"offline analyst (no API key set, no recorded cassette){same}: its "
-            f"{len(values)} values cannot change which models answer"
-            + (", nor the result" if same else "")
-            + ". Fix: set the API key or point cassette at a recorded cassette, or drop the "
-            "key from [grid]."
+            f"grid key {key!r} varies the routing file, but every answer of the LLM "
+            f"strategies it reaches comes from the offline analyst (no API key set, no "
+            f"recorded cassette){same}: its {len(values)} values cannot change which models "
+            "answer" + (", nor the result" if same else "") + ". Fix: set the API key or "
+            "point cassette at a recorded cassette, or drop the key from [grid]."
         )
     return out
 
@@ -1027,6 +1028,16 @@ def run_sweep(
     text = json.dumps(_finite(document), indent=2, sort_keys=True) + "\n"
     _write_atomic(spec.output_dir / "selection.json", lambda p: p.write_text(text))
     return table
+
+
+def _reached(found: Mapping[str, str], what: str, names: set[str | None]) -> dict[str, str]:
+    """The ``<what>`` inputs of the strategies ``names`` (every strategy when None is in it)."""
+    return {
+        k: v
+        for k, v in found.items()
+        if k.endswith(f".{what}")
+        and (None in names or any(k.startswith(f"strategies.{n}.") for n in names))
+    }
 
 
 def _same_run_warnings(points: Sequence[SweepPoint], run_ids: Sequence[str]) -> list[str]:

@@ -9,8 +9,8 @@ is ignored here too. Per shard the set of lines is cached by (size, mtime), so a
 asks for the same cassette for every point reads each shard once.
 
 :func:`llm_source` resolves ``mode = "auto"`` the way the LLM policy does when it starts:
-``live`` when the profile's API-key variable is set (its name enters the run id, never its
-value), else ``replay`` when the cassette holds recordings, else ``offline``.
+``live`` for a local profile or when the profile's API-key variable is set (its name enters
+the run id, never its value), else ``replay`` when the cassette holds recordings, else ``offline``.
 """
 
 from __future__ import annotations
@@ -52,11 +52,14 @@ def cassette_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def llm_source(mode: str, key_env: str | None, cassette: str | Path) -> str:
-    """``live``, ``replay`` or ``offline``: what answers a policy started now."""
+def llm_source(mode: str, key_env: str | None, cassette: str | Path, *, local: bool = False) -> str:
+    """``live``, ``replay`` or ``offline``: what answers a policy started now.
+
+    A local profile (a model served on this machine) is always ``live``.
+    """
     if mode != "auto":
         return mode
-    if key_env and os.environ.get(key_env):
+    if local or (key_env and os.environ.get(key_env)):
         return "live"
     folder = Path(cassette)
     if folder.is_dir() and any(folder.glob("shard-*.tsv")):

@@ -397,7 +397,8 @@ class LLMPolicy:
         profile = PROFILES.get(routing.profile)
         key_env = params.get("api_key_env") or (profile.api_key_env if profile else None)
         cassette = str(params.get("cassette", "cassettes/default"))
-        out["source"] = llm_source(str(params.get("mode", "auto")), key_env, cassette)
+        local = bool(profile is not None and profile.local)
+        out["source"] = llm_source(str(params.get("mode", "auto")), key_env, cassette, local=local)
         out["roles"] = hashlib.sha256(",".join(sorted(routing.roles)).encode()).hexdigest()
         if out["source"] != "offline":
             base_url = params.get("base_url") or routing.base_url
