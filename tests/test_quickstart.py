@@ -122,6 +122,8 @@ def test_quickstart_with_a_key_records_then_replays_for_free(
         live = [
             "splits.last_bars=60",  # what `make quickstart` adds when the key is set
             "llm.every_n_bars=5",
+            # The hosted stack a key unlocks (the quickstart's default is the local model).
+            'llm.routing="experiments/routing/seed_stack.toml"',
             f'llm.base_url="{server.base_url}"',
             f'llm.cassette="{cassette}"',
         ]
