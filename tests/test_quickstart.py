@@ -1,6 +1,7 @@
 """The quickstart experiment end to end, as a user runs it: the CLI, the run directory,
-the report and the summary; with no key (offline analyst) and with a key (real SDK calls to
-the loopback server standing in for OpenRouter, recorded, then replayed for $0).
+the report and the summary; as shipped (SmolLM2's answers replayed from the committed
+cassette, strictly: a single miss fails), and with a hosted routing and a key (real SDK
+calls to the loopback server standing in for OpenRouter, recorded, then replayed for $0).
 
 Training budgets are cut to a few hundred steps with ``--set``; everything else is the
 shipped ``experiments/quickstart.toml``.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -59,10 +61,25 @@ def _run_dir(tmp_path: Path) -> Path:
     return run_dir
 
 
-def test_quickstart_without_a_key_uses_the_offline_analyst(
+def test_quickstart_replays_smollm2_from_the_committed_cassette(
     tmp_path: Path, samples_dir: Path
 ) -> None:
-    out = _quickstart(tmp_path, samples_dir, env={})
+    # Strict replay of a copy: every answer must be in the committed cassette, whatever the
+    # tiny DRL here learned (the prompts do not show the DRL's position), and nothing is
+    # written to the repository.
+    shipped = REPO / "cassettes" / "quickstart"
+    before = {p.name: p.read_bytes() for p in shipped.iterdir()}
+    assert before, "cassettes/quickstart is missing: make quickstart-live records it"
+    cassette = tmp_path / "cassette"
+    shutil.copytree(shipped, cassette)
+    out = _quickstart(
+        tmp_path,
+        samples_dir,
+        f'llm.cassette="{cassette}"',
+        'llm.record_mode="none"',
+        env={},
+    )
+    assert {p.name: p.read_bytes() for p in shipped.iterdir()} == before
     run_dir = _run_dir(tmp_path)
     for name in (
         "manifest.json",
@@ -104,11 +121,17 @@ def test_quickstart_without_a_key_uses_the_offline_analyst(
     assert "Underpowered (2 seeds < 10): hybrid" in " ".join(out.split())
     assert summary["verdict_context"]["drl_budget"].startswith("PPO, ")  # what it compared
     calls = pd.read_parquet(run_dir / "llm_calls.parquet")
-    assert set(calls["cache"]) == {"offline"} and calls["cost_usd"].sum() == 0
-    # The terminal and the report both say the offline analyst answered.
-    assert "offline analyst" in out and "Report:" in out
+    # 754 bars, every 10th: 76 decisions of 4 roles, for llm_only and both hybrid members.
+    assert len(calls) == 3 * 76 * 4
+    assert set(calls["cache"]) == {"hit"} and calls["cost_usd"].sum() == 0
+    assert set(calls["model_requested"]) == {"smollm2-135m-instruct"}
+    # The terminal and the report both name the model and say it was replayed.
+    flat = " ".join(out.split())
+    assert "SmolLM2-135M-Instruct (Q4_1) (local" in flat and "replayed (304 answers" in flat
+    assert "offline analyst" not in out and "Report:" in out
     report = (run_dir / "report.html").read_text("utf-8")
-    assert "came from the offline analyst" in report
+    assert "SmolLM2-135M-Instruct (Q4_1)" in report and "replayed (304 answers" in report
+    assert "offline analyst" not in report
     assert "hybrid \u2212 drl_ppo" in report  # the comparison's heading
     for name in expected:
         assert name in report
@@ -120,7 +143,8 @@ def test_quickstart_with_a_key_records_then_replays_for_free(
     cassette = tmp_path / "cassette"
     with LLMTestServer(models={"*": answer}, prices={"*": (0.27, 1.10)}) as server:
         live = [
-            "splits.last_bars=60",  # what `make quickstart` adds when the key is set
+            "llm.routing=\"experiments/routing/seed_stack.toml\"",  # hosted models
+            "splits.last_bars=60",
             "llm.every_n_bars=5",
             # The hosted stack a key unlocks (the quickstart's default is the local model).
             'llm.routing="experiments/routing/seed_stack.toml"',

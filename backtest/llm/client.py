@@ -196,6 +196,37 @@ def strict_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: Characters of a free-text field, and items of a list, a grammar-constrained answer may
+#: hold (``json_object_schema``); the role parsers keep no more than this anyway.
+GRAMMAR_TEXT_CHARS = 160
+GRAMMAR_LIST_ITEMS = 3
+
+
+def bounded_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema`` with a ``maxLength`` on every free string and a ``maxItems`` on every list.
+
+    For llama.cpp, which compiles the schema into a grammar: without bounds a small model
+    may fill ``max_tokens`` with one string, and the cut-off answer is an abstain.
+    """
+
+    def bound(node: Any) -> Any:
+        if isinstance(node, list):
+            return [bound(n) for n in node]
+        if not isinstance(node, Mapping):
+            return node
+        out = {k: bound(v) for k, v in node.items()}
+        if out.get("type") == "string" and "enum" not in out:
+            out.setdefault("maxLength", GRAMMAR_TEXT_CHARS)
+        if out.get("type") == "array":
+            out.setdefault("maxItems", GRAMMAR_LIST_ITEMS)
+            items = out.get("items")
+            if isinstance(items, dict) and items.get("type") == "string":
+                out["items"] = {**items, "maxLength": GRAMMAR_TEXT_CHARS // 4}
+        return out
+
+    return dict(bound(schema))
+
+
 def response_format_for(
     model: str,
     schema: Mapping[str, Any],
@@ -230,8 +261,9 @@ def response_format_for(
     if kind == "none":
         return None
     if kind == "json_object_schema":
-        # The server turns the schema into a grammar: even a 135M model answers in shape.
-        return {"type": "json_object", "schema": strict_json_schema(schema)}
+        # The server turns the schema into a grammar: even a 135M model answers in shape,
+        # and bounded strings and lists keep it from rambling into max_tokens (cut off).
+        return {"type": "json_object", "schema": bounded_json_schema(strict_json_schema(schema))}
     if kind == "json_object":
         return {"type": "json_object"}
     if kind != "json_schema":

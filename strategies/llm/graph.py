@@ -495,7 +495,13 @@ class LLMPolicy:
             where = self.routing.profile + (
                 f" at {self.routing.base_url}" if self.routing.base_url else ""
             )
-        return f"{', '.join(models)} ({where})"
+        text_chart = (
+            "chart_analysis" in self.routing.roles
+            and not self.chart_images
+            and self.routing.tree.vision is None
+        )
+        note = "; no vision model: the chart role reads the bars as text" if text_chart else ""
+        return f"{', '.join(models)} ({where}){note}"
 
     def models_used(self) -> list[str]:
         """The models this policy may call: every model of its routing (none offline).

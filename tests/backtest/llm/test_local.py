@@ -9,6 +9,7 @@ ledgers and decisions are byte-identical.
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,9 +40,14 @@ try:
 except ConfigError:
     INSTALLED = False
 
-# `make test` installs the local extra (make local), so these run in CI; a bare
-# `pytest` in a venv without it says why they are skipped.
-pytestmark = pytest.mark.skipif(not INSTALLED, reason="llama-cpp-python not installed: make local")
+# `make test` installs the local extra (make local) and runs these with REQUIRE_LOCAL_LLM=1,
+# so CI fails rather than skips without them; a bare `pytest` without it says why it skips.
+if not INSTALLED and os.environ.get("REQUIRE_LOCAL_LLM"):
+    raise RuntimeError("REQUIRE_LOCAL_LLM is set but the local LLM is not installed: make local")
+pytestmark = [
+    pytest.mark.local,
+    pytest.mark.skipif(not INSTALLED, reason="llama-cpp-python not installed: make local"),
+]
 
 
 @pytest.fixture(scope="module")
