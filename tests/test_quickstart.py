@@ -146,8 +146,6 @@ def test_quickstart_with_a_key_records_then_replays_for_free(
             "llm.routing=\"experiments/routing/seed_stack.toml\"",  # hosted models
             "splits.last_bars=60",
             "llm.every_n_bars=5",
-            # The hosted stack a key unlocks (the quickstart's default is the local model).
-            'llm.routing="experiments/routing/seed_stack.toml"',
             f'llm.base_url="{server.base_url}"',
             f'llm.cassette="{cassette}"',
         ]
