@@ -143,7 +143,7 @@ def test_quickstart_with_a_key_records_then_replays_for_free(
     cassette = tmp_path / "cassette"
     with LLMTestServer(models={"*": answer}, prices={"*": (0.27, 1.10)}) as server:
         live = [
-            "llm.routing=\"experiments/routing/seed_stack.toml\"",  # hosted models
+            'llm.routing="experiments/routing/seed_stack.toml"',  # hosted models
             "splits.last_bars=60",
             "llm.every_n_bars=5",
             f'llm.base_url="{server.base_url}"',
