@@ -327,8 +327,19 @@ def _run(
     report: Annotated[
         bool, typer.Option(help="Write the HTML report into the run directory.")
     ] = True,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Redo a complete run with the same inputs (a run that reached a live "
+            "provider is kept: the redo goes to a new directory)."
+        ),
+    ] = False,
 ) -> None:
-    """Run every strategy of an experiment over the same bars; write the run directory."""
+    """Run every strategy of an experiment over the same bars; write the run directory.
+
+    A complete run with the same inputs (config, data, files read, LLM source and
+    cassette, code) is reused, not redone, unless --force.
+    """
     from backtest.config import load_experiment
     from backtest.engine import run as run_experiment
 
@@ -349,7 +360,19 @@ def _run(
         )
 
     # Bars only on a terminal: piped or captured output (CI, tests) stays clean.
-    result = run_experiment(config, progress=progress and console.is_terminal, on_estimate=announce)
+    result = run_experiment(
+        config, progress=progress and console.is_terminal, on_estimate=announce, force=force
+    )
+    if result.reused:
+        console.print(
+            f"reused run {result.run_id} from {result.run_dir}, --force to redo", soft_wrap=True
+        )
+    elif result.run_dir.name != result.run_id:
+        console.print(
+            f"run {result.run_id} in {result.run_dir.with_name(result.run_id)} reached a live "
+            f"LLM provider and is kept as it is; this redo is in {result.run_dir}",
+            soft_wrap=True,
+        )
     summary = result.summary
     _print_verdict(summary.get("verdict") or [])
     if "assets" in summary:
@@ -363,7 +386,8 @@ def _run(
     _print_llm_sources(summary.get("llm_sources") or {})
     for warning in result.manifest.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
-    console.print(f"Run {result.run_id} written to {result.run_dir}")
+    if not result.reused:
+        console.print(f"Run {result.run_id} written to {result.run_dir}")
     if report:
         console.print(f"Report: {_write_report(result.run_dir)}")
 
@@ -551,14 +575,17 @@ def _sweep(
     """Run every grid point on validation, the best on test; write the summary and selection."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from backtest.sweep import expand_grid, load_sweep, run_sweep
+    from backtest.sweep import expand_grid, load_sweep, run_sweep, sweep_warnings
 
     if backend not in ("local", "ray"):
         raise BacktestError(f"--backend {backend!r}: use local or ray.")
     if address is not None and backend != "ray":
         raise BacktestError("--address is for --backend ray. Fix: add --backend ray.")
     spec = load_sweep(sweep_file)
-    total = len(expand_grid(spec))
+    points = expand_grid(spec)
+    total = len(points)
+    for warning in sweep_warnings(points):  # before any run starts
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
     counts = {"done": 0, "skipped": 0, "failed": 0}
     bar = Progress(
         TextColumn("{task.description}"),
@@ -590,7 +617,8 @@ def _sweep(
     runs = sum(counts.values())
     console.print(
         f"{runs} run(s): {counts['done']} done, {counts['skipped']} already complete, "
-        f"{counts['failed']} failed. Summary: {spec.output_dir}/sweep_summary.parquet",
+        f"{counts['failed']} failed. Per configuration: {spec.output_dir}/sweep_summary.parquet "
+        f"(and .csv); per run: {spec.output_dir}/sweep_runs.parquet",
         soft_wrap=True,
     )
     for row in table[table["status"] == "failed"].itertuples():
@@ -615,15 +643,22 @@ def _print_selection(path: Path) -> None:
         title=f"Selected by validation {metric} among {selection['n_configs_tried']} "
         f"configuration(s) (top {selection['top_k']})"
     )
-    for column in ("point", "strategy", "params", f"validation {metric}", f"test {metric}"):
+    columns = ("configuration", "strategy", "params", "seeds", f"validation {metric}")
+    for column in (*columns, "spread (std)", "CI over seeds", f"test {metric}"):
         table.add_column(column, overflow="fold")
     for item in selection["selected"]:
         params = ", ".join(f"{k}={v}" for k, v in item["params"].items())
+        seeds = item.get("validation_seeds") or {}
+        ci = seeds.get("ci")
+        nan = f" ({seeds['n_nan_seeds']} NaN)" if seeds.get("n_nan_seeds") else ""
         table.add_row(
-            str(item["point"]),
+            str(item.get("configuration", item["point"])),
             escape(item["strategy"]),
             escape(params),
+            f"{seeds.get('n_seeds', 1)}{nan}",
             num((item["validation"] or {}).get(metric)),
+            num(seeds.get("std")),
+            "-" if not ci else f"[{num(ci[0])}, {num(ci[1])}]",
             num((item["test"] or {}).get(metric)),
         )
     console.print(table)
@@ -631,7 +666,9 @@ def _print_selection(path: Path) -> None:
     if dsr:
         console.print(
             f"Deflated Sharpe ratio of the best: {num(dsr['dsr'])} "
-            f"({dsr['n_trials']} trial(s); per-bar Sharpe {num(dsr['sharpe'], '.4f')})"
+            f"({dsr['n_trials']} distinct trial(s) among "
+            f"{dsr.get('n_configurations', dsr['n_trials'])} configuration(s); "
+            f"per-bar Sharpe {num(dsr['sharpe'], '.4f')})"
         )
     if pbo:
         console.print(

@@ -104,7 +104,17 @@ def probability_of_backtest_overfitting(returns: ArrayLike, n_splits: int = 16) 
 
     Returns:
         The share of splits in which the configuration with the best in-sample Sharpe ratio
-        has an out-of-sample rank at or below the median (logit <= 0).
+        ranks below the median out of sample (logit < 0), a split whose winner sits exactly
+        at the median (logit == 0) counting one half.
+
+    Ties are half-counted, on both sides of the split. Out of sample, configurations
+    tied with the winner share its rank (the mean of the ranks they span, so the winner of
+    a perfect tie sits at the median); in sample, a tie for best goes to the first
+    configuration, which a perfect tie makes immaterial. A split whose winner lands exactly
+    on the median is neither evidence of overfitting nor against it and counts 0.5: PBO
+    over perfectly tied configurations (copies of one strategy, or several that never
+    trade) is 0.5, "no information", not 1. Counting ``logit <= 0`` as overfit, as a
+    literal reading of the paper's integral over ``(-inf, 0]`` does, would report 1.
     """
     m = np.asarray(returns, dtype=np.float64)
     if m.ndim != 2 or m.shape[1] < 2:
@@ -135,7 +145,8 @@ def probability_of_backtest_overfitting(returns: ArrayLike, n_splits: int = 16) 
     n = m.shape[1]
     # Relative rank in (0, 1) of the in-sample winner out of sample.
     rank = (np.sum(oos < winner, axis=1) + 0.5 * (np.sum(oos == winner, axis=1) - 1) + 1) / (n + 1)
-    return float(np.mean(np.log(rank / (1.0 - rank)) <= 0.0))
+    logit = np.log(rank / (1.0 - rank))
+    return float(np.mean(np.where(logit < 0.0, 1.0, np.where(logit == 0.0, 0.5, 0.0))))
 
 
 def _sharpes_from_sums(

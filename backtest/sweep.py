@@ -15,21 +15,30 @@ values (the same keys ``--set`` takes), and says how the best configuration is c
     seed = [0, 1]
 
 Selection discipline (sweeps are where backtests lie): every point of the grid (the
-Cartesian product, in sorted key order) is run on the **validation** split only; the
-``top_k`` points by ``metric`` are then run on the **test** split, and no other point ever
-is. ``selection.json`` records how many configurations were tried and, for the best one, the
-Deflated Sharpe Ratio over all of them, the probability of backtest overfitting (CSCV over
-the per-bar validation returns of every configuration) and Hansen's SPA p-value against the
-baseline (:mod:`backtest.selection`).
+Cartesian product, in sorted key order) is run on the **validation** split only. A
+**configuration** is a point without its replication key ``seed``; its seeds are every
+member of the tuned strategy (``hybrid``, or ``hybrid@0``, ``hybrid@1``, ...) in every run of
+it, and it is scored by the mean of ``metric`` over them, with their spread and a t-interval
+over seeds (:mod:`backtest.seed_scores`, with its NaN rule). The ``top_k`` configurations
+by that mean are then run on the **test** split (every seed of each), and no other ever is.
+Configurations whose runs returned the same on every bar are one distinct trial
+(:func:`distinct_trials`). ``selection.json`` records how many configurations were tried and
+how many distinct trials they were and, for the best one, the Deflated Sharpe Ratio over the
+distinct trials, the probability of backtest overfitting (CSCV over the per-bar validation
+returns of each distinct trial's seed average; ties half-counted) and Hansen's SPA p-value
+against the baseline (:mod:`backtest.selection`). :func:`sweep_warnings` says, before any run,
+when a grid key cannot change the result.
 
-Every run's id is the hash of its resolved config, its data and the files its strategies
-read (:func:`backtest.engine.run_inputs`), so a run already complete (its directory holds a
-``summary.json``: directories are renamed into place only when complete) is skipped, and a
-killed sweep resumes where it stopped. A run that fails is recorded with its error and does
-not stop the others. ``sweep_summary.parquet`` has one row per run and strategy: the point,
-the grid values (as text, column ``grid.<key>``), ``split`` (``validation`` or ``test``),
-``selected``, run id, status, error, the strategy's metrics and LLM counts, and
-``n_configs_tried`` (how many configurations the selection chose among).
+Every run's id is the hash of all of its inputs (:func:`backtest.engine.run_inputs`, see
+``docs/provenance.md``), so a run already complete (its directory holds a ``summary.json``:
+directories are renamed into place only when complete) is skipped, and a killed sweep
+resumes where it stopped. A run that fails is recorded with its error and does not stop the
+others. ``sweep_summary.parquet`` (and ``.csv``) has one row per configuration: seeds, NaN
+seeds, validation mean, std and interval, ``distinct_trial``, ``selected`` and the selected
+configuration's test numbers; ``sweep_runs.parquet`` has one row per run and strategy: the
+point, its configuration, the grid values (as text, column ``grid.<key>``), ``split``
+(``validation`` or ``test``), ``selected``, run id, status, error, the strategy's metrics and
+LLM counts, and ``n_configs_tried``. ``docs/sweeps.md`` has the details.
 
 Backends:
 
@@ -54,6 +63,7 @@ import itertools
 import json
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -65,21 +75,31 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from pydantic import Field, ValidationError
 
 from backtest.config import Frozen, RunConfig, explain_validation_error, load_experiment, read_toml
 from backtest.errors import BacktestError, ConfigError
+from backtest.seed_scores import (
+    CI_METHOD,
+    REPLICATION_KEYS,
+    SeedScore,
+    member_returns,
+    member_values,
+    score_seeds,
+    trial_fingerprint,
+)
 
 __all__ = [
     "METRIC_DIRECTIONS",
     "SelectionConfig",
     "SweepPoint",
     "SweepSpec",
+    "distinct_trials",
     "expand_grid",
     "load_sweep",
     "run_sweep",
     "select_top_k",
+    "sweep_warnings",
 ]
 
 #: Metrics a sweep may select by: +1 when higher is better, -1 when lower is better.
@@ -151,12 +171,17 @@ class SelectionConfig(Frozen):
 
 @dataclass(frozen=True, slots=True)
 class SweepPoint:
-    """One run of a sweep: its grid point, overrides, resolved config and split."""
+    """One run of a sweep: its grid point, overrides, resolved config and split.
+
+    ``configuration`` numbers the grid point without its replication keys (``seed``): the
+    points that differ only in their seed are one configuration's seeds.
+    """
 
     index: int
     values: dict[str, Any]
     config: RunConfig
     split: Split = "validation"
+    configuration: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +269,7 @@ def expand_grid(spec: SweepSpec) -> list[SweepPoint]:
     """
     keys = sorted(spec.grid)
     points = []
+    configurations: dict[str, int] = {}
     for index, combo in enumerate(itertools.product(*(spec.grid[k] for k in keys))):
         values = dict(zip(keys, combo, strict=True))
         # JSON spells TOML's strings, numbers, booleans and arrays the same way.
@@ -284,7 +310,11 @@ def expand_grid(spec: SweepSpec) -> list[SweepPoint]:
                 "selected. Fix: set strategy to the tuned strategy and baseline to the one it "
                 "must beat (e.g. the DRL-only policy)."
             )
-        points.append(SweepPoint(index, values, config))
+        defining = json.dumps(
+            {k: v for k, v in values.items() if k not in REPLICATION_KEYS}, sort_keys=True
+        )
+        configuration = configurations.setdefault(defining, len(configurations))
+        points.append(SweepPoint(index, values, config, configuration=configuration))
     return points
 
 
@@ -492,36 +522,46 @@ def _shards(folder: Path) -> set[str]:
 # --------------------------------------------------------------------------- selection
 
 
-def _stats_of(run_dir: Path, strategy: str) -> dict[str, float | None] | None:
-    path = run_dir / "summary.json"
-    if not path.exists():
-        return None
-    stats = json.loads(path.read_text()).get("strategies", {}).get(strategy)
-    if stats is None:
-        return None
-    out: dict[str, float | None] = {}
-    for key, value in stats.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        out[key] = float(value) if math.isfinite(value) else None
-    return out
+@dataclass(frozen=True)
+class _Scored:
+    """One configuration's runs on one split, read back: its seeds and their numbers."""
+
+    configuration: int
+    points: tuple[SweepPoint, ...]
+    run_ids: tuple[str, ...]
+    score: SeedScore  # of the selection metric
+    means: dict[str, float | None]  # every metric's mean over the seeds (NaN rule)
+    returns: tuple[pd.Series, ...]  # per seed, in seed order
+
+    @property
+    def mean_returns(self) -> pd.Series | None:
+        """The per-bar return of the seeds' average (on the bars all of them traded)."""
+        if not self.returns:
+            return None
+        return pd.concat(self.returns, axis=1, join="inner").mean(axis=1)
 
 
-def _returns_of(run_dir: Path, strategy: str) -> pd.Series | None:
-    """Per-bar simple returns of one strategy of a run, indexed by timestamp."""
-    from backtest.metrics import returns_from_equity
-
-    path = run_dir / "ledger.parquet"
-    if not path.exists():
-        return None
-    table = pq.read_table(
-        path, columns=["timestamp", "equity_usd"], filters=[("strategy", "==", strategy)]
+def _score_configuration(
+    spec: SweepSpec, points: Sequence[SweepPoint], run_ids: Sequence[str], metric: str
+) -> _Scored:
+    """Read every seed member of the tuned strategy from a configuration's runs."""
+    strategy = _strategy_of(spec, points[0].config)
+    per_seed: list[dict[str, float]] = []
+    returns: list[pd.Series] = []
+    for run_id in run_ids:
+        run_dir = spec.output_dir / run_id
+        per_seed += member_values(run_dir, strategy).values()
+        returns += member_returns(run_dir, strategy).values()
+    keys = sorted({k for seed in per_seed for k in seed})
+    means = {k: score_seeds(seed.get(k) for seed in per_seed).mean for k in keys}
+    return _Scored(
+        configuration=points[0].configuration,
+        points=tuple(points),
+        run_ids=tuple(run_ids),
+        score=score_seeds(seed.get(metric) for seed in per_seed),
+        means=means,
+        returns=tuple(returns),
     )
-    if table.num_rows < 2:
-        return None
-    frame = table.to_pandas()
-    returns = returns_from_equity(frame["equity_usd"].to_numpy())
-    return pd.Series(returns, index=pd.DatetimeIndex(frame["timestamp"][1:]).as_unit("ns"))
 
 
 def _per_period_sharpe(returns: np.ndarray) -> float:
@@ -531,9 +571,9 @@ def _per_period_sharpe(returns: np.ndarray) -> float:
 
 
 def select_top_k(scores: Mapping[int, float | None], top_k: int, metric: str) -> list[int]:
-    """The ``top_k`` point indices by ``metric`` (its direction from :data:`METRIC_DIRECTIONS`).
+    """The ``top_k`` indices (configurations) by ``metric`` (direction: :data:`METRIC_DIRECTIONS`).
 
-    Points without a finite score are never selected; ties go to the lower index.
+    Indices without a finite score are never selected; ties go to the lower index.
     """
     sign = METRIC_DIRECTIONS[metric]
     ranked = sorted(
@@ -543,13 +583,26 @@ def select_top_k(scores: Mapping[int, float | None], top_k: int, metric: str) ->
     return ranked[:top_k]
 
 
+def distinct_trials(scored: Sequence[_Scored]) -> dict[int, int]:
+    """``{configuration: distinct trial id}``: configurations whose runs produced the same
+    returns for the tuned strategy (every seed, every bar) share an id, numbered in order of
+    first appearance (:func:`backtest.seed_scores.trial_fingerprint`)."""
+    ids: dict[str, int] = {}
+    return {s.configuration: ids.setdefault(trial_fingerprint(s.returns), len(ids)) for s in scored}
+
+
 def _selection_statistics(
     spec: SweepSpec,
-    tried: Sequence[SweepPoint],
-    ids: Mapping[int, str],
-    best: SweepPoint | None,
+    scored: Sequence[_Scored],
+    trials: Mapping[int, int],
+    best: _Scored | None,
 ) -> dict[str, Any]:
-    """Deflated Sharpe, PBO and SPA of the best configuration, as ``selection.json`` has them."""
+    """Deflated Sharpe, PBO and SPA of the best configuration, as ``selection.json`` has them.
+
+    Each configuration enters by the per-bar returns of its seeds' average, and each distinct
+    trial once (its first configuration): copies of one trial would shrink the spread of
+    the trials' Sharpe ratios and inflate their number.
+    """
     from backtest.selection import (
         deflated_sharpe_ratio,
         probability_of_backtest_overfitting,
@@ -559,14 +612,14 @@ def _selection_statistics(
     sel = spec.selection
     out: dict[str, Any] = {"deflated_sharpe": None, "pbo": None, "spa": None, "notes": []}
     if best is None:
-        out["notes"].append("no configuration completed on the validation split")
+        out["notes"].append("no configuration has a score on the validation split")
         return out
-    series = {}
-    for point in tried:
-        returns = _returns_of(spec.output_dir / ids[point.index], _strategy_of(spec, point.config))
-        if returns is not None:
-            series[point.index] = returns
-    best_returns = series.get(best.index)
+    series: dict[int, pd.Series] = {}
+    for item in scored:
+        returns = item.mean_returns
+        if returns is not None and trials[item.configuration] not in series:
+            series[trials[item.configuration]] = returns
+    best_returns = best.mean_returns
     if best_returns is None or len(best_returns) < 3:
         out["notes"].append("the best configuration has fewer than 3 validation returns")
         return out
@@ -576,9 +629,15 @@ def _selection_statistics(
         "sharpe": _per_period_sharpe(best_returns.to_numpy()),
         "dsr": None if math.isnan(dsr) else dsr,
         "n_trials": int(sharpes.size),
+        "n_configurations": len(scored),
         "sharpe_variance": float(sharpes.var(ddof=1)) if sharpes.size > 1 else 0.0,
     }
-    # Every configuration on the bars they all traded (the same bars unless the grid
+    if len(series) < len(scored):
+        out["notes"].append(
+            f"{len(scored)} configurations are {len(series)} distinct trial(s): configurations "
+            "whose runs returned the same on every bar count once"
+        )
+    # Every distinct trial on the bars they all traded (the same bars unless the grid
     # changes the data or the window).
     matrix = pd.DataFrame(series).dropna()
     if matrix.shape[1] >= 2:
@@ -587,20 +646,26 @@ def _selection_statistics(
             out["pbo"] = {
                 "pbo": probability_of_backtest_overfitting(matrix.to_numpy(), n_splits),
                 "n_splits": n_splits,
+                "ties": "half-counted",
             }
         else:
             out["notes"].append(f"PBO needs at least 4 common validation bars ({len(matrix)})")
     else:
-        out["notes"].append("PBO needs at least two configurations")
+        out["notes"].append("PBO needs at least two distinct trials")
     benchmark = _baseline_of(spec)
-    baseline = _returns_of(spec.output_dir / ids[best.index], benchmark)
-    if benchmark == _strategy_of(spec, best.config):
+    baseline_seeds = [
+        r
+        for run_id in best.run_ids
+        for r in member_returns(spec.output_dir / run_id, benchmark).values()
+    ]
+    if benchmark == _strategy_of(spec, best.points[0].config):
         out["notes"].append(f"SPA: the selected strategy {benchmark!r} is the baseline itself")
-    elif baseline is None:
+    elif not baseline_seeds:
         out["notes"].append(
             f"SPA: the baseline strategy {benchmark!r} is not in the best run's ledger"
         )
     else:
+        baseline = pd.concat(baseline_seeds, axis=1, join="inner").mean(axis=1)
         common = matrix.join(baseline.rename("baseline"), how="inner")
         if len(common) >= 3:
             p_value = spa_pvalue(
@@ -629,6 +694,7 @@ def _summary_rows(
 ) -> list[dict[str, Any]]:
     base = {
         "point": point.index,
+        "configuration": point.configuration,
         **{f"grid.{k}": str(v) for k, v in point.values.items()},
         "split": point.split,
         "selected": selected,
@@ -657,10 +723,106 @@ def _summary_rows(
     return rows
 
 
+def _configuration_rows(
+    spec: SweepSpec,
+    validation: Mapping[int, _Scored],
+    test: Mapping[int, _Scored],
+    trials: Mapping[int, int],
+    failed: Mapping[int, int],
+    chosen: Sequence[int],
+    configurations: Mapping[int, Sequence[SweepPoint]],
+) -> pd.DataFrame:
+    """``sweep_summary``: one row per configuration (its seeds' numbers on validation, the
+    selected ones' on test)."""
+    metric = spec.selection.metric
+    n_distinct = len(set(trials.values()))
+    rows = []
+    for configuration, points in sorted(configurations.items()):
+        scored = validation.get(configuration)
+        score = scored.score if scored is not None else score_seeds([])
+        on_test = test.get(configuration)
+        row: dict[str, Any] = {
+            "configuration": configuration,
+            **{
+                f"grid.{k}": str(v)
+                for k, v in points[0].values.items()
+                if k not in REPLICATION_KEYS
+            },
+            "strategy": _strategy_of(spec, points[0].config),
+            "metric": metric,
+            "n_runs": len(points),
+            "n_runs_failed": failed.get(configuration, 0),
+            "seeds": score.n_seeds,
+            "n_nan_seeds": score.n_nan_seeds,
+            "seed_values": json.dumps(score.as_dict()["values"]),
+            "validation_mean": score.mean,
+            "validation_std": score.std,
+            "validation_ci_low": score.ci_low,
+            "validation_ci_high": score.ci_high,
+            "ci_method": CI_METHOD,
+            "distinct_trial": trials.get(configuration),
+            "n_distinct_trials": n_distinct,
+            "selected": configuration in chosen,
+            "test_seeds": on_test.score.n_seeds if on_test else None,
+            "test_mean": on_test.score.mean if on_test else None,
+            "test_std": on_test.score.std if on_test else None,
+            "test_ci_low": on_test.score.ci_low if on_test else None,
+            "test_ci_high": on_test.score.ci_high if on_test else None,
+            "run_ids": " ".join(scored.run_ids) if scored else "",
+            "test_run_ids": " ".join(on_test.run_ids) if on_test else "",
+        }
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for column in ("distinct_trial", "test_seeds"):
+        table[column] = table[column].astype("Int64")
+    for column in [c for c in table if c.startswith(("validation_", "test_"))]:
+        if column not in ("test_seeds", "test_run_ids"):
+            table[column] = table[column].astype("float64")
+    return table
+
+
 def _write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     tmp.replace(path)
+
+
+def sweep_warnings(points: Sequence[SweepPoint]) -> list[str]:
+    """Grid keys that cannot change a result, said before the sweep starts.
+
+    Values of a key that give the same run (the same resolved config and inputs, e.g. 1
+    and 1.0) are one trial, run once. A key whose values name routing files while every
+    LLM strategy it reaches (``strategies[i]....routing``: that strategy; ``llm.routing``:
+    every LLM strategy) is answered by the offline analyst in every point (no API key, no
+    recorded cassette): the analyst is rule-based and calls no model, so the routings'
+    models, fallbacks, budgets and prices are never used; only which roles the routing
+    lists can matter (said when even those are the same). Such configurations are then
+    also counted as one trial.
+    """
+    from backtest.engine import run_id_for, run_inputs
+
+    out = _same_run_warnings(points, [run_id_for(p.config) for p in points])
+    inputs = [run_inputs(p.config) for p in points]
+    for key in sorted({k for p in points for k in p.values}):
+        values = {json.dumps(p.values[key]) for p in points}
+        if len(values) < 2 or key.rsplit(".", 1)[-1] != "routing":
+            continue
+        index = re.match(r"strategies\[(\d+)\]\.", key.replace(" ", ""))
+        names = {p.config.strategies[int(index.group(1))].name if index else None for p in points}
+
+        sources = {v for found in inputs for v in _reached(found, "source", names).values()}
+        if sources != {"offline"}:
+            continue
+        roles = {json.dumps(_reached(found, "roles", names), sort_keys=True) for found in inputs}
+        same = " and list the same roles" if len(roles) == 1 else ""
+        out.append(
+            f"grid key {key!r} varies the routing file, but every answer of the LLM "
+            f"strategies it reaches comes from the offline analyst (no API key set, no "
+            f"recorded cassette){same}: its {len(values)} values cannot change which models "
+            "answer" + (", nor the result" if same else "") + ". Fix: set the API key or "
+            "point cassette at a recorded cassette, or drop the key from [grid]."
+        )
+    return out
 
 
 def run_sweep(
@@ -671,7 +833,7 @@ def run_sweep(
     address: str | None = None,
     on_done: Callable[[SweepPoint, str], None] | None = None,
 ) -> pd.DataFrame:
-    """Run the grid on validation, the selection on test; write the summary and selection.
+    """Run the grid on validation, the selection on test; write the summaries and selection.
 
     Args:
         spec: The sweep.
@@ -683,7 +845,7 @@ def run_sweep(
             and status (``done``, ``skipped``, ``failed``).
 
     Returns:
-        The summary table (one row per run and strategy; ``sweep_summary.parquet``).
+        The table of runs (one row per run and strategy; ``sweep_runs.parquet``).
 
     Raises:
         ConfigError: A bad sweep or grid point, or Ray missing or unreachable.
@@ -693,6 +855,7 @@ def run_sweep(
     if backend not in ("local", "ray"):
         raise ConfigError(f"--backend {backend!r}: use local or ray.")
     points = expand_grid(spec)
+    warnings = sweep_warnings(points)
     workers = workers or os.cpu_count() or 1
     cassettes = _cassettes([p.config for p in points])
     shards_before = {c: _shards(c) for c in cassettes}
@@ -701,6 +864,10 @@ def run_sweep(
 
     def report(point: SweepPoint, outcome: dict[str, Any]) -> None:
         status[(point.split, point.index)] = (outcome["status"], outcome.get("error", ""))
+        if outcome.get("run_id"):
+            # The id the run itself computed: a run that records into a cassette changes
+            # the cassette's fingerprint for the runs after it.
+            ids[(point.split, point.index)] = outcome["run_id"]
         if on_done:
             on_done(point, outcome["status"])
 
@@ -725,10 +892,26 @@ def run_sweep(
     def settle(twins: Sequence[SweepPoint], batch: Sequence[SweepPoint]) -> None:
         first = {ids[(p.split, p.index)]: p for p in batch}
         for point in twins:
-            twin = first[ids[(point.split, point.index)]]
+            twin = first.get(ids[(point.split, point.index)])
+            if twin is None:
+                report(point, {"status": "failed", "error": "its twin run changed its id"})
+                continue
             state, error = status[(twin.split, twin.index)]
+            ids[(point.split, point.index)] = ids[(twin.split, twin.index)]
             report(point, {"status": "skipped" if state == "done" else state, "error": error})
 
+    def scored_on(split: Split, batch: Sequence[SweepPoint]) -> dict[int, _Scored]:
+        """Each configuration with a completed run in ``batch``, its seeds read back."""
+        out = {}
+        for configuration, group in _by_configuration(batch).items():
+            done = [p for p in group if status[(split, p.index)][0] != "failed"]
+            if done:
+                run_ids = [ids[(split, p.index)] for p in done]
+                out[configuration] = _score_configuration(spec, done, run_ids, metric)
+        return out
+
+    metric = spec.selection.metric
+    configurations = _by_configuration(points)
     ray_backend = _RayBackend(workers, address) if backend == "ray" else None
     local_backend = _LocalBackend(workers)
     try:
@@ -743,32 +926,25 @@ def run_sweep(
             settle(twins, todo)
 
         execute(points)
-        metric = spec.selection.metric
-        tried = [p for p in points if status[("validation", p.index)][0] != "failed"]
-        scores: dict[int, float | None] = {}
-        validation_stats: dict[int, dict[str, float | None] | None] = {}
-        for point in tried:
-            stats = _stats_of(
-                spec.output_dir / ids[("validation", point.index)],
-                _strategy_of(spec, point.config),
-            )
-            validation_stats[point.index] = stats
-            scores[point.index] = None if stats is None else stats.get(metric)
+        validation = scored_on("validation", points)
+        trials = distinct_trials(list(validation.values()))
+        scores = {c: s.score.mean for c, s in validation.items()}
         chosen = select_top_k(scores, spec.selection.top_k, metric)
-        by_index = {p.index: p for p in points}
-        test_points = [_on_test(by_index[i]) for i in chosen]
-        val_ids = {p.index: ids[("validation", p.index)] for p in points}
-        best = by_index[chosen[0]] if chosen else None
+        # Only the selected configurations reach the test split: every seed of each.
+        test_points = [_on_test(p) for c in chosen for p in configurations[c]]
+        best = validation[chosen[0]] if chosen else None
+        tried = list(validation.values())
         if test_points and (ray_backend is not None or workers > 1):
             # The test runs go to other processes while this one computes the statistics
             # (which read only the validation runs).
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sweep-test") as side:
                 running = side.submit(execute, test_points, True)
-                statistics = _selection_statistics(spec, tried, val_ids, best)
+                statistics = _selection_statistics(spec, tried, trials, best)
                 running.result()
         else:
             execute(test_points)
-            statistics = _selection_statistics(spec, tried, val_ids, best)
+            statistics = _selection_statistics(spec, tried, trials, best)
+        test = scored_on("test", test_points)
     finally:
         local_backend.close()
         if ray_backend is not None:
@@ -784,29 +960,52 @@ def run_sweep(
     for point in [*points, *test_points]:
         key = (point.split, point.index)
         state, error = status[key]
-        rows += _summary_rows(point, ids[key], state, error, point.index in chosen, metric)
+        selected = point.configuration in chosen
+        rows += _summary_rows(point, ids[key], state, error, selected, metric)
     table = pd.DataFrame(rows)
     # How many configurations the selection chose among, on every row (also in selection.json).
     table["n_configs_tried"] = len(tried)
     _write_atomic(
-        spec.output_dir / "sweep_summary.parquet", lambda p: table.to_parquet(p, index=False)
+        spec.output_dir / "sweep_runs.parquet", lambda p: table.to_parquet(p, index=False)
     )
+    failed = {
+        c: sum(status[("validation", p.index)][0] == "failed" for p in group)
+        for c, group in configurations.items()
+    }
+    summary = _configuration_rows(spec, validation, test, trials, failed, chosen, configurations)
+    _write_atomic(
+        spec.output_dir / "sweep_summary.parquet", lambda p: summary.to_parquet(p, index=False)
+    )
+    _write_atomic(spec.output_dir / "sweep_summary.csv", lambda p: summary.to_csv(p, index=False))
 
     selected = []
-    for index in chosen:
-        point = by_index[index]
-        strategy = _strategy_of(spec, point.config)
-        test_error = status[("test", index)][1]
+    for configuration in chosen:
+        scored = validation[configuration]
+        group = configurations[configuration]
+        on_test = test.get(configuration)
+        test_errors = sorted({status[("test", p.index)][1] for p in group} - {""})
         selected.append(
             {
-                "point": index,
-                "run_id": val_ids[index],
-                "test_run_id": ids[("test", index)],
-                "params": point.values,
-                "strategy": strategy,
-                "validation": validation_stats[index],
-                "test": _stats_of(spec.output_dir / ids[("test", index)], strategy),
-                "test_error": test_error or None,
+                "configuration": configuration,
+                "point": group[0].index,
+                "points": [p.index for p in group],
+                "run_id": ids[("validation", group[0].index)],
+                "run_ids": list(scored.run_ids),
+                "test_run_id": ids[("test", group[0].index)],
+                "test_run_ids": [ids[("test", p.index)] for p in group],
+                "params": {k: v for k, v in group[0].values.items() if k not in REPLICATION_KEYS},
+                "replications": {
+                    k: [p.values[k] for p in group]
+                    for k in group[0].values
+                    if k in REPLICATION_KEYS
+                },
+                "strategy": _strategy_of(spec, group[0].config),
+                "distinct_trial": trials[configuration],
+                "validation": scored.means,
+                "validation_seeds": scored.score.as_dict(),
+                "test": on_test.means if on_test else None,
+                "test_seeds": on_test.score.as_dict() if on_test else None,
+                "test_error": "; ".join(test_errors) or None,
             }
         )
     document = {
@@ -814,17 +1013,58 @@ def run_sweep(
         "selection_split": "validation",
         "test_split": "test",
         "n_configs_tried": len(tried),
-        "n_configs_failed": len(points) - len(tried),
+        "n_configs_failed": len(configurations) - len(tried),
+        "n_distinct_trials": len(set(trials.values())),
+        "nan_rule": "a seed whose metric is NaN is left out of the mean, spread and interval "
+        "and counted in n_nan_seeds; a configuration without a finite seed is never selected",
         "top_k": spec.selection.top_k,
         "selected": selected,
         "deflated_sharpe": statistics["deflated_sharpe"],
         "pbo": statistics["pbo"],
         "spa": statistics["spa"],
+        "warnings": warnings,
         "notes": statistics["notes"],
     }
     text = json.dumps(_finite(document), indent=2, sort_keys=True) + "\n"
     _write_atomic(spec.output_dir / "selection.json", lambda p: p.write_text(text))
     return table
+
+
+def _reached(found: Mapping[str, str], what: str, names: set[str | None]) -> dict[str, str]:
+    """The ``<what>`` inputs of the strategies ``names`` (every strategy when None is in it)."""
+    return {
+        k: v
+        for k, v in found.items()
+        if k.endswith(f".{what}")
+        and (None in names or any(k.startswith(f"strategies.{n}.") for n in names))
+    }
+
+
+def _same_run_warnings(points: Sequence[SweepPoint], run_ids: Sequence[str]) -> list[str]:
+    out = []
+    for key in sorted({k for p in points for k in p.values}):
+        same: dict[tuple[str, str], list[str]] = {}
+        for point, run_id in zip(points, run_ids, strict=True):
+            others = json.dumps({k: v for k, v in point.values.items() if k != key}, sort_keys=True)
+            shown = json.dumps(point.values[key])
+            values = same.setdefault((others, run_id), [])
+            if shown not in values:
+                values.append(shown)
+        twins = sorted({" and ".join(v) for v in same.values() if len(v) > 1})
+        if twins:
+            out.append(
+                f"grid key {key!r}: values {'; '.join(twins)} give the same run (the same "
+                "resolved config and inputs): they are run once and are one trial. Fix: drop "
+                "the duplicates from [grid]."
+            )
+    return out
+
+
+def _by_configuration(points: Sequence[SweepPoint]) -> dict[int, list[SweepPoint]]:
+    out: dict[int, list[SweepPoint]] = {}
+    for point in points:
+        out.setdefault(point.configuration, []).append(point)
+    return out
 
 
 def _finite(value: Any) -> Any:

@@ -35,7 +35,7 @@ def write_report(path: str | Path, out: str | Path | None = None) -> Path:
             f"{folder}: no such directory. Fix: pass a run directory (runs/<run-id>/) or a "
             "sweep's output directory."
         )
-    if (folder / "sweep_summary.parquet").is_file():
+    if (folder / "sweep_runs.parquet").is_file() or (folder / "sweep_summary.parquet").is_file():
         from reports.sweep import write_sweep_report
 
         return write_sweep_report(folder, out)

@@ -1,9 +1,14 @@
 """The sweep report: ``backtest report SWEEP_DIR`` writes ``SWEEP_DIR/sweep_report.html``.
 
-Built from ``sweep_summary.parquet`` (one row per run and strategy) and, when the sweep ran
-with selection, ``selection.json``:
+Built from ``sweep_runs.parquet`` (one row per run and strategy; sweeps written before it
+existed kept that table in ``sweep_summary.parquet``), ``sweep_summary.parquet`` (one row
+per configuration: its seeds' mean, spread and interval) and, when the sweep ran with
+selection, ``selection.json``:
 
-- the summary table (sortable), with the split each number comes from;
+- the seed spread: per configuration, how many seeds (NaN ones counted apart), the mean,
+  standard deviation and t-interval over seeds on validation, its distinct trial, and the
+  selected configuration's test numbers;
+- the table of runs (sortable), with the split each number comes from;
 - LLM cost against total return and against Sharpe, one marker per configuration and
   strategy, with the Pareto front (no other point is cheaper and better) marked;
 - return and LLM cost per configuration;
@@ -22,10 +27,11 @@ import numpy as np
 import pandas as pd
 
 from backtest.errors import BacktestError
+from backtest.seed_scores import CI_METHOD
 from reports import figures
 from reports._render import figure_json, render_template, write_atomic
 
-__all__ = ["load_sweep_dir", "sweep_report_html", "write_sweep_report"]
+__all__ = ["load_configurations", "load_sweep_dir", "sweep_report_html", "write_sweep_report"]
 
 _COLUMNS = (
     ("total_return", "Total return", "pct"),
@@ -44,13 +50,15 @@ _COLUMNS = (
 
 
 def load_sweep_dir(sweep_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any] | None]:
-    """``sweep_summary.parquet`` as a DataFrame and ``selection.json`` (None when absent).
+    """The table of runs as a DataFrame and ``selection.json`` (None when absent).
 
     Raises:
-        BacktestError: The summary is missing or unreadable, naming the file.
+        BacktestError: The table is missing or unreadable, naming the file.
     """
     path = Path(sweep_dir)
-    file = path / "sweep_summary.parquet"
+    file = path / "sweep_runs.parquet"
+    if not file.is_file():
+        file = path / "sweep_summary.parquet"  # written before sweep_runs.parquet existed
     if not file.is_file():
         raise BacktestError(
             f"{path}: no sweep_summary.parquet. Fix: pass a directory written by "
@@ -69,6 +77,47 @@ def load_sweep_dir(sweep_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any] 
                 f"{path / 'selection.json'}: not JSON ({exc}). Fix: rerun the sweep."
             ) from exc
     return table, selection
+
+
+def load_configurations(sweep_dir: str | Path) -> pd.DataFrame | None:
+    """``sweep_summary.parquet`` when it is the one-row-per-configuration table, else None."""
+    file = Path(sweep_dir) / "sweep_summary.parquet"
+    if not (Path(sweep_dir) / "sweep_runs.parquet").is_file() or not file.is_file():
+        return None
+    try:
+        return pd.read_parquet(file)
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise BacktestError(f"{file}: cannot read ({exc}). Fix: rerun the sweep.") from exc
+
+
+def _configuration_rows(table: pd.DataFrame | None) -> list[dict[str, Any]]:
+    if table is None:
+        return []
+
+    def value(row: pd.Series, key: str) -> Any:
+        item = row.get(key)
+        return None if item is None or pd.isna(item) else item
+
+    grid = [c for c in table.columns if c.startswith("grid.")]
+    return [
+        {
+            "configuration": int(row["configuration"]),
+            "grid": [(c.removeprefix("grid."), row[c]) for c in grid],
+            "strategy": row.get("strategy"),
+            "seeds": int(row["seeds"]),
+            "n_nan_seeds": int(row["n_nan_seeds"]),
+            "mean": value(row, "validation_mean"),
+            "std": value(row, "validation_std"),
+            "ci_low": value(row, "validation_ci_low"),
+            "ci_high": value(row, "validation_ci_high"),
+            "distinct_trial": value(row, "distinct_trial"),
+            "selected": bool(row["selected"]),
+            "test_seeds": value(row, "test_seeds"),
+            "test_mean": value(row, "test_mean"),
+            "test_std": value(row, "test_std"),
+        }
+        for _, row in table.iterrows()
+    ]
 
 
 def _label(row: pd.Series, grid_columns: list[str]) -> str:
@@ -153,6 +202,8 @@ def sweep_report_html(sweep_dir: str | Path) -> str:
         "n_failed": failed,
         "split_known": split_known,
         "selection": selection,
+        "configurations": _configuration_rows(load_configurations(sweep_dir)),
+        "ci_method": CI_METHOD,
     }
     return render_template("sweep.html.j2", **context)
 

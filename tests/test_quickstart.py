@@ -27,7 +27,13 @@ BACKTEST = str(Path(sys.executable).with_name("backtest"))
 TINY = "{ n_steps = 64, batch_size = 32 }"
 
 
-def _quickstart(tmp_path: Path, samples_dir: Path, *extra: str, env: dict[str, str]) -> str:
+def _quickstart(
+    tmp_path: Path,
+    samples_dir: Path,
+    *extra: str,
+    env: dict[str, str],
+    flags: tuple[str, ...] = (),
+) -> str:
     drl = [
         "timesteps=256",
         "eval_every=128",
@@ -41,6 +47,7 @@ def _quickstart(tmp_path: Path, samples_dir: Path, *extra: str, env: dict[str, s
     args = [BACKTEST, "run", str(REPO / "experiments" / "quickstart.toml"), "--no-progress"]
     for item in [*sets, *extra]:
         args += ["--set", item]
+    args += flags
     clean = {k: v for k, v in os.environ.items() if k != "OPENROUTER_API_KEY"}
     done = subprocess.run(
         args, cwd=REPO, capture_output=True, text=True, timeout=900, env={**clean, **env}
@@ -136,7 +143,7 @@ def test_quickstart_with_a_key_records_then_replays_for_free(
     cassette = tmp_path / "cassette"
     with LLMTestServer(models={"*": answer}, prices={"*": (0.27, 1.10)}) as server:
         live = [
-            "llm.routing=\"experiments/routing/seed_stack.toml\"",  # hosted models
+            'llm.routing="experiments/routing/seed_stack.toml"',  # hosted models
             "splits.last_bars=60",
             "llm.every_n_bars=5",
             f'llm.base_url="{server.base_url}"',
@@ -145,16 +152,32 @@ def test_quickstart_with_a_key_records_then_replays_for_free(
         env = {"OPENROUTER_API_KEY": "fake-quickstart-test-key"}
         first = _quickstart(tmp_path, samples_dir, *live, env=env)
         requests = len(server.requests)
+        live_dir = _run_dir(tmp_path)
+        spend = (live_dir / "llm_calls.parquet").read_bytes()
+        # The same inputs: the run is reused, not redone, and the CLI says so.
         again = _quickstart(tmp_path, samples_dir, *live, env=env)
-        assert "LLM cost estimate:" in again
-        assert len(server.requests) == requests  # the rerun asked nothing
+        assert "reused run" in again and "--force to redo" in again
+        # A forced redo replays what the live run recorded, in a directory of its own.
+        forced = _quickstart(tmp_path, samples_dir, *live, env=env, flags=("--force",))
+        assert "LLM cost estimate:" in forced and "reached a live LLM provider" in forced
+        assert len(server.requests) == requests  # the reruns asked nothing
     assert requests > 0
+    # The live run's record of what it spent survived every rerun, byte for byte.
+    assert (live_dir / "llm_calls.parquet").read_bytes() == spend
+    live_calls = pd.read_parquet(live_dir / "llm_calls.parquet")
+    # (the two hybrid members ask some questions alike: the second asking is a hit)
+    assert "recorded" in set(live_calls["cache"]) and live_calls["spend_usd"].sum() > 0
+    assert json.loads((live_dir / "manifest.json").read_text())["reached_live"] is True
+    run_dir = live_dir.with_name(f"{live_dir.name}.2")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")) == [
+        live_dir.name,
+        run_dir.name,
+    ]
     # The estimate is printed before the run starts, and it bounds what was spent.
     assert first.index("LLM cost estimate:") < first.index("Run ")
-    run_dir = _run_dir(tmp_path)  # one directory: the rerun had the same inputs and run id
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["bars"] == 60 and summary["end"].startswith("2018-12-31")
-    calls = pd.read_parquet(run_dir / "llm_calls.parquet")
+    calls = live_calls
     # 60 bars, every 5th, 4 roles, for llm_only and both hybrid members.
     assert len(calls) == 3 * 12 * 4
     cost = calls["cost_usd"].sum()

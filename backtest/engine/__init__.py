@@ -43,16 +43,20 @@ Two optional policy methods feed the LLM parts of the record (the engine imports
   month after the cutoff and from it on (None for a side with fewer than 2 bars).
 
 The run id is the sha256 of the canonical config (output directory excluded), the data's
-sha256 and the sha256 of every other file the strategies read (routing files, prompt
-templates, price table: :func:`run_inputs`, recorded in the manifest as ``inputs``), so the
-same inputs always land in the same directory, and the ledgers are byte-identical.
+sha256 and every other input (:func:`run_inputs`, recorded in the manifest as ``inputs``):
+the files the strategies read, news and documents, the LLM source with the cassette's
+fingerprint, and the code (``docs/provenance.md``). The same inputs land in the same
+directory with byte-identical ledgers, and a complete run there is reused rather than redone;
+a run that reached a live provider is never overwritten (:mod:`backtest.engine.reuse`).
 
 The package is the stages a run goes through, one module each, in the order data flows
 (:func:`run` below reads as them):
 
 ``plan``        config → strategies and seeds (``member_seed``), policies (``build_policy``),
                 bars, the evaluated range or the walk-forward folds
-``provenance``  the run id and the hashes of its inputs (``run_id_for``, ``run_inputs``)
+``provenance``  the run id and the hashes of its inputs (``run_id_for``, ``run_inputs``;
+                the code's part in ``code``)
+``reuse``       a complete run with the same inputs read back; live runs never overwritten
 ``replay``      the bar loop: features, the policies' market view, the LLM cost estimate,
                 one track per strategy (fold by fold for walk-forward runs)
 ``score``       metrics, seed groups, comparisons, fold summaries, LLM counts, the
@@ -86,6 +90,7 @@ from backtest.engine.plan import (
 )
 from backtest.engine.provenance import _identity, run_id_for, run_inputs
 from backtest.engine.replay import _llm_cost_estimate, _market, _replay_all
+from backtest.engine.reuse import calls_reached_live, load_run, reached_live, redo_dir
 from backtest.engine.score import _offline_warnings, _score
 from backtest.engine.write import (
     DECISION_SCHEMA,
@@ -130,6 +135,8 @@ class RunResult:
         tables: ``ledger``, ``decisions`` and ``llm_calls`` as Arrow tables.
         summary: Metrics per strategy (``summary["strategies"][name]``).
         manifest: What the run depended on.
+        reused: True when the run was not redone: a complete run with the same inputs was
+            read back from ``run_dir``.
     """
 
     run_id: str
@@ -137,6 +144,7 @@ class RunResult:
     tables: dict[str, pa.Table]
     summary: dict[str, Any]
     manifest: dict[str, Any]
+    reused: bool = False
 
     @functools.cached_property
     def ledger(self) -> pd.DataFrame:
@@ -164,15 +172,22 @@ def run(
     progress: bool = False,
     write: bool = True,
     on_estimate: Callable[[dict[str, Any]], None] | None = None,
+    force: bool = False,
 ) -> RunResult:
     """Run every strategy of ``config`` over the same bars and write the run directory.
+
+    A complete run with the same inputs (the same run id) is read back, not redone
+    (``RunResult.reused``), unless ``force``; a run that reached a live provider is never
+    overwritten: its redo goes to ``<run_id>.<n>`` (:mod:`backtest.engine.reuse`).
 
     Args:
         config: The run's configuration.
         progress: Show a progress bar per strategy (for the CLI).
-        write: Write the run directory (``False`` keeps everything in memory).
+        write: Write the run directory (``False`` keeps everything in memory, reuses
+            nothing).
         on_estimate: Called with the LLM cost estimate (``manifest["llm_cost_estimate"]``)
             before any strategy runs, when some strategy calls LLMs.
+        force: Redo a complete run with the same inputs.
 
     Returns:
         The ledger, decisions, LLM calls, summary and manifest as objects.
@@ -185,12 +200,22 @@ def run(
         from backtest.engine.assets import pooled_run
 
         def run_one(one: RunConfig) -> RunResult:
-            return run(one, progress=progress, write=write, on_estimate=on_estimate)
+            return run(one, progress=progress, write=write, on_estimate=on_estimate, force=force)
 
         run_id, run_dir, summary, manifest, tables = pooled_run(config, run_one, write=write)
         return RunResult(
             run_id=run_id, run_dir=run_dir, tables=tables, summary=summary, manifest=manifest
         )
+    # The identity first (before any call can add to a cassette): a complete run with the
+    # same inputs is reused, a live one is never overwritten.
+    data_sha, inputs, run_id = _identity(config)
+    run_dir = Path(config.output_dir) / run_id
+    if write and (run_dir / "summary.json").is_file():
+        done = None if force else load_run(run_dir, inputs)
+        if done is not None:
+            return RunResult(run_id=run_id, run_dir=run_dir, reused=True, **done)
+        if reached_live(run_dir):
+            run_dir = redo_dir(run_dir)
     # Plan. Strategies first: a mistake in their parameters (a missing routing file, an
     # unpriced model, an empty replay-only cassette) is reported before any bar is read.
     members, groups = _members(config)
@@ -198,7 +223,6 @@ def run(
     policies = [build_policy(spec, index) for spec, index, _ in members]  # checks them all
     seeds = [seed for _, _, seed in members]
     bars = _load_bars(config)
-    data_sha, inputs, run_id = _identity(config)
     env_config = config.env.model_copy(update={"risk": config.risk})
     start, stop = _evaluation_range(config, bars)
     folds = _folds(config, bars)
@@ -255,8 +279,8 @@ def run(
         warnings=warnings,
         estimate=estimate,
         leakage=leakage,
+        reached_live=calls_reached_live(tables["llm_calls"]),
     )
-    run_dir = Path(config.output_dir) / run_id
     if write:
         _write_run_dir(run_dir, tables, summary, manifest)
     return RunResult(

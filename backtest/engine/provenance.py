@@ -1,8 +1,11 @@
 """Stage 1, plan (continued): what identifies a run.
 
 The run id is the sha256 of the canonical config (output directory and data path
-excluded), the data's sha256 and the sha256 of every other file the strategies read
-(:func:`run_inputs`), so the same inputs always land in the same directory.
+excluded), the data's sha256 and the hashes of every other input (:func:`run_inputs`): the
+files the strategies read, news and documents beside the data, where LLM answers come from
+(with the cassette's fingerprint) and the code (:mod:`backtest.engine.code`), so the same
+inputs always land in the same directory and different ones never do. ``docs/provenance.md``
+lists every part.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 from backtest.config import STRATEGY_KINDS, RunConfig, StrategyConfig, config_hash
 from backtest.data import file_sha256
+from backtest.engine.code import code_hashes
 
 __all__ = ["run_id_for", "run_inputs"]
 
@@ -56,16 +60,20 @@ def _named_files(value: Any, key: str) -> list[tuple[str, Path]]:
 
 
 def run_inputs(config: RunConfig) -> dict[str, str]:
-    """The sha256 of every file a run reads besides its data, by what it is.
+    """The hash of every input of a run besides its config and data, by what it is.
 
     A strategy class may say what it reads with a classmethod
     ``input_hashes(params) -> Mapping[str, str]`` (the LLM policy gives its routing file,
-    prompt templates and price table); for any other strategy every parameter that names an
-    existing file (a model, a routing file) is hashed. A ``risk_free_rate`` file is hashed
-    too. These hashes enter the run id, so editing a routing file or a prompt gives a new run.
+    prompt templates, price table, answer source and cassette fingerprint); for any other
+    strategy every parameter that names an existing file (a model, a routing file) is
+    hashed. A ``risk_free_rate`` file, ``news.parquet`` and ``documents.parquet`` beside the
+    data file, and the code (:func:`backtest.engine.code.code_hashes`) are hashed too. These
+    enter the run id, so editing a routing file, a prompt, a strategy's source or the
+    cassette, or setting an API key, gives a new run.
 
     Returns:
-        ``{"strategies.<name>.<what>": sha256, "risk_free_rate": sha256}``, sorted by key.
+        ``{"strategies.<name>.<what>": ..., "risk_free_rate": ..., "news": ...,
+        "documents": ..., "code.<package or module>": ...}``, sorted by key.
     """
     inputs: dict[str, str] = {}
     for spec in config.strategies:
@@ -79,6 +87,13 @@ def run_inputs(config: RunConfig) -> dict[str, str]:
     rate = config.risk_free_rate
     if isinstance(rate, str) and Path(rate).is_file():
         inputs["risk_free_rate"] = file_sha256(rate)
+    data = Path(config.data.file)
+    if data.is_file():  # a data directory's news and documents are in the data's hash
+        for kind in ("news", "documents"):
+            beside = data.parent / f"{kind}.parquet"
+            if beside.is_file():
+                inputs[kind] = file_sha256(beside)
+    inputs.update(code_hashes(config.strategies))
     return dict(sorted(inputs.items()))
 
 

@@ -310,18 +310,24 @@ def _llm_sources(
 def _seed_groups(
     groups: dict[str, list[str]], stats: dict[str, dict[str, Any]]
 ) -> dict[str, dict[str, Any]]:
-    """Mean and spread (``ddof=1``) of every numeric metric across a group's members."""
+    """Mean and spread (``ddof=1``) of every numeric metric across a group's members.
+
+    The NaN rule of the verdict, ``backtest compare`` and sweeps: a member whose metric is
+    NaN is left out of the mean and spread and counted in ``n_nan_seeds``.
+    """
     out: dict[str, dict[str, Any]] = {}
     for group, members in groups.items():
         keys = [k for k, v in stats[members[0]].items() if isinstance(v, int | float)]
         mean: dict[str, float | None] = {}
         std: dict[str, float | None] = {}
+        nan: dict[str, int] = {}
         for key in keys:
             values = np.array([stats[m].get(key) for m in members], dtype=np.float64)
-            values = values[np.isfinite(values)]
-            mean[key] = float(np.mean(values)) if values.size else None
-            std[key] = float(np.std(values, ddof=1)) if values.size > 1 else None
-        out[group] = {"members": list(members), "mean": mean, "std": std}
+            finite = values[np.isfinite(values)]
+            mean[key] = float(np.mean(finite)) if finite.size else None
+            std[key] = float(np.std(finite, ddof=1)) if finite.size > 1 else None
+            nan[key] = int(values.size - finite.size)
+        out[group] = {"members": list(members), "mean": mean, "std": std, "n_nan_seeds": nan}
     return out
 
 

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from backtest.config import RunConfig, canonical_json
 from backtest.data import Bars
 from backtest.engine.replay import _Track
+from backtest.engine.reuse import refuse_to_replace
 from backtest.policy import Decision
 
 __all__ = [
@@ -145,6 +146,7 @@ def _manifest(
     warnings: list[str],
     estimate: dict[str, Any],
     leakage: list[dict[str, Any]],
+    reached_live: bool = False,
 ) -> dict[str, Any]:
     """What the run depended on (``manifest.json``), JSON-safe."""
     return _json_safe(
@@ -163,6 +165,7 @@ def _manifest(
                 "evaluated": [index[0].isoformat(), index[-1].isoformat()],
             },
             "inputs": inputs,
+            "reached_live": reached_live,
             "seed": config.seed,
             "strategy_seeds": strategy_seeds,
             "versions": dict(_versions()),
@@ -398,6 +401,7 @@ def _write_run_dir(
         pq.write_table(table, staging / f"{name}.parquet", compression="zstd")
     (staging / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    refuse_to_replace(run_dir)  # a live run's spend is never overwritten
     if run_dir.exists():
         shutil.rmtree(run_dir)
     staging.rename(run_dir)

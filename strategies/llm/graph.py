@@ -366,20 +366,54 @@ class LLMPolicy:
 
     @classmethod
     def input_hashes(cls, params: Mapping[str, Any]) -> dict[str, str]:
-        """Hash what a policy built from ``params`` reads: routing file, prompts, price table.
+        """Hash what a policy built from ``params`` reads, and where its answers come from.
 
-        A routing file that does not exist hashes as ``missing`` (the run itself then fails
-        with the fix).
+        The routing file, prompts and price table; the source resolved as :meth:`reset`
+        will (``live``, ``replay`` or ``offline``: an API key being set changes it) and the
+        routing's role names; unless offline, the provider profile, base URL, model list,
+        the API-key variable's name (never its value) and the cassette's fingerprint
+        (:func:`backtest.llm.fingerprint.cassette_fingerprint`), except for a live run
+        that records as it goes (``new_episodes``, ``all``). A routing file that does
+        not exist or does not load hashes as ``missing`` (the run itself then fails with
+        the fix).
         """
-        from backtest.llm import pricing
+        import hashlib
 
-        routing = Path(str(params.get("routing", _DEFAULT_ROUTING)))
+        from backtest.errors import ConfigError
+        from backtest.llm import pricing
+        from backtest.llm.fingerprint import cassette_fingerprint, llm_source
+
+        path = Path(str(params.get("routing", _DEFAULT_ROUTING)))
         prices = Path(pricing.__file__).with_name("prices.toml")
-        return {
-            "routing": file_sha256(routing) if routing.is_file() else "missing",
+        out = {
+            "routing": file_sha256(path) if path.is_file() else "missing",
             "prompts": prompts_sha256(),
             "prices": file_sha256(prices),
         }
+        try:
+            routing = load_routing(str(path))
+        except (ConfigError, OSError, ValueError):
+            return out
+        profile = PROFILES.get(routing.profile)
+        key_env = params.get("api_key_env") or (profile.api_key_env if profile else None)
+        cassette = str(params.get("cassette", "cassettes/default"))
+        local = bool(profile is not None and profile.local)
+        out["source"] = llm_source(str(params.get("mode", "auto")), key_env, cassette, local=local)
+        out["roles"] = hashlib.sha256(",".join(sorted(routing.roles)).encode()).hexdigest()
+        if out["source"] != "offline":
+            base_url = params.get("base_url") or routing.base_url
+            out["profile"] = routing.profile
+            out["base_url"] = str(base_url or (profile.base_url if profile else ""))
+            out["models"] = ",".join(sorted(routing.models()))
+            out["api_key_env"] = str(key_env or "")
+            record_mode = str(params.get("record_mode", "new_episodes"))
+            if out["source"] == "live" and record_mode in ("new_episodes", "all"):
+                # Recorded into as the run goes (and by a sweep's other runs meanwhile):
+                # its contents cannot name the run, its path is in the config.
+                out["cassette"] = f"recording ({record_mode})"
+            else:
+                out["cassette"] = cassette_fingerprint(cassette)
+        return out
 
     # ------------------------------------------------------------------ set-up
 

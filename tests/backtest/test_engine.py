@@ -690,13 +690,15 @@ def test_run_id_changes_with_the_routing_file_and_prompts(
     )
     inputs = run_inputs(config)
     assert set(inputs) == {
-        "strategies.llm.routing",
-        "strategies.llm.prompts",
-        "strategies.llm.prices",
-        "strategies.hybrid.llm.routing",
-        "strategies.hybrid.llm.prompts",
-        "strategies.hybrid.llm.prices",
+        *(
+            f"strategies.{name}.{what}"
+            for name in ("llm", "hybrid.llm")
+            for what in ("routing", "prompts", "prices", "source", "roles")
+        ),
+        "code.backtest",
+        "code.strategies",
     }
+    assert inputs["strategies.llm.source"] == "offline"
     before = run_id_for(config)
     assert run_id_for(config) == before  # nothing changed, same id
     # Same path, same config: only the routing file's contents change (a comment).
@@ -733,16 +735,21 @@ def test_files_named_by_other_strategies_enter_the_run_id(
         ],
         risk_free_rate=0.0,
     )
-    assert list(run_inputs(config)) == ["strategies.mine.params.files.notes"]
+    assert list(run_inputs(config)) == [
+        "code.backtest",
+        "code.strategies",
+        "code.tests.backtest.test_engine",  # the user's strategy module
+        "strategies.mine.params.files.notes",
+    ]
     before = run_id_for(config)
     notes.write_text("v2")
     assert run_id_for(config) != before
     result = run(config)
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["inputs"] == run_inputs(config)
-    # Strategies that read no file keep the id of the config and data alone.
+    # Strategies that read no file: the id of the config, the data and the code.
     plain = _sp500_config(samples_dir, tmp_path / "out")
-    assert run_inputs(plain) == {}
+    assert list(run_inputs(plain)) == ["code.backtest", "code.strategies"]
 
 
 class FileReadingPolicy:

@@ -74,6 +74,19 @@ def test_spa_finds_a_better_model_and_not_a_lucky_one() -> None:
     assert spa_pvalue(benchmark, better, reps=500) < 0.05
 
 
+def test_pbo_of_perfectly_tied_trials_is_a_half_not_one() -> None:
+    # Copies of one strategy, and strategies that never trade: no configuration is better
+    # than another in or out of sample. Counting a median rank as overfit would say 1.
+    rng = np.random.default_rng(5)
+    one = rng.normal(0.0005, 0.01, size=(400, 1))
+    assert probability_of_backtest_overfitting(np.repeat(one, 4, axis=1), n_splits=8) == 0.5
+    assert probability_of_backtest_overfitting(np.zeros((400, 3)), n_splits=8) == 0.5
+    # A real winner beside a tie of the rest is still found: no overfitting.
+    tied = np.repeat(one, 3, axis=1)
+    tied[:, 0] += 0.004
+    assert probability_of_backtest_overfitting(tied, n_splits=8) == 0.0
+
+
 def _pbo_reference(m: np.ndarray, n_splits: int) -> float:
     """CSCV written out, one split at a time (Bailey et al. 2017, section 2)."""
     import itertools
@@ -92,7 +105,8 @@ def _pbo_reference(m: np.ndarray, n_splits: int) -> float:
         best = int(np.argmax(sharpes(np.concatenate([blocks[i] for i in chosen]))))
         oos = sharpes(np.concatenate([blocks[i] for i in rest]))
         rank = (np.sum(oos < oos[best]) + 0.5 * (np.sum(oos == oos[best]) - 1) + 1) / (n + 1)
-        below.append(np.log(rank / (1.0 - rank)) <= 0.0)
+        logit = np.log(rank / (1.0 - rank))
+        below.append(1.0 if logit < 0.0 else 0.5 if logit == 0.0 else 0.0)
     return float(np.mean(below))
 
 

@@ -120,7 +120,7 @@ def test_complete_runs_are_skipped_and_failures_recorded(tmp_path: Path, samples
     assert failed["error"].str.contains("strategies\\[0\\].params").all()
     done = table[table.status == "done"]
     assert set(done["strategy"]) == {"sma", "buy_and_hold"} and done["sharpe"].notna().all()
-    assert pd.read_parquet(tmp_path / "out" / "sweep_summary.parquet").equals(table)
+    assert pd.read_parquet(tmp_path / "out" / "sweep_runs.parquet").equals(table)
     selection = json.loads((tmp_path / "out" / "selection.json").read_text())
     assert selection["n_configs_tried"] == 4 and selection["n_configs_failed"] == 2
     statuses.clear()
@@ -189,6 +189,7 @@ def test_selection_runs_only_the_best_on_test(tmp_path: Path, samples_dir: Path)
     assert selection["pbo"] == {
         "pbo": pytest.approx(probability_of_backtest_overfitting(matrix, 16), rel=1e-12),
         "n_splits": 16,
+        "ties": "half-counted",
     }
     best_ledger = pd.read_parquet(out / best["run_id"] / "ledger.parquet")
     bench = returns_from_equity(best_ledger[best_ledger.strategy == "buy_and_hold"].equity_usd)
@@ -225,7 +226,8 @@ def test_a_killed_sweep_resumes_without_redoing_runs(tmp_path: Path, samples_dir
     assert result.returncode == 0, result.stderr
     assert f"{len(finished)} already complete" in result.stdout.replace("\n", " ")
     after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/summary.json")}
-    assert len(after) == 7  # six points on validation, the selected one on test
+    # Six seeds of one configuration on validation; it is selected, so its six on test.
+    assert len(after) == 12
     assert all(after[k] == v for k, v in finished.items())  # finished runs were not redone
     # The killed run's half-written staging folder was cleared when that run was redone.
     assert not list(out.glob(".*.tmp-*"))
@@ -351,6 +353,10 @@ def test_grid_values_that_resolve_to_one_config_run_once(tmp_path: Path, samples
     validation = table[table["split"] == "validation"]
     ids = dict(zip(validation["point"], validation["run_id"], strict=False))
     assert ids[0] == ids[1] != ids[2]
+    from backtest.sweep import sweep_warnings
+
+    (warning,) = sweep_warnings(expand_grid(load_sweep(sweep)))
+    assert "'env.fee_bps': values 1 and 1.0 give the same run" in warning
     assert sorted(s for i, split, s in seen if split == "validation") == ["done", "done", "skipped"]
     assert (validation["status"] != "failed").all()
     runs = [p for p in (tmp_path / "out").iterdir() if (p / "summary.json").exists()]
@@ -359,3 +365,164 @@ def test_grid_values_that_resolve_to_one_config_run_once(tmp_path: Path, samples
         validation[validation.point == 0]["sharpe"].reset_index(drop=True),
         validation[validation.point == 1]["sharpe"].reset_index(drop=True),
     )
+
+
+def _seeded_sweep(tmp_path: Path, samples_dir: Path) -> Path:
+    # A strategy named like the hybrid and run with three seeds: its runs hold hybrid@0,
+    # hybrid@1, hybrid@2, never "hybrid" (the name the sweep used to look up, so that it
+    # selected nothing and deflated over "None trials"). Two flat configurations never
+    # trade: their runs are the same, one trial.
+    (tmp_path / "base.toml").write_text(f"""
+name = "seeded"
+[data]
+path = "{samples_dir / "SP500.parquet"}"
+[splits]
+train_end = "2013-01-01"
+validation_end = "2016-01-01"
+[[strategies]]
+name = "hybrid"
+kind = "random"
+seeds = 3
+""")
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(
+        'base = "base.toml"\noutput_dir = "out"\nstrategy = "hybrid"\n[grid]\n'
+        '"strategies[0].params.positions" = [[0.0, 1.0], [-1.0, 0.0, 1.0], [0.0], [0.0, 0.0]]\n'
+        "seed = [0, 1]\n"
+    )
+    return sweep
+
+
+def test_seeded_strategies_are_scored_over_their_seeds(tmp_path: Path, samples_dir: Path) -> None:
+    from scipy.stats import t
+
+    spec = load_sweep(_seeded_sweep(tmp_path, samples_dir))
+    points = expand_grid(spec)
+    assert len(points) == 8 and [p.configuration for p in points] == [0, 1, 2, 3] * 2
+    runs = run_sweep(spec, workers=1)
+    out = tmp_path / "out"
+    selection = json.loads((out / "selection.json").read_text())
+    assert len(selection["selected"]) == 1  # the old lookup of "hybrid" selected nothing
+    best = selection["selected"][0]
+    assert best["strategy"] == "hybrid" and best["replications"] == {"seed": [0, 1]}
+
+    # The objective is the mean over the six seeds (two run seeds x hybrid@0..2).
+    values = []
+    for run_id in best["run_ids"]:
+        stats = json.loads((out / run_id / "summary.json").read_text())["strategies"]
+        assert "hybrid" not in stats
+        values += [stats[f"hybrid@{k}"]["sharpe"] for k in range(3)]
+    seeds = best["validation_seeds"]
+    assert seeds["n_seeds"] == 6 and seeds["n_nan_seeds"] == 0
+    assert seeds["values"] == pytest.approx(values)
+    assert seeds["mean"] == pytest.approx(np.mean(values)) == best["validation"]["sharpe"]
+    assert seeds["std"] == pytest.approx(np.std(values, ddof=1))
+    half = t.ppf(0.975, 5) * np.std(values, ddof=1) / np.sqrt(6)
+    assert seeds["ci"] == pytest.approx([np.mean(values) - half, np.mean(values) + half])
+    assert "seeds" in seeds["ci_method"]
+    assert best["test_seeds"]["n_seeds"] == 6 and best["test"]["sharpe"] is not None
+
+    # One row per configuration, in Parquet and CSV.
+    summary = pd.read_parquet(out / "sweep_summary.parquet")
+    csv = pd.read_csv(out / "sweep_summary.csv")
+    assert list(summary["configuration"]) == list(csv["configuration"]) == [0, 1, 2, 3]
+    assert "grid.seed" not in summary and (summary["seeds"] == 6).all()
+    chosen = summary[summary["selected"]]
+    assert list(chosen["configuration"]) == [best["configuration"]]
+    assert chosen["validation_mean"].iloc[0] == pytest.approx(seeds["mean"])
+    assert chosen["validation_std"].iloc[0] == pytest.approx(seeds["std"])
+    assert chosen["test_mean"].iloc[0] == pytest.approx(best["test_seeds"]["mean"])
+    assert summary[~summary["selected"]]["test_mean"].isna().all()
+    # A series that is 0 on every bar has a Sharpe ratio of 0 (backtest.metrics), not NaN.
+    flat = summary[summary["configuration"] >= 2]
+    assert (flat["n_nan_seeds"] == 0).all() and (flat["validation_mean"] == 0.0).all()
+
+    # Distinct trials: the two flat configurations are one trial, counted once.
+    assert flat["distinct_trial"].nunique() == 1
+    assert (summary["n_distinct_trials"] == 3).all() and selection["n_distinct_trials"] == 3
+    assert selection["deflated_sharpe"]["n_trials"] == 3
+    assert selection["deflated_sharpe"]["n_configurations"] == 4
+
+    # Only the selected configuration reached the test split, with both of its run seeds.
+    tested = runs[runs["split"] == "test"]
+    assert set(tested["configuration"]) == {best["configuration"]}
+    assert tested["point"].nunique() == 2
+    assert len(list(out.glob("*/summary.json"))) == 8 + 2
+
+
+def test_seed_scores_follow_the_nan_rule() -> None:
+    from backtest.seed_scores import member_names, score_seeds
+
+    score = score_seeds([1.0, None, float("nan"), 3.0])
+    assert (score.n_seeds, score.n_nan_seeds, score.mean) == (4, 2, 2.0)
+    assert score.std == pytest.approx(np.sqrt(2.0)) and score.ci_low < 2.0 < score.ci_high
+    one = score_seeds([0.5, float("nan")])
+    assert (one.mean, one.std, one.ci_low, one.n_nan_seeds) == (0.5, None, None, 1)
+    assert score_seeds([None, None]).mean is None  # never selected
+    assert select_top_k({0: None, 1: 0.2, 2: float("nan")}, 2, "sharpe") == [1]
+    # The run's seed groups (summary.json, the run report) follow the same rule.
+    from backtest.engine.score import _seed_groups
+
+    stats = {f"h@{k}": {"sharpe": v} for k, v in enumerate([1.0, None, float("nan"), 3.0])}
+    (group,) = _seed_groups({"h": list(stats)}, stats).values()
+    assert (group["mean"]["sharpe"], group["std"]["sharpe"]) == (score.mean, score.std)
+    assert group["n_nan_seeds"]["sharpe"] == score.n_nan_seeds == 2
+    names = ["hybrid@10", "hybrid@2", "hybrid~llm0@0", "drl@0", "hybrid"]
+    assert member_names(names, "hybrid") == ["hybrid@2", "hybrid@10"]
+    assert member_names(["a", "b"], "b") == ["b"] and member_names(["a"], "x") == []
+
+
+def test_the_shipped_routing_sweep_with_three_seeds_selects_a_configuration(
+    tmp_path: Path, samples_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    from backtest.sweep import sweep_warnings
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)  # routing paths are relative to the repository root
+    monkeypatch.delenv("OPENROUTER_API_KEY", raising=False)
+    spec = load_sweep(repo / "experiments" / "sweeps" / "routing.toml")
+    assert spec.grid["strategies[5].seeds"] == [3] and spec.selection.strategy == "hybrid"
+    models, cassette = str(tmp_path / "models"), str(tmp_path / "no-cassette")
+    tiny = {
+        "timesteps": [128],
+        "eval_every": [64],
+        "episode_bars": [32],
+        "hyperparameters.n_steps": [64],
+        "hyperparameters.batch_size": [32],
+        "cache_dir": [models],
+    }
+    grid = {
+        **spec.grid,
+        "data.path": [str(samples_dir / "SP500.parquet")],
+        "splits.last_bars": [30],
+        "verdict.reps": [100],
+        "llm.cassette": [cassette],
+        **{f"strategies[3].params.{k}": v for k, v in tiny.items()},
+        **{f"strategies[5].params.drl.{k}": v for k, v in tiny.items()},
+    }
+    spec = dataclasses.replace(spec, grid=grid, output_dir=tmp_path / "out")
+    points = expand_grid(spec)
+    assert len(points) == 3 and len({p.configuration for p in points}) == 3
+    # No key, no cassette: the offline analyst answers, and the sweep says so first.
+    (warning,) = sweep_warnings(points)
+    assert "strategies[5].params.llm.routing" in warning and "offline analyst" in warning
+
+    run_sweep(spec, workers=1)
+    selection = json.loads((tmp_path / "out" / "selection.json").read_text())
+    (best,) = selection["selected"]
+    assert best["strategy"] == "hybrid" and best["validation_seeds"]["n_seeds"] == 3
+    assert best["validation"]["sharpe"] is not None and best["test_seeds"]["n_seeds"] == 3
+    summary = pd.read_parquet(tmp_path / "out" / "sweep_summary.parquet")
+    assert len(summary) == 3 and (summary["seeds"] == 3).all()
+    assert summary["validation_std"].notna().all() and summary["selected"].sum() == 1
+    assert selection["warnings"] == [warning]
+    # The offline analyst ignores which models a routing names: every routing with the
+    # same roles is one trial, and the Deflated Sharpe counts it once.
+    assert selection["deflated_sharpe"]["n_trials"] == summary["distinct_trial"].nunique()
+    assert selection["deflated_sharpe"]["n_configurations"] == 3
+    from reports import write_report
+
+    html = write_report(tmp_path / "out").read_text("utf-8")
+    assert 'id="seeds"' in html and "t-interval over seeds" in html

@@ -132,14 +132,15 @@ def test_two_sweeps_share_one_model_cache(sp500: Path, tmp_path: Path) -> None:
     for proc in procs:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err
-    tables = [pd.read_parquet(s.parent / "out" / "sweep_summary.parquet") for s in sweeps]
+    tables = [pd.read_parquet(s.parent / "out" / "sweep_runs.parquet") for s in sweeps]
     for table in tables:
         assert (table["status"] == "done").all(), table["error"].tolist()
     folders = sorted(p.name for p in models.iterdir())
-    # One model per seed trained for the validation runs, and one for the selected
-    # configuration's test run (trained on the bars before the test split): 3, each once,
-    # though two sweeps asked for each of them.
-    assert len(folders) == 3 and not [f for f in folders if ".tmp-" in f], folders
+    # One model per seed trained for the validation runs, and one per seed for the
+    # selected configuration's test runs (the grid's two seeds are one configuration,
+    # trained on the bars before the test split): 4, each once, though two sweeps asked
+    # for each of them.
+    assert len(folders) == 4 and not [f for f in folders if ".tmp-" in f], folders
     for folder in models.iterdir():
         assert {"manifest.json", "normalisation.npz", "best_model.zip"} <= {
             p.name for p in folder.iterdir()

@@ -178,8 +178,8 @@ def test_sigkill_of_a_sweep(sp500: Path, tmp_path: Path) -> None:
     after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("*/summary.json")}
     assert len(after) == 5 and all(after[k] == v for k, v in done.items())
     assert not list(out.glob(".*.tmp-*"))
-    ref = pd.read_parquet(tmp_path / "ref" / "out" / "sweep_summary.parquet")
-    got = pd.read_parquet(out / "sweep_summary.parquet")
+    ref = pd.read_parquet(tmp_path / "ref" / "out" / "sweep_runs.parquet")
+    got = pd.read_parquet(out / "sweep_runs.parquet")
     metrics = [c for c in ref.columns if c not in ("run_id", "status")]
     pd.testing.assert_frame_equal(
         ref[metrics].sort_values(["point", "strategy"]).reset_index(drop=True),

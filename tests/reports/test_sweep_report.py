@@ -21,7 +21,7 @@ def test_sweep_report_lists_every_run(sweep_dir: Path) -> None:
     path = write_report(sweep_dir)
     assert path == sweep_dir / "sweep_report.html"
     html = path.read_text("utf-8")
-    table = pd.read_parquet(sweep_dir / "sweep_summary.parquet")
+    table = pd.read_parquet(sweep_dir / "sweep_runs.parquet")
     # 3 points on validation and the selected one on test, x (sma, buy_and_hold).
     assert len(table) == 8 and (table["split"] == "test").sum() == 2
     for run_id in table["run_id"]:
@@ -32,7 +32,12 @@ def test_sweep_report_lists_every_run(sweep_dir: Path) -> None:
     selection = json.loads((sweep_dir / "selection.json").read_text())
     assert f'data-v="{selection["deflated_sharpe"]["dsr"]}"' in html
     assert selection["selected"][0]["test_run_id"] in html
-    assert html.count('<tr class="selected">') == 4  # its validation and test rows
+    # Its validation and test rows in the table of runs, its row in the seed spread.
+    assert html.count('<tr class="selected">') == 5
+    configurations = pd.read_parquet(sweep_dir / "sweep_summary.parquet")
+    assert len(configurations) == 3 and 'id="seeds"' in html
+    for value in configurations["validation_mean"].dropna():
+        assert f'data-v="{value}"' in html
     # The scatter shows the configurations where they were scored: validation only.
     spec = json.loads(html.split('id="fig-cost-return">')[1].split("</script>")[0])
     assert len(spec["data"][0]["hovertext"]) == 6
@@ -49,7 +54,7 @@ def test_a_sweep_without_selection_says_so(sweep_dir: Path, tmp_path: Path) -> N
 def test_selection_results_are_shown(sweep_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "sel"
     shutil.copytree(sweep_dir, folder)
-    table = pd.read_parquet(folder / "sweep_summary.parquet")
+    table = pd.read_parquet(folder / "sweep_runs.parquet")
     best = table.loc[table["sharpe"].idxmax()]
     selection = {
         "metric": "sharpe",
@@ -81,8 +86,8 @@ def test_selection_results_are_shown(sweep_dir: Path, tmp_path: Path) -> None:
 def test_a_damaged_summary_is_a_clear_error(sweep_dir: Path, tmp_path: Path) -> None:
     folder = tmp_path / "bad"
     folder.mkdir()
-    (folder / "sweep_summary.parquet").write_bytes(b"PAR1 truncated")
-    with pytest.raises(BacktestError, match=r"sweep_summary\.parquet: cannot read.*Fix"):
+    (folder / "sweep_runs.parquet").write_bytes(b"PAR1 truncated")
+    with pytest.raises(BacktestError, match=r"sweep_runs\.parquet: cannot read.*Fix"):
         write_report(folder)
 
 

@@ -267,3 +267,27 @@ def test_bad_n_envs_or_vec_env_are_config_errors() -> None:
         DRLPolicy(n_envs=0)
     with pytest.raises(ConfigError, match="vec_env"):
         DRLPolicy(n_envs=2, vec_env="subproc")
+
+
+def test_an_env_code_edit_changes_the_model_cache_key(
+    samples_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import strategies.drl as drl
+
+    # The real hashing path (find the modules' sources, hash their bytes), over a copy of
+    # backtest/env.py standing in for the installed one, so that it can be edited.
+    env_copy = tmp_path / "env_under_edit.py"
+    shutil.copy(Path(drl.__file__).parents[1] / "backtest" / "env.py", env_copy)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(drl, "_TRAINING_CODE", (*drl._TRAINING_CODE, "env_under_edit"))
+    bars = _train_bars(samples_dir)
+    settings = {"algo": "PPO", "n_envs": 1}
+    drl._code_sha256.cache_clear()
+    before = drl._training_key(bars.frame, EnvConfig(), settings)
+    env_copy.write_text(env_copy.read_text().replace("def step(", "def step(  ", 1))
+    drl._code_sha256.cache_clear()
+    after = drl._training_key(bars.frame, EnvConfig(), settings)
+    drl._code_sha256.cache_clear()  # leave the real modules' hash for the other tests
+    assert before != after
