@@ -59,6 +59,9 @@ class ProviderProfile:
         api_key_env: Environment variable holding the key.
         headers: Extra headers (OpenRouter's attribution headers).
         reports_cost: Whether responses carry the provider's own cost (OpenRouter).
+        local: A server on this machine (llama.cpp, Ollama, vLLM run locally): its calls
+            cost $0 by rule (``cost_source="local"``) and need no price.
+            :func:`backtest.llm.pricing.is_local_base_url` tells a loopback URL.
     """
 
     name: str
@@ -66,6 +69,7 @@ class ProviderProfile:
     api_key_env: str
     headers: Mapping[str, str] = field(default_factory=dict)
     reports_cost: bool = False
+    local: bool = False
 
 
 PROFILES: dict[str, ProviderProfile] = {
@@ -284,7 +288,8 @@ class LLMClient:
         api_key_env: Overrides the profile's key variable.
         prices: A :class:`backtest.llm.pricing.PriceTable` for ``cost_usd`` when the
             provider does not report a cost; None leaves the table cost at 0 with
-            ``cost_source="unpriced"``.
+            ``cost_source="unpriced"``. A server on this machine (a loopback base URL)
+            (a profile with ``local``) costs $0 by rule, ``cost_source="local"``.
         timeout_s: Per-attempt timeout.
         max_retries: Further attempts after the first, on 429, 5xx, timeouts, connection
             errors and malformed bodies.
@@ -327,6 +332,7 @@ class LLMClient:
             api_key_env or base.api_key_env,
             dict(base.headers),
             base.reports_cost,
+            base.local,
         )
         if not self.profile.base_url:
             raise ConfigError(
@@ -335,6 +341,7 @@ class LLMClient:
             )
         self.cassette = cassette
         self.prices = prices
+        self.local = self.profile.local
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -360,7 +367,7 @@ class LLMClient:
 
             key = os.environ.get(self.profile.api_key_env)
             if not key:
-                if self.profile.name != "openai_compatible":
+                if self.profile.name != "openai_compatible" and not self.profile.local:
                     raise ConfigError(
                         f"no API key: the environment variable {self.profile.api_key_env} is "
                         f"not set for the {self.profile.name} profile. Fix: export "
@@ -529,6 +536,8 @@ class LLMClient:
         usage = Usage.from_openai(
             body.get("usage"), image_inputs=int(recording.meta.get("images", 0))
         )
+        if self.local:  # $0 by rule, whatever the server says
+            return 0.0, "local"
         if usage.reported_cost_usd is not None:
             return float(usage.reported_cost_usd), "reported"
         if self.prices is None:
