@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +34,8 @@ from backtest.errors import CassetteMiss, ConfigError, LLMError, PricingError
 from backtest.llm.cassette import Cassette, Recording, canonical_request, request_key
 from backtest.llm.records import LLMCall, Usage
 from backtest.llm.retry import RetryPolicy
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "JSON_OBJECT_ONLY",
@@ -358,6 +362,8 @@ class LLMClient:
         self._sleep = sleep
         self._clock = clock
         self._sdk: Any = None
+        self._expected: tuple[list[str], str] | None = None
+        self._check_lock = threading.Lock()
 
     # ----------------------------------------------------------------- the SDK
 
@@ -506,26 +512,61 @@ class LLMClient:
             "retry_after_s": retry_after_s,
         }
 
-    def check_models(self, models: list[str]) -> None:
+    def check_models(self, models: list[str], *, source: str = "") -> None:
         """Before a live run: every model id must be in the provider's model list.
 
+        A provider that cannot list its models (no ``/models`` route, an empty list, a
+        connection error) is not a reason to stop: the ids are then left unchecked, with a
+        warning, and a wrong one fails at its first call as before.
+
+        Args:
+            models: The ids the run may call.
+            source: Where they come from (the routing file), for the message.
+
         Raises:
-            ConfigError: Naming each unknown id with the closest listed one.
+            ConfigError: Naming the routing file, each unknown id and its closest listed ids.
         """
         import difflib
 
-        listed = {m.id for m in self._client().models.list()}
+        import openai
+
+        try:
+            listed = {m.id for m in self._client().models.list()}
+        except (openai.APIConnectionError, openai.APIStatusError) as exc:
+            logger.warning(
+                "%s does not list its models (%s); model ids left unchecked",
+                self.profile.base_url,
+                type(exc).__name__,
+            )
+            return
+        if not listed:
+            logger.warning("%s lists no models; model ids left unchecked", self.profile.base_url)
+            return
         missing = [m for m in models if m not in listed]
         if missing:
             hints = []
             for model in missing:
-                close = difflib.get_close_matches(model, sorted(listed), n=1, cutoff=0.5)
-                hints.append(f"{model!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                close = difflib.get_close_matches(model, sorted(listed), n=3, cutoff=0.5)
+                alternatives = " or ".join(repr(c) for c in close)
+                hints.append(f"{model!r}" + (f" (did you mean {alternatives}?)" if close else ""))
+            where = f"{source}: " if source else ""
             raise ConfigError(
-                f"{self.profile.base_url} does not list model(s) {', '.join(hints)}. Fix: use "
-                "ids the provider lists (e.g. OpenRouter ids such as "
-                "'qwen/qwen2.5-vl-72b-instruct'), in the routing file."
+                f"{where}{self.profile.base_url} does not list model(s) {', '.join(hints)}. "
+                f"Fix: use ids the provider lists (GET {self.profile.base_url}/models; e.g. "
+                "OpenRouter ids such as 'qwen/qwen2.5-vl-72b-instruct') in "
+                f"{source or 'the routing file'}."
             )
+
+    def expect_models(self, models: list[str], *, source: str = "") -> None:
+        """Check ``models`` with :meth:`check_models` before the first call that goes live
+        (never for cassette hits, replays or the offline analyst)."""
+        self._expected = (list(models), source)
+
+    def _check_expected(self) -> None:
+        with self._check_lock:
+            expected, self._expected = self._expected, None
+        if expected is not None:
+            self.check_models(expected[0], source=expected[1])
 
     # ------------------------------------------------------------------ calls
 
@@ -585,6 +626,7 @@ class LLMClient:
                     f" with {self.profile.api_key_env} set."
                 )
             else:
+                self._check_expected()  # before the first call that goes out
                 recording = self._live(request, key, canonical)
                 if recording.outcome == "ok":
                     # Priced once, when recorded: every replay charges the same cost_usd.

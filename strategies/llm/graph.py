@@ -253,6 +253,7 @@ class LLMPolicy:
         if chart not in ("auto", "image", "text"):
             raise ValueError(f"chart must be auto, image or text, got {chart!r}")
         self.name = name
+        self.routing_file = str(routing)
         self.routing = load_routing(routing)
         if max_run_usd is not None:
             self.routing = self.routing.model_copy(
@@ -423,6 +424,9 @@ class LLMPolicy:
             max_retry_s=self.max_retry_s,
             prices=self._prices or load_prices(self.prices_table),
         )
+        if self.source == "live":
+            # Before the first call that goes out: every id must be one the provider lists.
+            client.expect_models(self.routing.models(), source=self.routing_file)
         # A local server costs $0 by rule: no estimate, no budget downgrade or stop.
         self.router = Router(self.routing, client, prices=None if client.local else client.prices)
 
