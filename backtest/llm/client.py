@@ -32,7 +32,14 @@ from typing import Any
 
 from backtest.errors import CassetteMiss, ConfigError, LLMError, PricingError
 from backtest.llm.cassette import Cassette, Recording, canonical_request, request_key
+from backtest.llm.model_list import check_model_ids
 from backtest.llm.records import LLMCall, Usage
+from backtest.llm.response_format import (
+    JSON_OBJECT_ONLY,
+    RESPONSE_FORMATS,
+    response_format_for,
+    strict_json_schema,
+)
 from backtest.llm.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
@@ -176,61 +183,6 @@ class ChatResult:
     call: LLMCall
     raw: Mapping[str, Any]
     refusal: str = ""
-
-
-#: Model-id prefixes whose providers accept only ``{"type": "json_object"}`` (no JSON schema).
-JSON_OBJECT_ONLY: tuple[str, ...] = ("deepseek/", "deepseek-", "moonshotai/", "moonshot-")
-#: What a routing file's ``[models."<id>"] response_format`` may say.
-RESPONSE_FORMATS: tuple[str, ...] = ("json_schema", "json_object", "none")
-
-
-def strict_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """``schema`` as strict mode needs it: every property required, no other key allowed.
-
-    OpenAI's strict mode rejects a schema whose ``required`` misses a property, and
-    llama.cpp turns the schema into a grammar, where an optional key lets a weak model stop
-    early; a field that may be empty is nullable instead.
-    """
-    out = dict(schema)
-    properties = dict(out.get("properties") or {})
-    out["required"] = list(properties)
-    out["additionalProperties"] = False
-    return out
-
-
-def response_format_for(
-    model: str, schema: Mapping[str, Any], name: str, kind: str | None = None
-) -> dict[str, Any] | None:
-    """Ask ``model`` for JSON by construction.
-
-    Args:
-        model: The model actually called (a fallback's own id, not the role's primary).
-        schema: The answer's JSON schema.
-        name: The schema's name (the role).
-        kind: ``json_schema``, ``json_object`` or ``none`` (no ``response_format`` sent),
-            from the routing file's per-model override; None chooses by model id: a strict
-            JSON schema, except ``json_object`` for the providers that take no schema
-            (DeepSeek, Moonshot). The parser validates the answer either way.
-
-    Raises:
-        ConfigError: ``kind`` is not one of :data:`RESPONSE_FORMATS`.
-    """
-    if kind is None:
-        kind = "json_object" if model.startswith(JSON_OBJECT_ONLY) else "json_schema"
-    if kind == "none":
-        return None
-    if kind == "json_object":
-        return {"type": "json_object"}
-    if kind != "json_schema":
-        raise ConfigError(
-            f"response_format {kind!r} for model {model!r} is not one of "
-            f"{', '.join(RESPONSE_FORMATS)}. Fix: use one of them in the routing file's "
-            f'[models."{model}"] table.'
-        )
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": name, "schema": strict_json_schema(schema), "strict": True},
-    }
 
 
 def require_parameters(provider: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -526,8 +478,6 @@ class LLMClient:
         Raises:
             ConfigError: Naming the routing file, each unknown id and its closest listed ids.
         """
-        import difflib
-
         import openai
 
         try:
@@ -542,20 +492,7 @@ class LLMClient:
         if not listed:
             logger.warning("%s lists no models; model ids left unchecked", self.profile.base_url)
             return
-        missing = [m for m in models if m not in listed]
-        if missing:
-            hints = []
-            for model in missing:
-                close = difflib.get_close_matches(model, sorted(listed), n=3, cutoff=0.5)
-                alternatives = " or ".join(repr(c) for c in close)
-                hints.append(f"{model!r}" + (f" (did you mean {alternatives}?)" if close else ""))
-            where = f"{source}: " if source else ""
-            raise ConfigError(
-                f"{where}{self.profile.base_url} does not list model(s) {', '.join(hints)}. "
-                f"Fix: use ids the provider lists (GET {self.profile.base_url}/models; e.g. "
-                "OpenRouter ids such as 'qwen/qwen2.5-vl-72b-instruct') in "
-                f"{source or 'the routing file'}."
-            )
+        check_model_ids(listed, models, base_url=self.profile.base_url, source=source)
 
     def expect_models(self, models: list[str], *, source: str = "") -> None:
         """Check ``models`` with :meth:`check_models` before the first call that goes live

@@ -38,14 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from backtest.config import explain_validation_error, read_toml
 from backtest.errors import ConfigError
 from backtest.llm.budget import Budget, BudgetConfig
-from backtest.llm.client import (
-    CallContext,
-    ChatRequest,
-    ChatResult,
-    LLMCallFailed,
-    response_format_for,
-)
+from backtest.llm.client import CallContext, ChatRequest, ChatResult, LLMCallFailed
 from backtest.llm.records import LLMCall
+from backtest.llm.response_format import response_format_for
 
 __all__ = [
     "BudgetSettings",
