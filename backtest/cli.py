@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from backtest.cli_llm import llm_app
 from backtest.errors import BacktestError
 
 __all__ = ["REPORT_WRITER", "app", "main"]
@@ -35,6 +36,7 @@ data_app = typer.Typer(
 app.add_typer(data_app, name="data")
 cassette_app = typer.Typer(help="Inspect and maintain LLM cassettes.", no_args_is_help=True)
 app.add_typer(cassette_app, name="cassette")
+app.add_typer(llm_app, name="llm")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -358,6 +360,7 @@ def _run(
             console.print(f"{escape(symbol)}: run {info['run_id']} in {info['run_dir']}")
     else:
         _print_metrics(config.name, summary)
+    _print_llm_sources(summary.get("llm_sources") or {})
     for warning in result.manifest.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     console.print(f"Run {result.run_id} written to {result.run_dir}")
@@ -435,6 +438,15 @@ def _print_llm_health(summary: dict[str, Any]) -> None:
             f"{stats.get('llm_unusable_answers', 0):,} unusable answer(s)"
             f"{f' ({escape(detail)})' if detail else ''}[/{colour}]"
         )
+
+
+def _print_llm_sources(sources: dict[str, str]) -> None:
+    """Where each LLM strategy's answers came from (strategies that share one, together)."""
+    together: dict[str, list[str]] = {}
+    for name, text in sources.items():
+        together.setdefault(text, []).append(name)
+    for text, names in together.items():
+        console.print(f"LLM answers of {escape(', '.join(names))}: {escape(text)}", soft_wrap=True)
 
 
 def _print_verdict(entries: list[dict[str, Any]]) -> None:

@@ -475,8 +475,17 @@ def run_report_html(run_dir: str | Path) -> str:
         "leakage": manifest.get("leakage") or [],
         "window": window,
         "benchmark": summary.get("benchmark"),
+        "llm_sources": _llm_sources(summary),
     }
     return render_template("run.html.j2", **context)
+
+
+def _llm_sources(summary: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """Each distinct answer source with the strategies it served (the terminal's lines)."""
+    together: dict[str, list[str]] = {}
+    for name, text in (summary.get("llm_sources") or {}).items():
+        together.setdefault(str(text), []).append(str(name))
+    return list(together.items())
 
 
 def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:

@@ -166,6 +166,10 @@ class ControlLLM:
         """No model is called."""
         return []
 
+    def describe_source(self) -> str:
+        """A control asks no model: it replays (or randomises) its hybrid's record."""
+        return f"control {self.kind}: no model is asked; derived from its hybrid's LLM record"
+
     def estimate_llm_cost(self, market: MarketView, first_bar: int) -> dict[str, Any]:
         """A control costs nothing."""
         return {"calls": 0, "usd": 0.0}

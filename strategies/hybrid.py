@@ -164,7 +164,10 @@ class HybridPolicy:
     Args:
         name: Label in the ledger.
         drl: Keyword arguments for :class:`strategies.drl.DRLPolicy`.
-        llm: Keyword arguments for :class:`strategies.llm.graph.LLMPolicy`.
+        llm: Keyword arguments for :class:`strategies.llm.graph.LLMPolicy`. Its
+            ``portfolio_in_prompt`` defaults to False here: the LLM judges the market, not
+            the DRL's position, so its answers (and a cassette of them) do not depend on
+            how the DRL side was trained.
         drl_weight: The seed's ``drl_weight`` (0.5); the starting weight with ``hedge``.
         llm_weight: The seed's ``llm_weight`` (0.5); the starting weight with ``hedge``.
         weighting: ``fixed`` (the seed's constant weights) or ``hedge`` (learned online).
@@ -204,7 +207,9 @@ class HybridPolicy:
         self.control = control
         self.drl = DRLPolicy(f"{name}.drl", **(drl or {}))
         self.llm: Any = (
-            ControlLLM(control) if control is not None else LLMPolicy(f"{name}.llm", **(llm or {}))
+            ControlLLM(control)
+            if control is not None
+            else LLMPolicy(f"{name}.llm", **{"portfolio_in_prompt": False, **(llm or {})})
         )
         if control == "llm0":
             llm_weight = 0.0
@@ -255,6 +260,10 @@ class HybridPolicy:
     def models_used(self) -> list[str]:
         """The LLM side's models (for the engine's temporal-leakage guard)."""
         return self.llm.models_used()
+
+    def describe_source(self) -> str:
+        """Where the LLM side's answers come from (see :meth:`LLMPolicy.describe_source`)."""
+        return str(self.llm.describe_source())
 
     def estimate_llm_cost(self, market: MarketView, first_bar: int) -> dict[str, Any]:
         """The LLM side's cost estimate (see :meth:`LLMPolicy.estimate_llm_cost`)."""

@@ -139,6 +139,7 @@ def _score(
         stats["stops"] = sum(1 for e in track.exit_reason if e)
         summary["strategies"][name] = stats
     summary["seed_groups"] = _seed_groups(groups, summary["strategies"])
+    summary["llm_sources"] = _llm_sources(policies, specs, calls)
     summary["comparisons"] = [
         compare(
             tables["ledger"],
@@ -269,6 +270,41 @@ def _llm_counts(calls: pa.Table, name: str) -> dict[str, Any]:
         "llm_unusable_answers": sum(reasons.values()),
         "abstain_reasons": dict(sorted(reasons.items())),
     }
+
+
+def _llm_sources(
+    policies: list[Policy], specs: list[StrategyConfig], calls: pa.Table
+) -> dict[str, str]:
+    """Per LLM strategy, where its answers came from, in words, with how they were served.
+
+    E.g. ``"SmolLM2-135M-Instruct (Q4_1) (local, ...): replayed (604 answers from the
+    cassette)"``; the terminal and the report print it, so nobody mistakes a replay, a
+    recording or the offline analyst for one another.
+    """
+    out: dict[str, str] = {}
+    for policy, spec in zip(policies, specs, strict=True):
+        describe = getattr(policy, "describe_source", None)
+        if not callable(describe):
+            continue
+        mine = calls.filter(pc.equal(calls["strategy"], spec.name)) if calls.num_rows else calls
+        caches = mine["cache"].to_pylist() if mine.num_rows else []
+        failed = sum(1 for e in (mine["error"].to_pylist() if mine.num_rows else []) if e)
+        hits = caches.count("hit")
+        fresh = caches.count("recorded") + caches.count("live")
+        if not caches:
+            how = "no call"
+        elif caches.count("offline") == len(caches):
+            how = f"{len(caches)} rule-based answers"
+        elif fresh == 0:
+            how = f"replayed ({hits} answers from the cassette)"
+        elif hits == 0:
+            how = f"asked live ({fresh} answers)"
+        else:
+            how = f"{hits} answers replayed from the cassette, {fresh} asked live"
+        if failed:
+            how += f", {failed} failed"
+        out[spec.name] = f"{describe()}: {how}"
+    return out
 
 
 def _seed_groups(

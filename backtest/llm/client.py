@@ -70,8 +70,9 @@ class ProviderProfile:
         api_key_env: Environment variable holding the key.
         headers: Extra headers (OpenRouter's attribution headers).
         reports_cost: Whether responses carry the provider's own cost (OpenRouter).
-        local: A server on this machine (llama.cpp, Ollama, vLLM run locally): its calls
-            cost $0 by rule (``cost_source="local"``) and need no price.
+        local: A model served on this machine (llama.cpp, Ollama, vLLM run locally): no key,
+            its calls cost $0 by rule (``cost_source="local"``) and need no price, and with
+            no base URL the bundled server is started on the first call the cassette misses.
             :func:`backtest.llm.pricing.is_local_base_url` tells a loopback URL.
     """
 
@@ -98,6 +99,9 @@ PROFILES: dict[str, ProviderProfile] = {
     "moonshot": ProviderProfile("moonshot", "https://api.moonshot.ai/v1", "MOONSHOT_API_KEY"),
     # vLLM, llama.cpp, Ollama, the test server: give base_url (and api_key_env if needed).
     "openai_compatible": ProviderProfile("openai_compatible", "", "OPENAI_COMPATIBLE_API_KEY"),
+    # llama.cpp's server on this machine (backtest/llm/local.py): started for the run when
+    # base_url is left out, or any local server (llama-server, Ollama, vLLM) by base_url.
+    "local": ProviderProfile("local", "", "LOCAL_LLM_API_KEY", local=True),
 }
 
 
@@ -240,7 +244,10 @@ class LLMClient:
     Args:
         cassette: Where answers are replayed from and recorded to (None: live only).
         profile: A key of :data:`PROFILES`.
-        base_url: Overrides the profile's base URL (required for ``openai_compatible``).
+        base_url: Overrides the profile's base URL (required for ``openai_compatible``; for
+            ``local``, None starts the bundled llama.cpp server on the first live call).
+        local_model: For ``local`` without a base URL: the GGUF file to serve (None: the
+            bundled SmolLM2-135M-Instruct).
         api_key_env: Overrides the profile's key variable.
         prices: A :class:`backtest.llm.pricing.PriceTable` for ``cost_usd`` when the
             provider does not report a cost; None leaves the table cost at 0 with
@@ -266,6 +273,7 @@ class LLMClient:
         profile: str = "openrouter",
         base_url: str | None = None,
         api_key_env: str | None = None,
+        local_model: str | None = None,
         prices: Any = None,
         timeout_s: float = 60.0,
         max_retries: int = 3,
@@ -290,7 +298,8 @@ class LLMClient:
             base.reports_cost,
             base.local,
         )
-        if not self.profile.base_url:
+        self.local_model = local_model
+        if not self.profile.base_url and not self.profile.local:
             raise ConfigError(
                 "llm.base_url: the openai_compatible profile needs a base URL. Fix: set "
                 "llm.base_url (e.g. http://127.0.0.1:8000/v1 for vLLM)."
@@ -323,6 +332,11 @@ class LLMClient:
         if self._sdk is None:
             import openai
 
+            base_url = self.profile.base_url
+            if not base_url:  # the local profile: start the bundled server now
+                from backtest.llm.local import shared_server
+
+                base_url = shared_server(self.local_model).base_url
             key = os.environ.get(self.profile.api_key_env)
             if not key:
                 if self.profile.name != "openai_compatible" and not self.profile.local:
@@ -334,7 +348,7 @@ class LLMClient:
                     )
                 key = "unused"  # local servers usually need none
             self._sdk = openai.OpenAI(
-                base_url=self.profile.base_url,
+                base_url=base_url,
                 api_key=key,
                 max_retries=0,  # retries are ours, so each attempt is recorded
                 timeout=self.timeout_s,

@@ -172,6 +172,11 @@ class Cost:
     model: str | None = None
 
 
+#: A model id in a price table that prices every model the table does not list (the
+#: ``local`` table: whatever a local server serves costs $0).
+ANY_MODEL = "*"
+
+
 @dataclass(frozen=True, slots=True)
 class PriceTable:
     """One named price table from a prices file; immutable.
@@ -478,6 +483,8 @@ class PriceTable:
         canonical = self.aliases.get(model, model)
         if canonical in self._entries:
             return canonical
+        if ANY_MODEL in self._entries:  # e.g. the local table: every served model is $0
+            return ANY_MODEL
         known = [*self._entries, *self.aliases]
         close = difflib.get_close_matches(model, known, n=3, cutoff=0.6)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""

@@ -37,7 +37,12 @@ def strict_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def response_format_for(
-    model: str, schema: Mapping[str, Any], name: str, kind: str | None = None
+    model: str,
+    schema: Mapping[str, Any],
+    name: str,
+    kind: str | None = None,
+    *,
+    local: bool = False,
 ) -> dict[str, Any] | None:
     """Ask ``model`` for JSON by construction.
 
@@ -49,10 +54,16 @@ def response_format_for(
             from the routing file's per-model override; None chooses by model id: a strict
             JSON schema, except ``json_object`` for the providers that take no schema
             (DeepSeek, Moonshot). The parser validates the answer either way.
+        local: The model is served by llama.cpp on this machine: with no ``kind``, the
+            strict schema goes as ``{"type": "json_object", "schema": ...}`` (llama-cpp-python
+            rejects ``json_schema``; llama-server takes both) and becomes a grammar, so even
+            a 135M model answers in the role's shape.
 
     Raises:
         ConfigError: ``kind`` is not one of :data:`RESPONSE_FORMATS`.
     """
+    if kind is None and local:
+        return {"type": "json_object", "schema": strict_json_schema(schema)}
     if kind is None:
         kind = "json_object" if model.startswith(JSON_OBJECT_ONLY) else "json_schema"
     if kind == "none":

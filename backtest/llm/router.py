@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from backtest.config import explain_validation_error, read_toml
 from backtest.errors import ConfigError
 from backtest.llm.budget import Budget, BudgetConfig
-from backtest.llm.client import CallContext, ChatRequest, ChatResult, LLMCallFailed
+from backtest.llm.client import PROFILES, CallContext, ChatRequest, ChatResult, LLMCallFailed
 from backtest.llm.records import LLMCall
 from backtest.llm.response_format import response_format_for
 
@@ -137,7 +137,10 @@ class RoutingConfig(_Strict):
         """The ``response_format`` to send ``model`` for an answer of ``schema``."""
         settings = self.models_.get(model)
         kind = settings.response_format if settings is not None else None
-        return response_format_for(model, schema, name, kind)
+        profile = PROFILES.get(self.profile)
+        return response_format_for(
+            model, schema, name, kind, local=profile is not None and profile.local
+        )
 
     def models(self) -> list[str]:
         """Every model id the configuration may call."""

@@ -216,6 +216,8 @@ class LLMPolicy:
         backoff_s: float = 1.0,
         max_retry_s: float = 60.0,
         api_key_env: str | None = None,
+        local_model: str | None = None,
+        portfolio_in_prompt: bool = True,
     ) -> None:
         if mode not in ("auto", "live", "replay", "offline"):
             raise ValueError(f"mode must be auto, live, replay or offline, got {mode!r}")
@@ -270,6 +272,10 @@ class LLMPolicy:
         if api_key_env is not None and not str(api_key_env).strip():
             raise ValueError("api_key_env must name an environment variable, got ''")
         self.api_key_env = api_key_env
+        self.local_model = local_model
+        # Off, the meta prompt shows no position or equity: its answers then depend on the
+        # market alone, so a cassette recorded beside one DRL replays beside any other.
+        self.portfolio_in_prompt = bool(portfolio_in_prompt)
         self.mode = mode
         self.cassette_path = Path(cassette)
         self.record_mode = record_mode
@@ -331,6 +337,12 @@ class LLMPolicy:
         if source != "live":
             return
         key_env = self.api_key_env or profile.api_key_env
+        if profile.local:
+            from backtest.llm.local import LOCAL_PRICE_TABLE
+
+            # Local models cost $0 by rule: whatever the table says, no dollar is spent.
+            self.prices_table = LOCAL_PRICE_TABLE
+            return
         if profile.name != "openai_compatible" and not os.environ.get(key_env):
             raise ValueError(
                 f"mode 'live' needs an API key, and the environment variable "
@@ -342,8 +354,6 @@ class LLMPolicy:
         from backtest.llm.price_files import load_prices
 
         self._prices = load_prices(self.prices_table)
-        if profile.local:
-            return  # a server on this machine: $0 by rule, nothing to price
         unpriced = []
         for model in self.routing.models():
             try:
@@ -388,6 +398,10 @@ class LLMPolicy:
         if self.mode != "auto":
             return self.mode
         profile = PROFILES.get(self.routing.profile)
+        if profile is not None and profile.local:
+            # A local model is always reachable: the cassette answers what it holds and
+            # the local server the rest (started only on the first miss).
+            return "live"
         if profile is not None and os.environ.get(self.api_key_env or profile.api_key_env):
             return "live"
         if self.cassette_path.is_dir() and any(self.cassette_path.glob("shard-*.tsv")):
@@ -417,6 +431,7 @@ class LLMPolicy:
             profile=self.routing.profile,
             base_url=self.routing.base_url,
             api_key_env=self.api_key_env,
+            local_model=self.local_model,
             seed=seed or 0,
             max_retries=self.max_retries,
             timeout_s=self.timeout_s,
@@ -439,6 +454,33 @@ class LLMPolicy:
             self._cassette = None
 
     # ------------------------------------------------------ run-level questions
+
+    def _profile_is_local(self) -> bool:
+        profile = PROFILES.get(self.routing.profile)
+        return profile is not None and profile.local
+
+    def describe_source(self) -> str:
+        """Where this policy's answers come from, in words (terminal and report).
+
+        E.g. ``"SmolLM2-135M-Instruct (Q4_1), local (llama.cpp)"`` or ``"offline analyst
+        (rule-based, no model)"``; the engine adds how many answers were replayed.
+        """
+        source = self.source or self._resolve_mode()
+        if source == "offline":
+            return "offline analyst (rule-based, no model)"
+        from backtest.llm.local import DEFAULT_MODEL_ALIAS, DEFAULT_MODEL_LABEL
+
+        models = [
+            DEFAULT_MODEL_LABEL if m == DEFAULT_MODEL_ALIAS else m for m in self.routing.models()
+        ]
+        profile = PROFILES.get(self.routing.profile)
+        if profile is not None and profile.local:
+            where = "local, " + (self.routing.base_url or "llama.cpp started by the run")
+        else:
+            where = self.routing.profile + (
+                f" at {self.routing.base_url}" if self.routing.base_url else ""
+            )
+        return f"{', '.join(models)} ({where})"
 
     def models_used(self) -> list[str]:
         """The models this policy may call: every model of its routing (none offline).
@@ -718,8 +760,8 @@ class LLMPolicy:
                 "meta_orchestrator",
                 market,
                 signals=signals,
-                position=obs.position,
-                equity_usd=obs.equity_usd,
+                position=obs.position if self.portfolio_in_prompt else None,
+                equity_usd=obs.equity_usd if self.portfolio_in_prompt else None,
             ),
             meta_market,
             obs,

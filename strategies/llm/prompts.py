@@ -215,15 +215,17 @@ def build_messages(
     context: Mapping[str, Any],
     *,
     signals: Sequence[AgentSignal] = (),
-    position: float = 0.0,
-    equity_usd: float = 0.0,
+    position: float | None = 0.0,
+    equity_usd: float | None = 0.0,
     chart: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The chat messages for ``role`` from the market context (and, for meta, the signals).
 
     For ``chart_analysis``, ``chart`` is an image part (``strategies.llm.charts.chart_part``):
     the user message is then the instructions plus the chart, version
-    :data:`CHART_IMAGE_VERSION`; without it the bars go in as a table.
+    :data:`CHART_IMAGE_VERSION`; without it the bars go in as a table. For the meta
+    orchestrator, ``position`` and ``equity_usd`` of None leave the portfolio out (the
+    hybrid's LLM: its view must not depend on the DRL's trades).
     """
     head = (
         f"{context['symbol']} ({context['frequency']} bars), decision at the close of "
@@ -262,9 +264,14 @@ def build_messages(
             "What do they imply for the price?"
         )
     elif role == "meta_orchestrator":
+        portfolio = (
+            ""
+            if position is None or equity_usd is None
+            else f"\n\nCurrent Portfolio:\n- Exposure: {position:+.2f} of equity\n"
+            f"- Equity: ${equity_usd:,.2f}"
+        )
         body = (
-            f"{head}\nAgent Signals:\n{_signals(signals)}\n\nCurrent Portfolio:\n"
-            f"- Exposure: {position:+.2f} of equity\n- Equity: ${equity_usd:,.2f}\n"
+            f"{head}\nAgent Signals:\n{_signals(signals)}{portfolio}\n"
             "Decide: action (BUY/SELL/HOLD) and size, your reasoning, confidence and risk."
         )
     else:

@@ -294,7 +294,7 @@ def test_an_unknown_table_is_a_config_error_listing_the_tables() -> None:
     with pytest.raises(ConfigError) as info:
         PriceTable.load(table="open_router")
     message = str(info.value)
-    assert "deepseek_direct, openrouter, seed, western_reference" in message
+    assert "deepseek_direct, local, openrouter, seed, western_reference" in message
     assert "Did you mean 'openrouter'" in message
 
 
@@ -639,3 +639,15 @@ def test_all_lists_every_public_definition() -> None:
     }
     assert defined <= set(pricing.__all__)
     assert all(hasattr(pricing, name) for name in pricing.__all__)
+
+
+def test_the_local_table_prices_every_model_at_zero_and_keeps_smollm2_cutoff() -> None:
+    table = PriceTable.load(table="local")
+    listed = table.price("smollm2-135m-instruct")
+    assert listed.training_cutoff == "2024-06" and listed.input_per_million == 0
+    # Any model a local server serves (an Ollama id, say) is $0 by rule...
+    other = table.price("llama3.2:1b")
+    assert other.input_per_million == 0 and other.output_per_million == 0
+    # ...while a hosted table still refuses a model it does not price.
+    with pytest.raises(PricingError, match="No price for model"):
+        PriceTable.load(table="openrouter").price("llama3.2:1b")
