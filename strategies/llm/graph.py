@@ -455,10 +455,6 @@ class LLMPolicy:
 
     # ------------------------------------------------------ run-level questions
 
-    def _profile_is_local(self) -> bool:
-        profile = PROFILES.get(self.routing.profile)
-        return profile is not None and profile.local
-
     def describe_source(self) -> str:
         """Where this policy's answers come from, in words (terminal and report).
 
