@@ -272,6 +272,20 @@ def _fills(ledger: pd.DataFrame, names: list[str]) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _priced_as(table: Any, served: str, requested: str) -> str:
+    """The model a call is re-priced as: the one that served it, unless the table does not
+    know that name (a server's alias, a dated snapshot): then the one requested."""
+    from backtest.errors import PricingError
+
+    if not served or served == requested:
+        return requested or served
+    try:
+        table.price(served)
+    except PricingError:
+        return requested
+    return served
+
+
 def _reprice(calls: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """Per strategy: the same tokens at the Western reference table, and the multiple."""
     from backtest.llm.pricing import PriceTable
@@ -286,18 +300,21 @@ def _reprice(calls: pd.DataFrame) -> dict[str, dict[str, Any]]:
     except BacktestError as exc:
         return {"*": {"error": str(exc)}}
     priced = calls[
-        (calls["provider"] != "offline") & (calls["prompt_tokens"] + calls["completion_tokens"] > 0)
+        (calls["provider"] != "offline")
+        & (calls["cost_source"] != "local")  # a local model: $0 by rule, nothing to compare
+        & (calls["prompt_tokens"] + calls["completion_tokens"] > 0)
     ]
     for name, rows in calls.groupby("strategy", sort=False):
         mine = priced[priced["strategy"] == name]
         if mine.empty:
             out[str(name)] = {
-                "note": "no token usage (offline analyst or no calls): nothing to re-price"
+                "note": "no token usage (offline analyst, a local model or no calls): "
+                "nothing to re-price"
             }
             continue
         usages = [
             (
-                str(r.model_served or r.model_requested),
+                _priced_as(ours, str(r.model_served or ""), str(r.model_requested)),
                 Usage(
                     prompt_tokens=int(r.prompt_tokens),
                     completion_tokens=int(r.completion_tokens),

@@ -34,10 +34,13 @@ an empty cassette, else replay only), ``new_episodes`` (replay hits, record miss
 
 Failures (refused connections, timeouts, 429, 5xx, malformed bodies) are recorded, so that
 ``none`` (and ``once`` on a cassette that has recordings) replays a run's retries and
-fallbacks exactly. In the modes that record, a recorded failure is not a hit: the call is
-made again and its new outcome recorded beside it (an answer then wins the lookup), so one
-bad night never poisons a cassette. :meth:`Cassette.prune_failures` (``backtest cassette
-prune --failures``) rewrites a cassette without them.
+fallbacks exactly. In the modes that record, a failure recorded by an earlier process is not
+a hit: the call is made again and its new outcome recorded beside it (an answer then wins
+the lookup), so one bad night never poisons a cassette. A failure this process recorded is
+still a hit for it, so the strategies of one run that ask the same call take the same
+retries and fallbacks, and a strict replay of the run reproduces them.
+:meth:`Cassette.prune_failures` (``backtest cassette prune --failures``) rewrites a cassette
+without them.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ __all__ = [
     "PARSED_CACHE",
     "RECORD_MODES",
     "SECRET_ENV_VARS",
+    "SESSION",
     "Cassette",
     "CassetteStats",
     "Recording",
@@ -95,6 +99,8 @@ _REDACTED = "[REDACTED]"
 PARSED_CACHE = 1024
 _READ_BLOCK = 1 << 20
 _SHARD_GLOB = "shard-*.tsv"
+#: Marks the failures this process records (``meta.session``): those stay hits for it.
+SESSION = secrets.token_hex(8)
 _KEY_FIELDS = (
     "model",
     "messages",
@@ -489,15 +495,19 @@ class Cassette:
         return self._can_replay
 
     def get(self, key: str) -> Recording | None:
-        """The recording for ``key``: None on a miss, always in ``all`` mode, and for a
-        recorded failure in a mode that records (the call is then made again)."""
+        """The recording for ``key``: None on a miss, always in ``all`` mode, and in a mode
+        that records, for a failure an earlier process recorded (the call is made again)."""
         if not self._can_replay or key not in self._index:
             return None
         recording = self._parsed.get(key)
         if recording is None:
             recording = self._remember(self._parse(key))
-        if recording.outcome == "error" and self._can_record:
-            return None
+        if (
+            recording.outcome == "error"
+            and self._can_record
+            and recording.meta.get("session") != SESSION
+        ):
+            return None  # an earlier run's failure: call again
         return recording
 
     # ------------------------------------------------------------------ writing
@@ -528,6 +538,8 @@ class Cassette:
                 f"{self.path}: record mode {self.record_mode!r} does not record new calls."
             )
         payload = scrub(recording.payload(), self._secrets)
+        if recording.outcome == "error":
+            payload["meta"] = {**payload["meta"], "session": SESSION}
         line = _encode_line(recording.key, payload)
         writer = self._writer or self._open_writer()
         writer.write(line)

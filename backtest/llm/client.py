@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,8 +32,17 @@ from typing import Any
 
 from backtest.errors import CassetteMiss, ConfigError, LLMError, PricingError
 from backtest.llm.cassette import Cassette, Recording, canonical_request, request_key
+from backtest.llm.model_list import check_model_ids
 from backtest.llm.records import LLMCall, Usage
+from backtest.llm.response_format import (
+    JSON_OBJECT_ONLY,
+    RESPONSE_FORMATS,
+    response_format_for,
+    strict_json_schema,
+)
 from backtest.llm.retry import RetryPolicy
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "JSON_OBJECT_ONLY",
@@ -59,8 +70,10 @@ class ProviderProfile:
         api_key_env: Environment variable holding the key.
         headers: Extra headers (OpenRouter's attribution headers).
         reports_cost: Whether responses carry the provider's own cost (OpenRouter).
-        local: A model served on this machine (llama.cpp): no key, $0 by rule, and with no
-            base URL the bundled server is started on the first call the cassette misses.
+        local: A model served on this machine (llama.cpp, Ollama, vLLM run locally): no key,
+            its calls cost $0 by rule (``cost_source="local"``) and need no price, and with
+            no base URL the bundled server is started on the first call the cassette misses.
+            :func:`backtest.llm.pricing.is_local_base_url` tells a loopback URL.
     """
 
     name: str
@@ -176,108 +189,6 @@ class ChatResult:
     refusal: str = ""
 
 
-#: Model-id prefixes whose providers accept only ``{"type": "json_object"}`` (no JSON schema).
-JSON_OBJECT_ONLY: tuple[str, ...] = ("deepseek/", "deepseek-", "moonshotai/", "moonshot-")
-#: What a routing file's ``[models."<id>"] response_format`` may say.
-RESPONSE_FORMATS: tuple[str, ...] = ("json_schema", "json_object", "json_object_schema", "none")
-
-
-def strict_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """``schema`` as strict mode needs it: every property required, no other key allowed.
-
-    OpenAI's strict mode rejects a schema whose ``required`` misses a property, and
-    llama.cpp turns the schema into a grammar, where an optional key lets a weak model stop
-    early; a field that may be empty is nullable instead.
-    """
-    out = dict(schema)
-    properties = dict(out.get("properties") or {})
-    out["required"] = list(properties)
-    out["additionalProperties"] = False
-    return out
-
-
-#: Characters of a free-text field, and items of a list, a grammar-constrained answer may
-#: hold (``json_object_schema``); the role parsers keep no more than this anyway.
-GRAMMAR_TEXT_CHARS = 160
-GRAMMAR_LIST_ITEMS = 3
-
-
-def bounded_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """``schema`` with a ``maxLength`` on every free string and a ``maxItems`` on every list.
-
-    For llama.cpp, which compiles the schema into a grammar: without bounds a small model
-    may fill ``max_tokens`` with one string, and the cut-off answer is an abstain.
-    """
-
-    def bound(node: Any) -> Any:
-        if isinstance(node, list):
-            return [bound(n) for n in node]
-        if not isinstance(node, Mapping):
-            return node
-        out = {k: bound(v) for k, v in node.items()}
-        if out.get("type") == "string" and "enum" not in out:
-            out.setdefault("maxLength", GRAMMAR_TEXT_CHARS)
-        if out.get("type") == "array":
-            out.setdefault("maxItems", GRAMMAR_LIST_ITEMS)
-            items = out.get("items")
-            if isinstance(items, dict) and items.get("type") == "string":
-                out["items"] = {**items, "maxLength": GRAMMAR_TEXT_CHARS // 4}
-        return out
-
-    return dict(bound(schema))
-
-
-def response_format_for(
-    model: str,
-    schema: Mapping[str, Any],
-    name: str,
-    kind: str | None = None,
-    *,
-    local: bool = False,
-) -> dict[str, Any] | None:
-    """Ask ``model`` for JSON by construction.
-
-    Args:
-        model: The model actually called (a fallback's own id, not the role's primary).
-        schema: The answer's JSON schema.
-        name: The schema's name (the role).
-        kind: ``json_schema``, ``json_object``, ``json_object_schema`` (llama.cpp's form:
-            ``{"type": "json_object", "schema": ...}``; llama-cpp-python rejects
-            ``json_schema``, llama-server takes both) or ``none`` (no ``response_format``
-            sent), from the routing file's per-model override; None chooses by provider and
-            model id: ``json_object_schema`` on a local server, else a strict JSON schema,
-            except ``json_object`` for the providers that take no schema (DeepSeek,
-            Moonshot). The parser validates the answer either way.
-        local: The model is served by the local profile (llama.cpp).
-
-    Raises:
-        ConfigError: ``kind`` is not one of :data:`RESPONSE_FORMATS`.
-    """
-    if kind is None:
-        if local:
-            kind = "json_object_schema"
-        else:
-            kind = "json_object" if model.startswith(JSON_OBJECT_ONLY) else "json_schema"
-    if kind == "none":
-        return None
-    if kind == "json_object_schema":
-        # The server turns the schema into a grammar: even a 135M model answers in shape,
-        # and bounded strings and lists keep it from rambling into max_tokens (cut off).
-        return {"type": "json_object", "schema": bounded_json_schema(strict_json_schema(schema))}
-    if kind == "json_object":
-        return {"type": "json_object"}
-    if kind != "json_schema":
-        raise ConfigError(
-            f"response_format {kind!r} for model {model!r} is not one of "
-            f"{', '.join(RESPONSE_FORMATS)}. Fix: use one of them in the routing file's "
-            f'[models."{model}"] table.'
-        )
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": name, "schema": strict_json_schema(schema), "strict": True},
-    }
-
-
 def require_parameters(provider: Mapping[str, Any] | None) -> dict[str, Any]:
     """OpenRouter provider preferences that route only to providers honouring every
     requested parameter (``response_format`` among them)."""
@@ -340,7 +251,8 @@ class LLMClient:
         api_key_env: Overrides the profile's key variable.
         prices: A :class:`backtest.llm.pricing.PriceTable` for ``cost_usd`` when the
             provider does not report a cost; None leaves the table cost at 0 with
-            ``cost_source="unpriced"``.
+            ``cost_source="unpriced"``. A server on this machine (a loopback base URL)
+            (a profile with ``local``) costs $0 by rule, ``cost_source="local"``.
         timeout_s: Per-attempt timeout.
         max_retries: Further attempts after the first, on 429, 5xx, timeouts, connection
             errors and malformed bodies.
@@ -394,6 +306,7 @@ class LLMClient:
             )
         self.cassette = cassette
         self.prices = prices
+        self.local = self.profile.local
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -410,6 +323,8 @@ class LLMClient:
         self._sleep = sleep
         self._clock = clock
         self._sdk: Any = None
+        self._expected: tuple[list[str], str] | None = None
+        self._check_lock = threading.Lock()
 
     # ----------------------------------------------------------------- the SDK
 
@@ -563,26 +478,46 @@ class LLMClient:
             "retry_after_s": retry_after_s,
         }
 
-    def check_models(self, models: list[str]) -> None:
+    def check_models(self, models: list[str], *, source: str = "") -> None:
         """Before a live run: every model id must be in the provider's model list.
 
-        Raises:
-            ConfigError: Naming each unknown id with the closest listed one.
-        """
-        import difflib
+        A provider that cannot list its models (no ``/models`` route, an empty list, a
+        connection error) is not a reason to stop: the ids are then left unchecked, with a
+        warning, and a wrong one fails at its first call as before.
 
-        listed = {m.id for m in self._client().models.list()}
-        missing = [m for m in models if m not in listed]
-        if missing:
-            hints = []
-            for model in missing:
-                close = difflib.get_close_matches(model, sorted(listed), n=1, cutoff=0.5)
-                hints.append(f"{model!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ConfigError(
-                f"{self.profile.base_url} does not list model(s) {', '.join(hints)}. Fix: use "
-                "ids the provider lists (e.g. OpenRouter ids such as "
-                "'qwen/qwen2.5-vl-72b-instruct'), in the routing file."
+        Args:
+            models: The ids the run may call.
+            source: Where they come from (the routing file), for the message.
+
+        Raises:
+            ConfigError: Naming the routing file, each unknown id and its closest listed ids.
+        """
+        import openai
+
+        try:
+            listed = {m.id for m in self._client().models.list()}
+        except (openai.APIConnectionError, openai.APIStatusError) as exc:
+            logger.warning(
+                "%s does not list its models (%s); model ids left unchecked",
+                self.profile.base_url,
+                type(exc).__name__,
             )
+            return
+        if not listed:
+            logger.warning("%s lists no models; model ids left unchecked", self.profile.base_url)
+            return
+        check_model_ids(listed, models, base_url=self.profile.base_url, source=source)
+
+    def expect_models(self, models: list[str], *, source: str = "") -> None:
+        """Check ``models`` with :meth:`check_models` before the first call that goes live
+        (never for cassette hits, replays or the offline analyst)."""
+        self._expected = (list(models), source)
+
+    def _check_expected(self) -> None:
+        with self._check_lock:
+            expected, self._expected = self._expected, None
+        if expected is not None:
+            self.check_models(expected[0], source=expected[1])
 
     # ------------------------------------------------------------------ calls
 
@@ -593,6 +528,8 @@ class LLMClient:
         usage = Usage.from_openai(
             body.get("usage"), image_inputs=int(recording.meta.get("images", 0))
         )
+        if self.local:  # $0 by rule, whatever the server says
+            return 0.0, "local"
         if usage.reported_cost_usd is not None:
             return float(usage.reported_cost_usd), "reported"
         if self.prices is None:
@@ -640,6 +577,7 @@ class LLMClient:
                     f" with {self.profile.api_key_env} set."
                 )
             else:
+                self._check_expected()  # before the first call that goes out
                 recording = self._live(request, key, canonical)
                 if recording.outcome == "ok":
                     # Priced once, when recorded: every replay charges the same cost_usd.

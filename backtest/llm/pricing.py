@@ -46,6 +46,7 @@ __all__ = [
     "PriceTable",
     "count_prompt_tokens",
     "count_text_tokens",
+    "is_local_base_url",
     "load_tables",
     "table_names",
 ]
@@ -489,11 +490,31 @@ class PriceTable:
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         raise PricingError(
             f"No price for model {model!r} in price table {self.name!r} "
-            f"({self.source_file}, version {self.version}).{hint} Fix: add it under "
-            f'[[tables.{self.name}.models."{model}"]] (or an alias under '
-            f"[tables.{self.name}.aliases]) in {self.source_file}, or set "
-            "llm.allow_unpriced = true to run without a price for it."
+            f"({self.source_file}, version {self.version}).{hint} Fix: add it to a price "
+            f'file of your own, as [[tables.{self.name}.models."{model}"]] with '
+            "input_per_million, output_per_million, as_of, source and verified (or as an "
+            f"alias under [tables.{self.name}.aliases]), and set llm.prices = "
+            '"<that file>.toml": it is merged over the shipped table. A model of a local '
+            "provider costs $0 by rule and needs no price."
         )
+
+
+#: Hosts of a server on this machine: a model served there costs $0 by rule.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def is_local_base_url(url: str | None) -> bool:
+    """Whether ``url`` reaches a server on this machine (loopback: 127.0.0.0/8, localhost,
+    ::1), whose models cost $0 by rule (llama.cpp, Ollama, vLLM run locally)."""
+    if not url:
+        return False
+    from urllib.parse import urlsplit
+
+    try:
+        host = (urlsplit(url if "//" in url else f"//{url}").hostname or "").lower()
+    except ValueError:
+        return False
+    return host in LOOPBACK_HOSTS or host.startswith("127.") or host.endswith(".localhost")
 
 
 def load_tables(path: str | Path | None = None) -> dict[str, PriceTable]:

@@ -38,15 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from backtest.config import explain_validation_error, read_toml
 from backtest.errors import ConfigError
 from backtest.llm.budget import Budget, BudgetConfig
-from backtest.llm.client import (
-    PROFILES,
-    CallContext,
-    ChatRequest,
-    ChatResult,
-    LLMCallFailed,
-    response_format_for,
-)
+from backtest.llm.client import PROFILES, CallContext, ChatRequest, ChatResult, LLMCallFailed
 from backtest.llm.records import LLMCall
+from backtest.llm.response_format import response_format_for
 
 __all__ = [
     "BudgetSettings",
@@ -148,8 +142,9 @@ class RoutingConfig(_Strict):
         settings = self.models_.get(model)
         kind = settings.response_format if settings is not None else None
         profile = PROFILES.get(self.profile)
-        local = profile is not None and profile.local
-        return response_format_for(model, schema, name, kind, local=local)
+        return response_format_for(
+            model, schema, name, kind, local=profile is not None and profile.local
+        )
 
     def models(self) -> list[str]:
         """Every model id the configuration may call."""

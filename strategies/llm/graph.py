@@ -156,7 +156,10 @@ class LLMPolicy:
         mode: ``auto``, ``live``, ``replay`` or ``offline`` (see the module docstring).
         cassette: Cassette directory.
         record_mode: Record mode for live runs (``new_episodes`` by default).
-        prices: Price table name in ``backtest/llm/prices.toml`` for live cost estimates.
+        prices: A price table of ``backtest/llm/prices.toml`` (``openrouter``), or a price
+            file of your own (``my_prices.toml``, or ``my_prices.toml#seed`` for another
+            base table) merged over it (:mod:`backtest.llm.price_files`). A local provider
+            (a profile with ``local = True``) costs $0 by rule.
         every_n_bars: Run the graph when this many bars have passed since the last call
             (1: every bar; 0: only on the first bar and on events).
         on_volatility_k: Also run it when the bar's absolute log return exceeds this many
@@ -252,6 +255,7 @@ class LLMPolicy:
         if chart not in ("auto", "image", "text"):
             raise ValueError(f"chart must be auto, image or text, got {chart!r}")
         self.name = name
+        self.routing_file = str(routing)
         self.routing = load_routing(routing)
         if max_run_usd is not None:
             self.routing = self.routing.model_copy(
@@ -347,9 +351,9 @@ class LLMPolicy:
                 "'replay', or use mode = 'offline'"
             )
         from backtest.errors import PricingError
-        from backtest.llm.pricing import PriceTable
+        from backtest.llm.price_files import load_prices
 
-        self._prices = PriceTable.load(table=self.prices_table)
+        self._prices = load_prices(self.prices_table)
         unpriced = []
         for model in self.routing.models():
             try:
@@ -359,9 +363,11 @@ class LLMPolicy:
         if unpriced:
             raise ValueError(
                 f"routing {self.routing.name!r} names model(s) {', '.join(unpriced)} that "
-                f"price table {self.prices_table!r} does not price, so no budget could be "
-                "enforced before their calls. Fix: add them to backtest/llm/prices.toml, "
-                "pick another table (prices = '...'), or use priced models in the routing file"
+                f"price table {self.prices_table!r} ({self._prices.source_file}) does not "
+                "price, so no budget could be "
+                "enforced before their calls. Fix: add them to a price file of your own and "
+                "set prices = 'that.toml' (merged over the shipped table), pick another "
+                "table (prices = '...'), or use priced models in the routing file"
             )
 
     @classmethod
@@ -382,6 +388,7 @@ class LLMPolicy:
         from backtest.errors import ConfigError
         from backtest.llm import pricing
         from backtest.llm.fingerprint import cassette_fingerprint, llm_source
+        from backtest.llm.price_files import price_file_of
 
         path = Path(str(params.get("routing", _DEFAULT_ROUTING)))
         prices = Path(pricing.__file__).with_name("prices.toml")
@@ -390,6 +397,9 @@ class LLMPolicy:
             "prompts": prompts_sha256(),
             "prices": file_sha256(prices),
         }
+        own, _ = price_file_of(str(params.get("prices", "openrouter")))
+        if own is not None:
+            out["price_file"] = file_sha256(own) if own.is_file() else "missing"
         try:
             routing = load_routing(str(path))
         except (ConfigError, OSError, ValueError):
@@ -440,7 +450,7 @@ class LLMPolicy:
         if self.source == "offline":
             self.router = Router(self.routing, OfflineAnalyst())
             return
-        from backtest.llm.pricing import PriceTable
+        from backtest.llm.price_files import load_prices
 
         record_mode = "none" if self.source == "replay" else self.record_mode
         self.close()
@@ -460,9 +470,13 @@ class LLMPolicy:
             timeout_s=self.timeout_s,
             backoff_s=self.backoff_s,
             max_retry_s=self.max_retry_s,
-            prices=self._prices or PriceTable.load(table=self.prices_table),
+            prices=self._prices or load_prices(self.prices_table),
         )
-        self.router = Router(self.routing, client, prices=client.prices)
+        if self.source == "live":
+            # Before the first call that goes out: every id must be one the provider lists.
+            client.expect_models(self.routing.models(), source=self.routing_file)
+        # A local server costs $0 by rule: no estimate, no budget downgrade or stop.
+        self.router = Router(self.routing, client, prices=None if client.local else client.prices)
 
     def close(self) -> None:
         """Close the cassette's shard (the engine calls this when the run ends), so a merge
@@ -533,10 +547,13 @@ class LLMPolicy:
             ``{"calls": int, "usd": float, "max_run_usd": float | None}`` (the run's hard
             cap, so the engine can warn when the estimate passes it).
         """
-        from backtest.llm.pricing import PriceTable, count_prompt_tokens
+        from backtest.llm.price_files import load_prices
+        from backtest.llm.pricing import count_prompt_tokens
 
         decisions = self._scheduled_calls(market, first_bar)
-        prices = PriceTable.load(table=self.prices_table)
+        prices = load_prices(self.prices_table)
+        profile = PROFILES.get(self.routing.profile)
+        local = profile is not None and profile.local
         router = Router(self.routing, None, prices=prices)
         context = market_context(market, lookback=self.lookback_bars)
         roles = [r for r in _AGENT_ROLES if r in self.routing.roles]
@@ -559,7 +576,8 @@ class LLMPolicy:
                 role, has_image=images > 0, prompt_tokens=tokens, intraday=intraday
             )[0]
             route = self.routing.roles[role]
-            usd_per += prices.estimate_max_cost(model, tokens, route.max_tokens, images=images)
+            if not local:  # a server on this machine costs $0 by rule
+                usd_per += prices.estimate_max_cost(model, tokens, route.max_tokens, images=images)
             calls_per += 1
         return {
             "calls": decisions * calls_per,

@@ -213,3 +213,27 @@ def test_sweep_backend_mistakes(tmp_path: Path, samples_dir: Path) -> None:
     assert result.returncode == 1 and "nothing answers there" in result.stderr
     assert "ray start --head" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_terminal_says_how_many_llm_calls_failed_and_why_answers_abstained(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from backtest.cli import _print_llm_health
+
+    summary = {
+        "strategies": {
+            "drl": {"llm_calls": 0},
+            "llm": {
+                "llm_calls": 120,
+                "llm_failed_calls": 7,
+                "llm_fallbacks": 5,
+                "llm_unusable_answers": 4,
+                "abstain_reasons": {"truncated": 3, "unknown_keys": 1},
+            },
+        }
+    }
+    _print_llm_health(summary)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "llm: 120 LLM call(s), 7 failed, 5 fallback(s), 4 unusable answer(s)" in out
+    assert "(truncated 3, unknown_keys 1)" in out
+    assert "drl" not in out  # no LLM calls, no line

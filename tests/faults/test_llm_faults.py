@@ -120,11 +120,12 @@ def test_fault_is_survived_counted_and_replayed(
     with LLMTestServer(models={"*": answer}, prices={"*": (0.27, 1.10)}, hang_s=5) as server:
         inject(server)
         recorded = run(_config(sp500, tmp_path, server, "live"))
-        requests = len(server.requests)
+        received = len(server.requests)  # chat requests and the model list read before them
+        requests = sum(1 for r in server.requests if r.path.endswith("/chat/completions"))
         assert server.errors == []  # every failure was an injected one
         monkeypatch.delenv("OPENROUTER_API_KEY")
         replayed = run(_config(sp500, tmp_path, None, "replay"))
-        assert len(server.requests) == requests  # the replay sent nothing
+        assert len(server.requests) == received  # the replay sent nothing
     calls = recorded.llm_calls
     _check_accounting(calls, recorded.summary, requests)
     decisions = recorded.decisions[recorded.decisions.strategy == "llm"]

@@ -12,6 +12,7 @@ import pytest
 
 from backtest import RunConfig, run
 from backtest.data import import_text
+from backtest.llm.router import load_routing
 from backtest.llm.testing import Fault, LLMTestServer
 from strategies.base import AgentSignal
 from strategies.llm.graph import fallback_average
@@ -336,3 +337,21 @@ def test_prompts_never_see_the_future(samples_dir: Path, tmp_path: Path) -> None
         dates = {row[:10] for row in table_rows}
         assert all(d <= str(decision.date()) for d in dates), decision
     assert any("LATE-HEADLINE" in t for t in prompts)  # it does arrive, once published
+
+
+def test_a_live_run_stops_on_a_model_id_the_provider_does_not_list(
+    samples_dir: Path, tmp_path: Path
+) -> None:
+    from backtest.errors import ConfigError
+
+    routing = load_routing(ROUTING)
+    listed = [m for m in routing.models() if m != "qwen/qwen-2.5-72b-instruct"]
+    listed.append("qwen/qwen-2.5-72b-instruct-v2")  # the provider renamed it
+    with LLMTestServer(models={m: answer for m in listed}) as srv:
+        with pytest.raises(ConfigError) as stopped:
+            run(_config(samples_dir, tmp_path, srv), write=False)
+        chats = [r for r in srv.requests if r.path.endswith("/chat/completions")]
+    message = str(stopped.value)
+    assert str(ROUTING) in message and "'qwen/qwen-2.5-72b-instruct'" in message
+    assert "did you mean" in message and "'qwen/qwen-2.5-72b-instruct-v2'" in message
+    assert chats == []  # stopped before the first call

@@ -16,7 +16,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backtest.errors import CassetteError, ConfigError
-from backtest.llm.cassette import Cassette, Recording, canonical_request, request_key, scrub
+from backtest.llm.cassette import (
+    SESSION,
+    Cassette,
+    Recording,
+    canonical_request,
+    request_key,
+    scrub,
+)
 from backtest.llm.testing import LLMTestServer
 
 REPO = Path(__file__).resolve().parents[3]
@@ -145,7 +152,13 @@ def test_errors_are_recorded_and_replayed(tmp_path: Path) -> None:
     )
     with Cassette(tmp_path, "new_episodes") as cassette:
         cassette.record(error)
-    assert Cassette(tmp_path, "none").get(error.key) == error
+    replayed = Cassette(tmp_path, "none").get(error.key)
+    assert replayed is not None and (replayed.request, replayed.outcome, replayed.error) == (
+        error.request,
+        "error",
+        error.error,
+    )
+    assert replayed.meta["session"] == SESSION  # which run saw it fail
 
 
 # --------------------------------------------------------------------- durability

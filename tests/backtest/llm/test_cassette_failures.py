@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from backtest.llm import cassette as cassette_module
 from backtest.llm.cassette import Cassette
 from backtest.llm.client import CallContext, ChatRequest, LLMCallFailed, LLMClient
 from backtest.llm.testing import Fault, LLMTestServer
@@ -46,7 +47,7 @@ def server() -> Iterator[LLMTestServer]:
 
 
 def test_a_refused_call_is_retried_by_the_next_new_episodes_run(
-    tmp_path: Path, closed_url: str, server: LLMTestServer
+    tmp_path: Path, closed_url: str, server: LLMTestServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "cassette"
     with Cassette(path, "new_episodes") as cassette, pytest.raises(LLMCallFailed) as refused:
@@ -56,7 +57,13 @@ def test_a_refused_call_is_retried_by_the_next_new_episodes_run(
     with Cassette(path, "none") as cassette, pytest.raises(LLMCallFailed) as replayed:
         _client(closed_url, cassette).chat(REQUEST, CTX)
     assert replayed.value.kind == "connection" and replayed.value.call.cache == "hit"
-    # The next recording run calls again (the server is up now) and records the answer...
+    # Within the run that recorded it, the failure is a hit: another strategy of the same
+    # run asking the same call takes the same path (and a strict replay reproduces both).
+    with Cassette(path, "new_episodes") as cassette, pytest.raises(LLMCallFailed) as shared:
+        _client(server.base_url, cassette).chat(REQUEST, CTX)
+    assert shared.value.call.cache == "hit" and server.calls(MODEL) == 0
+    # The next recording run (another process) calls again and records the answer...
+    monkeypatch.setattr(cassette_module, "SESSION", "a-later-run")
     with Cassette(path, "new_episodes") as cassette:
         result = _client(server.base_url, cassette).chat(REQUEST, CTX)
     assert result.call.cache == "recorded" and result.content == ANSWER
@@ -69,12 +76,15 @@ def test_a_refused_call_is_retried_by_the_next_new_episodes_run(
     assert server.calls(MODEL) == 1
 
 
-def test_all_mode_calls_a_recorded_failure_again(tmp_path: Path, server: LLMTestServer) -> None:
+def test_all_mode_calls_a_recorded_failure_again(
+    tmp_path: Path, server: LLMTestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "cassette"
     server.inject(MODEL, Fault.SERVER_ERROR, times=1)
     with Cassette(path, "all") as cassette, pytest.raises(LLMCallFailed) as failed:
         _client(server.base_url, cassette).chat(REQUEST, CTX)
     assert failed.value.call.http_status == 500
+    monkeypatch.setattr(cassette_module, "SESSION", "a-later-run")
     with Cassette(path, "all") as cassette:
         assert _client(server.base_url, cassette).chat(REQUEST, CTX).content == ANSWER
     with Cassette(path, "none") as cassette:

@@ -283,7 +283,8 @@ def test_an_unknown_model_says_did_you_mean_and_how_to_fix() -> None:
     assert "'openrouter'" in message
     assert "Did you mean 'deepseek/deepseek-chat'" in message
     assert "prices.toml" in message
-    assert "llm.allow_unpriced = true" in message
+    assert 'llm.prices = "<that file>.toml"' in message
+    assert 'tables.openrouter.models."deepseek/deepseek-chatt"' in message
 
 
 # ---------------------------------------------------------------------------- file errors

@@ -11,7 +11,7 @@ import pytest
 from backtest.errors import ConfigError
 from backtest.llm.cassette import Cassette
 from backtest.llm.client import CallContext, LLMClient, response_format_for
-from backtest.llm.router import Router, RoutingConfig, load_routing
+from backtest.llm.router import ModelSettings, Router, RoutingConfig, load_routing
 from backtest.llm.testing import Fault, LLMTestServer
 
 REPO = Path(__file__).resolve().parents[3]
@@ -110,3 +110,16 @@ def test_an_unknown_format_or_model_in_the_routing_file_is_a_clear_error(tmp_pat
         load_routing(stray)
     with pytest.raises(ConfigError, match="grammar"):
         response_format_for(QWEN72, SCHEMA, "narrative", "grammar")
+
+
+def test_a_local_profile_gets_the_strict_schema_in_llama_cpp_form() -> None:
+    local = _routing(profile="local")
+    sent = local.response_format(QWEN72, SCHEMA, "narrative")
+    assert sent is not None and sent["type"] == "json_object"  # llama-cpp-python's form
+    assert sent["schema"]["required"] == ["signal", "reasoning"]
+    assert sent["schema"]["additionalProperties"] is False
+    # An explicit per-model choice still wins over the profile's default.
+    pinned = local.model_copy(
+        update={"models_": {QWEN72: ModelSettings(response_format="json_schema")}}
+    )
+    assert pinned.response_format(QWEN72, SCHEMA, "narrative")["type"] == "json_schema"
