@@ -504,7 +504,9 @@ class LLMPolicy:
         ]
         profile = PROFILES.get(self.routing.profile)
         if profile is not None and profile.local:
-            where = "local, " + (self.routing.base_url or "llama.cpp started by the run")
+            where = "local, " + (
+                self.routing.base_url or "llama.cpp's server, started only on a cassette miss"
+            )
         else:
             where = self.routing.profile + (
                 f" at {self.routing.base_url}" if self.routing.base_url else ""
