@@ -35,21 +35,41 @@ from backtest.data import load_bars  # noqa: E402
 from backtest.llm.testing import LLMTestServer  # noqa: E402
 
 ROUTING = _HERE.parent / "experiments" / "routing" / "seed_stack.toml"
+# Complete answers under the strict role schemas (every field, no other key): an incomplete
+# one is an abstain, and the benchmarks would time the abstain path instead of a decision.
 REPLIES = {
-    "technical analyst": {"trend": "up", "signal": 0.6, "confidence": 0.8, "reasoning": "up"},
+    "technical analyst": {
+        "trend": "up",
+        "support": None,
+        "resistance": None,
+        "patterns": ["higher lows"],
+        "signal": 0.6,
+        "confidence": 0.8,
+        "reasoning": "up",
+    },
     "expert market analyst": {
         "regime": "bull",
+        "drivers": ["momentum"],
+        "risks": ["reversal"],
         "signal": 0.7,
         "confidence": 0.7,
         "reasoning": "bull",
     },
     "order-flow": {
         "order_flow_imbalance": 0.2,
+        "volume_spike": False,
         "signal": 0.2,
         "confidence": 0.5,
         "reasoning": "buying",
     },
-    "orchestrator": {"action": "BUY", "size": 0.5, "confidence": 0.75, "reasoning": "agree"},
+    "orchestrator": {
+        "action": "BUY",
+        "size": 0.5,
+        "signal": 0.5,
+        "confidence": 0.75,
+        "risk_level": "medium",
+        "reasoning": "agree",
+    },
 }
 
 

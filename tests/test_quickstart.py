@@ -131,7 +131,7 @@ def test_quickstart_replays_smollm2_from_the_committed_cassette(
     assert "offline analyst" not in out and "Report:" in out
     report = (run_dir / "report.html").read_text("utf-8")
     assert "SmolLM2-135M-Instruct (Q4_1)" in report and "replayed (152 answers" in report
-    assert "offline analyst" not in report
+    assert "came from the offline analyst" not in report
     assert "hybrid \u2212 drl_ppo" in report  # the comparison's heading
     for name in expected:
         assert name in report

@@ -1,7 +1,8 @@
 """What a run's LLM answers come from: the cassette's fingerprint, and the source resolved.
 
 :func:`cassette_fingerprint` is the sha256 of the cassette's recordings as a set: every
-complete line (``key``, checksum, payload) of every ``shard-*.tsv``, deduplicated and sorted.
+complete line (``key``, checksum, payload) of every ``shard-*.tsv``, each reduced to its own
+sha256 digest, deduplicated and sorted.
 It does not depend on how the recordings are spread over shards, so compacting a cassette
 (:meth:`~backtest.llm.cassette.Cassette.merge`) keeps it, while a recording added, removed
 or changed gives a new one. A torn last line (a writer killed mid-line, ignored on replay)
@@ -25,20 +26,26 @@ _LINES: dict[Path, tuple[tuple[int, int], frozenset[bytes]]] = {}
 
 
 def _shard_lines(path: Path) -> frozenset[bytes]:
+    """The sha256 digests of a shard's complete lines (streamed: a cassette of 10,000
+    recordings is ~30 MB, and a replay must not hold it in memory to name itself)."""
     stat = path.stat()
     stamp = (stat.st_size, stat.st_mtime_ns)
     cached = _LINES.get(path)
     if cached is not None and cached[0] == stamp:
         return cached[1]
-    data = path.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    lines = frozenset(line for line in complete.split(b"\n") if line)
+    digests = set()
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.endswith(b"\n") and len(line) > 1:  # a torn last line is ignored
+                digests.add(hashlib.sha256(line).digest())
+    lines = frozenset(digests)
     _LINES[path] = (stamp, lines)
     return lines
 
 
 def cassette_fingerprint(path: str | Path) -> str:
-    """sha256 of the cassette's set of recordings (``empty`` when it holds none)."""
+    """sha256 of the cassette's set of recordings (``empty`` when it holds none): of the
+    sorted, deduplicated sha256 digests of its complete lines."""
     folder = Path(path)
     shards = sorted(folder.glob("shard-*.tsv")) if folder.is_dir() else []
     lines: set[bytes] = set()
@@ -48,7 +55,7 @@ def cassette_fingerprint(path: str | Path) -> str:
         return "empty"
     digest = hashlib.sha256()
     for line in sorted(lines):
-        digest.update(line + b"\n")
+        digest.update(line)
     return digest.hexdigest()
 
 
