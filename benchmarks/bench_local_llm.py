@@ -37,10 +37,10 @@ ROUTING = _HERE.parent / "experiments" / "routing" / "local.toml"
 
 
 def _config(data: Path, folder: Path, base_url: str) -> RunConfig:
-    # The data end cuts the test split to its first 14 bars (2016-01-04..2016-01-22).
+    # The data end cuts the test split to its first 7 bars (2016-01-04..2016-01-12).
     return RunConfig.model_validate(
         {
-            "data": {"path": str(data / "SP500.parquet"), "end": "2016-01-22"},
+            "data": {"path": str(data / "SP500.parquet"), "end": "2016-01-12"},
             "splits": {"train_end": "2013-01-01", "validation_end": "2016-01-01"},
             "strategies": [
                 {
@@ -69,7 +69,7 @@ def _pct(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=None, help="Sample data directory (default: written).")
-    parser.add_argument("--decisions", type=int, default=14, help="Decisions to time.")
+    parser.add_argument("--decisions", type=int, default=7, help="Decisions to time.")
     args = parser.parse_args(argv)
     local.check_installed()
     latencies: list[float] = []
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> str:
     lines = [
         "### Local model: SmolLM2-135M-Instruct (Q4_1) via llama.cpp's server",
         "",
-        f"{len(calls)} calls in {len(latencies)} decisions, every bar of 2016-01-04..2016-01-22 "
+        f"{len(calls)} calls in {len(latencies)} decisions, every bar of 2016-01-04..2016-01-12 "
         f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; server ready in "
         f"{ready_s:.1f} s).",
         "",

@@ -113,6 +113,7 @@ last_bars = 25
 routing = "{routing}"
 cassette = "{cassette}"
 every_n_bars = 5
+lookback_bars = 10
 portfolio_in_prompt = false
 
 [[strategies]]
