@@ -3,6 +3,11 @@
 Every user mistake surfaces as a :class:`~backtest.errors.BacktestError`; :func:`main`
 prints its message (what, where, the rule and the fix) on stderr and exits with status 1,
 without a traceback. Usage errors (unknown option, missing argument) exit with status 2.
+
+The command groups live in their own modules: ``backtest data`` in :mod:`backtest.cli_data`,
+``backtest cassette`` in :mod:`backtest.cli_cassette`, ``backtest llm`` in
+:mod:`backtest.cli_llm` and ``backtest compare`` in :mod:`backtest.cli_compare`; ``run``,
+``sweep`` and ``report`` (and the printing of their results) stay here.
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from backtest.cli_cassette import cassette_app
+from backtest.cli_compare import compare_command
+from backtest.cli_data import data_app
 from backtest.cli_llm import llm_app
 from backtest.errors import BacktestError
 
@@ -30,287 +37,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(
-    help="Bring market history and point-in-time text in as Parquet.", no_args_is_help=True
-)
 app.add_typer(data_app, name="data")
-cassette_app = typer.Typer(help="Inspect and maintain LLM cassettes.", no_args_is_help=True)
 app.add_typer(cassette_app, name="cassette")
 app.add_typer(llm_app, name="llm")
 
 console = Console()
 err_console = Console(stderr=True)
-
-
-def _parse_max_gap(value: str) -> pd.Timedelta | None:
-    if value.strip().lower() in ("none", "off", "0"):
-        return None
-    try:
-        return pd.Timedelta(value)
-    except ValueError as exc:
-        raise BacktestError(
-            f"--max-gap {value!r} is not a duration. Fix: use e.g. 7D, 36h, "
-            "or 'none' to turn the gap rule off."
-        ) from exc
-
-
-@data_app.command("samples")
-def _data_samples(
-    dest: Annotated[Path, typer.Option(help="Directory to write the Parquet files into.")] = Path(
-        "data"
-    ),
-    symbol: Annotated[
-        list[str] | None,
-        typer.Option(help="Only these samples (SP500, NASDAQ, GOOG, EURUSD); repeatable."),
-    ] = None,
-) -> None:
-    """Write the real history bundled in the arch and backtesting packages as Parquet."""
-    from backtest.samples import SAMPLES, write_samples
-
-    known = {s.symbol for s in SAMPLES}
-    unknown = [s for s in symbol or [] if s not in known]
-    if unknown:
-        raise BacktestError(
-            f"--symbol {', '.join(unknown)}: no such sample. "
-            f"Fix: choose from {', '.join(sorted(known))}."
-        )
-    manifest = write_samples(dest, tuple(symbol) if symbol else None)
-    table = Table(title=f"Samples written to {dest}/ (provenance in {dest}/manifest.json)")
-    for column in ("file", "rows", "first", "last", "freq", "calendar", "source"):
-        table.add_column(column, overflow="fold")
-    for entry in manifest["datasets"].values():
-        if symbol and entry["symbol"] not in symbol:
-            continue
-        table.add_row(
-            entry["file"],
-            str(entry["rows"]),
-            entry["first"][:10],
-            entry["last"][:10],
-            entry["frequency"],
-            entry["calendar"],
-            f"{entry['source_package']} {entry['source_version']}",
-        )
-    console.print(table)
-
-
-@data_app.command("import")
-def _data_import(
-    file: Annotated[Path, typer.Argument(help="CSV (optionally .gz) or Parquet file of bars.")],
-    symbol: Annotated[str, typer.Option(help="Instrument symbol; names the output file.")],
-    tz: Annotated[
-        str | None, typer.Option(help="Zone of naive timestamps, e.g. UTC or America/New_York.")
-    ] = None,
-    frequency: Annotated[
-        str | None,
-        typer.Option(
-            help="Bar frequency (1min, 5min, 15min, 30min, 1h, 4h, 1d, 1w); inferred if omitted."
-        ),
-    ] = None,
-    calendar: Annotated[
-        str | None,
-        typer.Option(help="Trading calendar: an exchange (XNYS, XNAS, XLON...), FX or 24/7."),
-    ] = None,
-    max_gap: Annotated[
-        str,
-        typer.Option(
-            help="Longest span of missing expected bars allowed, e.g. 7D; 'none' to allow any."
-        ),
-    ] = "7D",
-    ignore_column: Annotated[
-        list[str] | None, typer.Option(help="A source column to leave out on purpose; repeatable.")
-    ] = None,
-    dest: Annotated[Path, typer.Option(help="Directory to write SYMBOL.parquet into.")] = Path(
-        "data"
-    ),
-) -> None:
-    """Validate a user's bar file and write it as canonical Parquet."""
-    from backtest.data import import_bars
-
-    out, bars = import_bars(
-        file,
-        symbol=symbol,
-        dest=dest,
-        tz=tz,
-        frequency=frequency,
-        calendar=calendar,
-        max_gap=_parse_max_gap(max_gap),
-        ignore_columns=ignore_column or (),
-    )
-    index = bars.frame.index
-    console.print(
-        f"Wrote {out}: {len(bars)} {bars.frequency} bars of {symbol}, "
-        f"{index[0]} to {index[-1]} (timestamps read as {tz or 'UTC'})."
-    )
-
-
-def _text_import(kind: str, file: Path, tz: str | None, dest: Path) -> None:
-    from backtest.data import import_text
-
-    out, feed, moved = import_text(file, kind=kind, dest=dest, tz=tz)  # type: ignore[arg-type]
-    console.print(
-        f"Wrote {out}: {len(feed.frame)} {kind} items, available "
-        f"{feed.frame['available_at'].iloc[0]} to {feed.frame['available_at'].iloc[-1]}."
-    )
-    if moved:
-        console.print(
-            f"{moved} item(s) were not in available_at order in {file}; they were "
-            "written sorted by available_at (stable)."
-        )
-
-
-@data_app.command("import-news")
-def _data_import_news(
-    file: Annotated[
-        Path, typer.Argument(help="CSV or Parquet with available_at, headline/text, source.")
-    ],
-    tz: Annotated[str | None, typer.Option(help="Zone of naive available_at values.")] = None,
-    dest: Annotated[Path, typer.Option(help="Directory of the bars the news belongs to.")] = Path(
-        "data"
-    ),
-) -> None:
-    """Import point-in-time news into DEST/news.parquet."""
-    _text_import("news", file, tz, dest)
-
-
-@data_app.command("import-documents")
-def _data_import_documents(
-    file: Annotated[
-        Path, typer.Argument(help="CSV or Parquet with available_at, headline/text, source.")
-    ],
-    tz: Annotated[str | None, typer.Option(help="Zone of naive available_at values.")] = None,
-    dest: Annotated[
-        Path, typer.Option(help="Directory of the bars the documents belong to.")
-    ] = Path("data"),
-) -> None:
-    """Import point-in-time documents (filings, reports) into DEST/documents.parquet."""
-    _text_import("documents", file, tz, dest)
-
-
-@data_app.command("info")
-def _data_info(
-    path: Annotated[Path, typer.Argument(help="A bar Parquet file or a dataset directory.")],
-    symbol: Annotated[str | None, typer.Option(help="Symbol inside a directory.")] = None,
-) -> None:
-    """Print rows, time range, frequency, calendar and gaps of a bar dataset."""
-    from backtest.data import describe
-
-    info = describe(path, symbol=symbol)
-    table = Table(title=f"{info.meta.symbol} ({info.path})", show_header=False)
-    table.add_column("field")
-    table.add_column("value")
-    rows = [
-        ("rows", str(info.rows)),
-        ("range", f"{info.first} to {info.last}"),
-        ("frequency", info.meta.frequency),
-        ("calendar", info.meta.calendar or "none (every bar of a regular grid is expected)"),
-        ("adj_close", "yes: prices adjusted at load" if info.adjusted else "no"),
-        ("source", info.meta.source),
-        ("source sha256", info.meta.source_sha256),
-        ("notes", info.meta.notes or "-"),
-        (
-            "gaps",
-            f"{len(info.gaps)} run(s), {sum(g.missing_bars for g in info.gaps)} expected "
-            "bar(s) missing",
-        ),
-        ("off-calendar bars", str(info.off_calendar_bars)),
-    ]
-    for name, value in rows:
-        table.add_row(name, escape(value))
-    console.print(table)
-    if info.gaps:
-        longest = sorted(info.gaps, key=lambda g: g.span, reverse=True)[:5]
-        gap_table = Table(title="Longest gaps")
-        for column in ("after", "before", "missing bars", "span"):
-            gap_table.add_column(column)
-        for gap in longest:
-            gap_table.add_row(str(gap.after), str(gap.before), str(gap.missing_bars), str(gap.span))
-        console.print(gap_table)
-
-
-def _open_cassette(path: Path) -> Any:
-    from backtest.errors import CassetteError
-    from backtest.llm.cassette import Cassette
-
-    if not path.exists():
-        raise CassetteError(f"{path}: no such cassette. Fix: check the path (a directory).")
-    return Cassette(path, "none")
-
-
-@cassette_app.command("stats")
-def _cassette_stats(path: Annotated[Path, typer.Argument(help="Cassette directory.")]) -> None:
-    """Count recordings, errors and models; flag models served as mixed snapshots."""
-    stats = _open_cassette(path).stats()
-    table = Table(
-        title=f"{path}: {stats.recordings} recordings in {stats.shards} shard(s), "
-        f"{stats.errors} recorded errors"
-    )
-    table.add_column("model requested", overflow="fold")
-    table.add_column("recordings", justify="right")
-    table.add_column("served as", overflow="fold")
-    for model, count in stats.models_requested.items():
-        served = ", ".join(sorted(stats.models_served.get(model, set()))) or "-"
-        table.add_row(escape(model), str(count), escape(served))
-    console.print(table)
-    for model, snapshots in stats.mixed_snapshots.items():
-        console.print(
-            f"[yellow]warning:[/yellow] {escape(model)} was served by "
-            f"{len(snapshots)} different snapshots: {escape(', '.join(sorted(snapshots)))}"
-            "; replays are exact, but the recordings mix model versions."
-        )
-    if stats.duplicate_keys:
-        console.print(
-            f"{stats.duplicate_keys} duplicate key(s); `backtest cassette merge` compacts them."
-        )
-
-
-@cassette_app.command("verify")
-def _cassette_verify(path: Annotated[Path, typer.Argument(help="Cassette directory.")]) -> None:
-    """Check every recording's checksum and JSON; exit 1 on the first damaged one."""
-    cassette = _open_cassette(path)
-    notes = cassette.verify()
-    for note in notes:
-        console.print(f"note: {escape(note)}")
-    console.print(f"{path}: {len(cassette)} recordings verified.")
-
-
-@cassette_app.command("merge")
-def _cassette_merge(path: Annotated[Path, typer.Argument(help="Cassette directory.")]) -> None:
-    """Compact all shards into one, sorted by key, duplicates dropped."""
-    target, dropped = _open_cassette(path).merge()
-    console.print(f"Merged into {target} ({dropped} duplicate key(s) dropped).")
-
-
-@cassette_app.command("prune")
-def _cassette_prune(
-    path: Annotated[Path, typer.Argument(help="Cassette directory.")],
-    failures: Annotated[
-        bool,
-        typer.Option("--failures", help="Remove recorded failures (refused, timeout, 429, 5xx)."),
-    ] = False,
-) -> None:
-    """Rewrite a cassette without what it should not replay (atomically, into one shard)."""
-    from backtest.errors import ConfigError
-
-    if not failures:
-        raise ConfigError(
-            "backtest cassette prune: say what to prune. Fix: pass --failures (recorded "
-            "failed calls; the next new_episodes run calls them again)."
-        )
-    target, removed, dropped = _open_cassette(path).prune_failures()
-    console.print(
-        f"Removed {removed} failure recording(s) and {dropped} duplicate line(s); the "
-        f"cassette is now {target}."
-    )
-
-
-@cassette_app.command("export")
-def _cassette_export(
-    path: Annotated[Path, typer.Argument(help="Cassette directory.")],
-    out: Annotated[Path, typer.Option(help="JSON-lines file to write.")] = Path("cassette.jsonl"),
-) -> None:
-    """Write every recording as sorted JSON lines, for review and diff."""
-    count = _open_cassette(path).export(out)
-    console.print(f"Wrote {count} recordings to {out}.")
 
 
 @app.command("run")
@@ -485,70 +217,7 @@ def _print_verdict(entries: list[dict[str, Any]]) -> None:
     console.print()
 
 
-@app.command("compare")
-def _compare(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory (runs/<run_id>).")],
-    a: Annotated[str, typer.Option("--a", help="Baseline strategy or seed group, e.g. drl.")],
-    b: Annotated[str, typer.Option("--b", help="Challenger strategy or seed group, e.g. hybrid.")],
-    reps: Annotated[int, typer.Option(min=100, help="Bootstrap replicates.")] = 2_000,
-    block_size: Annotated[
-        int | None,
-        typer.Option(min=1, help="Mean block length (default: Politis-White on the data)."),
-    ] = None,
-    json_out: Annotated[
-        bool, typer.Option("--json", help="Print the comparison as JSON instead of a table.")
-    ] = False,
-) -> None:
-    """Does B beat A? Sharpe and mean-return differences, gross and net of LLM cost."""
-    import json
-
-    from backtest.compare import compare_run_dir
-
-    result = compare_run_dir(run_dir, a, b, reps=reps, block_size=block_size)
-    if json_out:
-        console.print_json(json.dumps(result))
-        return
-    level = f"{result['confidence']:.0%}"
-    table = Table(
-        title=f"{escape(b)} minus {escape(a)}: {result['n_seeds']} paired seed(s), "
-        f"{result['reps']} stationary-bootstrap replicates, mean block {result['block_size']} "
-        "bars; mean return in basis points per bar"
-    )
-    for column in ("", "estimate", f"{level} CI", "p", "per seed"):
-        table.add_column(column, justify="left" if not column else "right", no_wrap=True)
-    for key, label, scale, fmt in (
-        ("sharpe_diff", "Sharpe", 1.0, "+.2f"),
-        ("mean_return_diff", "return bp", 1e4, "+.2f"),
-    ):
-        for basis in ("gross", "net"):
-            d = result[basis][key]
-            table.add_row(
-                f"{label} {basis}",
-                format(d["estimate"] * scale, fmt),
-                f"{format(d['ci_low'] * scale, fmt)}..{format(d['ci_high'] * scale, fmt)}",
-                f"{d['p_value']:.3f}",
-                f"sd {d['seed_std'] * scale:.2f}",
-            )
-    console.print(table)
-    console.print(
-        "gross: as if the LLM answers were free; net: after every LLM dollar. "
-        f"LLM cost of {escape(b)}: ${result['llm_cost_usd']:,.2f} (mean over seeds)."
-    )
-    capital = result["break_even_capital_usd"]
-    if capital is None:
-        console.print(
-            f"Break-even capital: never; {escape(b)} earns no more than {escape(a)} before LLM "
-            "cost, so no account size pays for its LLM calls."
-        )
-    elif capital == 0:
-        console.print(
-            f"Break-even capital: $0; {escape(b)} spends no more on LLMs than {escape(a)}."
-        )
-    else:
-        console.print(
-            f"Break-even capital: ${capital:,.0f} (the account size at which {escape(b)}'s "
-            "excess return pays for its extra LLM cost)."
-        )
+app.command("compare")(compare_command)
 
 
 @app.command("sweep")
