@@ -30,20 +30,47 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import json
-import math
 import socket
-import sys
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from socketserver import TCPServer
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, TypeAlias
-from urllib.parse import unquote
+from typing import Any
+
+from backtest.llm.testing_faults import (  # noqa: F401 (re-exported: the old home of these names)
+    _CONTENT_FAULTS,
+    _ERROR_STATUS,
+    _MALFORMED_BODY,
+    NOT_JSON_TEXT,
+    REFUSAL_TEXT,
+    Fault,
+    _Injection,
+)
+from backtest.llm.testing_http import (  # noqa: F401 (re-exported: the old home of these names)
+    _STREAM_PIECE_CHARS,
+    _dumps,
+    _error_body,
+    _format_seconds,
+    _Handler,
+    _HTTPServer,
+)
+from backtest.llm.testing_scripts import (  # noqa: F401 (re-exported: the old home of these names)
+    _CREATED_EPOCH,
+    _REPLY_KEYS,
+    CHARS_PER_TOKEN,
+    IMAGE_PROMPT_TOKENS,
+    TOKENS_PER_MESSAGE,
+    ReceivedRequest,
+    Reply,
+    Script,
+    _Answer,
+    _answer_from,
+    _check_reply,
+    _check_script,
+    _deep_merge,
+    count_completion_tokens,
+    count_prompt_tokens,
+)
 
 __all__ = [
     "CHARS_PER_TOKEN",
@@ -60,34 +87,7 @@ __all__ = [
     "count_prompt_tokens",
 ]
 
-Reply: TypeAlias = str | Mapping[str, Any]
-"""One scripted answer: the content, or a mapping with ``content`` and optional overrides."""
 
-Script: TypeAlias = Reply | Sequence[Reply] | Callable[[dict[str, Any]], Reply]
-"""How a model answers: one fixed reply, replies served in turn (cycling), or a callable."""
-
-CHARS_PER_TOKEN = 4
-"""Characters of text counted as one token, prompt and completion alike."""
-
-TOKENS_PER_MESSAGE = 4
-"""Prompt tokens charged per message for the chat template around it."""
-
-IMAGE_PROMPT_TOKENS = 765
-"""Prompt tokens charged per ``image_url`` content part (OpenAI's high-detail 512 px tile)."""
-
-REFUSAL_TEXT = "I'm sorry, but I can't help with that."
-"""The content :attr:`Fault.REFUSAL` answers with."""
-
-NOT_JSON_TEXT = (
-    "Looking at the recent bars, momentum is fading and volume is thin, so I would lean "
-    "cautiously bullish but keep the position small until the breakout is confirmed."
-)
-"""The prose :attr:`Fault.NOT_JSON_CONTENT` answers with instead of the scripted JSON."""
-
-_CREATED_EPOCH = 1_700_000_000
-_STREAM_PIECE_CHARS = 16
-_MALFORMED_BODY = b"<html><body><h1>upstream error</h1><p>{not json</p></body></html>"
-_REPLY_KEYS = frozenset({"content", "finish_reason", "usage", "model", "provider"})
 _PROVIDER_BY_PREFIX = {
     "anthropic": "Anthropic",
     "deepseek": "DeepSeek",
@@ -98,149 +98,6 @@ _PROVIDER_BY_PREFIX = {
     "openai": "OpenAI",
     "qwen": "Alibaba",
 }
-
-
-class Fault(Enum):
-    """A failure :meth:`LLMTestServer.inject` makes a model's next requests suffer.
-
-    Attributes:
-        RATE_LIMIT: HTTP 429 with a ``Retry-After`` header (seconds) and an OpenAI-style
-            error body.
-        SERVER_ERROR: HTTP 500 with an OpenAI-style error body.
-        BAD_GATEWAY: HTTP 502 with an OpenAI-style error body.
-        HANG: Send nothing for ``hang_s`` seconds (longer than any sane client timeout), then
-            answer normally. Stopping the server wakes the request and drops its connection.
-        MALFORMED_JSON: HTTP 200, ``Content-Type: application/json``, a body that is not JSON
-            (when streaming: one event whose data is not JSON).
-        TRUNCATED_STREAM: When streaming, chunks carrying the first half of the content, then
-            the stream ends cleanly with no ``finish_reason``, no usage and no
-            ``data: [DONE]``.
-            Otherwise the first half of the JSON body, with a ``Content-Length`` that matches
-            the truncated body.
-        EMPTY_CONTENT: HTTP 200 with content ``""``.
-        REFUSAL: HTTP 200 with content :data:`REFUSAL_TEXT` and ``finish_reason`` ``"stop"``.
-        NOT_JSON_CONTENT: HTTP 200 with content :data:`NOT_JSON_TEXT`, prose where a parser
-            expects JSON.
-        NOT_FOUND: HTTP 404 ``model_not_found``, as for a model the provider withdrew
-            (with ``after=k`` in :meth:`LLMTestServer.inject`: a model that vanishes after
-            ``k`` answers).
-        UNAUTHORIZED: HTTP 401 whose message echoes the whole API key the request presented
-            (the worst a provider or proxy does), to prove nothing writes it down.
-    """
-
-    RATE_LIMIT = "rate_limit"
-    SERVER_ERROR = "server_error"
-    BAD_GATEWAY = "bad_gateway"
-    HANG = "hang"
-    MALFORMED_JSON = "malformed_json"
-    TRUNCATED_STREAM = "truncated_stream"
-    EMPTY_CONTENT = "empty_content"
-    REFUSAL = "refusal"
-    NOT_JSON_CONTENT = "not_json_content"
-    NOT_FOUND = "not_found"
-    UNAUTHORIZED = "unauthorized"
-
-
-_ERROR_STATUS = {
-    Fault.RATE_LIMIT: (429, "rate_limit_error", "rate_limit_exceeded", "Rate limit exceeded"),
-    Fault.SERVER_ERROR: (500, "server_error", "internal_server_error", "Internal server error"),
-    Fault.BAD_GATEWAY: (502, "server_error", "bad_gateway", "Upstream provider unavailable"),
-}
-_CONTENT_FAULTS = {
-    Fault.EMPTY_CONTENT: "",
-    Fault.REFUSAL: REFUSAL_TEXT,
-    Fault.NOT_JSON_CONTENT: NOT_JSON_TEXT,
-}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReceivedRequest:
-    """One HTTP request the server received, in arrival order.
-
-    Attributes:
-        method: ``"GET"`` or ``"POST"``.
-        path: The request path, e.g. ``"/v1/chat/completions"``.
-        body: The decoded JSON body, or ``None`` for a request without one (or with a body
-            that is not a JSON object).
-        headers: Request headers with lower-case names. They may hold the API key
-            (``authorization``), so they are left out of ``repr`` and never logged.
-    """
-
-    method: str
-    path: str
-    body: dict[str, Any] | None
-    headers: dict[str, str] = field(repr=False)
-
-    @property
-    def model(self) -> str | None:
-        """The ``model`` the body asked for, if any."""
-        if self.body is None:
-            return None
-        model = self.body.get("model")
-        return model if isinstance(model, str) else None
-
-
-def count_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    """Count the prompt tokens the server reports for ``messages``.
-
-    The count is ``ceil(text characters / CHARS_PER_TOKEN)`` over all messages, plus
-    :data:`TOKENS_PER_MESSAGE` per message and :data:`IMAGE_PROMPT_TOKENS` per ``image_url``
-    content part.
-
-    Args:
-        messages: Chat messages as sent in the request body.
-
-    Returns:
-        The number of prompt tokens.
-    """
-    chars = 0
-    images = 0
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, Sequence):
-            for part in content:
-                if not isinstance(part, Mapping):
-                    continue
-                if part.get("type") == "image_url":
-                    images += 1
-                elif isinstance(part.get("text"), str):
-                    chars += len(part["text"])
-    return (
-        math.ceil(chars / CHARS_PER_TOKEN)
-        + TOKENS_PER_MESSAGE * len(messages)
-        + IMAGE_PROMPT_TOKENS * images
-    )
-
-
-def count_completion_tokens(content: str) -> int:
-    """Count the completion tokens the server reports for an answer.
-
-    Args:
-        content: The answer's text.
-
-    Returns:
-        ``ceil(len(content) / CHARS_PER_TOKEN)``.
-    """
-    return math.ceil(len(content) / CHARS_PER_TOKEN)
-
-
-@dataclass(slots=True)
-class _Injection:
-    fault: Fault
-    remaining: int | None
-    retry_after_s: float
-    after: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Answer:
-    content: str
-    finish_reason: str
-    usage: Mapping[str, Any]
-    model: str | None
-    provider: str | None
 
 
 class LLMTestServer:
@@ -616,354 +473,3 @@ class LLMTestServer:
             ],
             "usage": self._usage(model, body, answer),
         }
-
-
-def _check_script(name: str, script: object) -> None:
-    if isinstance(script, str) or callable(script):
-        return
-    if isinstance(script, Mapping):
-        _check_reply(name, script)
-        return
-    if isinstance(script, Sequence) and script:
-        for reply in script:
-            if not isinstance(reply, str):
-                _check_reply(name, reply)
-        return
-    raise TypeError(
-        f"models[{name!r}] is {script!r}; give a reply string, a non-empty list of replies, "
-        "or a callable (request_body) -> str | dict"
-    )
-
-
-def _check_reply(model: str, reply: object) -> None:
-    if not isinstance(reply, Mapping):
-        raise TypeError(
-            f"the script for {model!r} gave {reply!r}; a reply is a string or a dict with "
-            f"keys among {sorted(_REPLY_KEYS)}"
-        )
-    unknown = set(reply) - _REPLY_KEYS
-    if unknown:
-        raise TypeError(
-            f"the script for {model!r} gave a reply with unknown keys {sorted(unknown)}; "
-            f"allowed keys are {sorted(_REPLY_KEYS)}"
-        )
-    if not isinstance(reply.get("content", ""), str):
-        raise TypeError(f"the script for {model!r} gave non-string content {reply['content']!r}")
-    if not isinstance(reply.get("usage", {}), Mapping):
-        raise TypeError(f"the script for {model!r} gave usage {reply['usage']!r}; give a dict")
-
-
-def _answer_from(model: str, reply: object) -> _Answer:
-    if isinstance(reply, str):
-        return _Answer(reply, "stop", {}, None, None)
-    _check_reply(model, reply)
-    assert isinstance(reply, Mapping)
-    return _Answer(
-        content=reply.get("content", ""),
-        finish_reason=reply.get("finish_reason", "stop"),
-        usage=reply.get("usage", {}),
-        model=reply.get("model"),
-        provider=reply.get("provider"),
-    )
-
-
-def _deep_merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def _error_body(message: str, error_type: str, code: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
-
-
-def _dumps(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
-def _format_seconds(seconds: float) -> str:
-    return str(int(seconds)) if float(seconds).is_integer() else repr(float(seconds))
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 64
-
-    def __init__(self, owner: LLMTestServer, port: int) -> None:
-        self.owner = owner
-        super().__init__(("127.0.0.1", port), _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn, a reverse DNS lookup; skip it.
-        TCPServer.server_bind(self)
-        self.server_name = "127.0.0.1"
-        self.server_port = self.server_address[1]
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # The default prints a traceback to stderr; keep the error for tests instead.
-        error = sys.exc_info()[1]
-        if error is not None and not isinstance(error, ConnectionError | TimeoutError):
-            self.owner._record_error(error)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "LLMTestServer/1"
-    server: _HTTPServer
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's algorithm
-        # and the client's delayed ACK add ~40 ms to every response.
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self.server.owner._lock:
-            self.server.owner._connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.owner._lock:
-            self.server.owner._connections.discard(self.connection)
-        with contextlib.suppress(OSError):  # the client (or stop()) closed the connection
-            super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Never log: request lines and headers may carry an API key.
-        pass
-
-    def send_response(self, code: int, message: str | None = None) -> None:
-        # The default adds a wall-clock Date header; responses must be deterministic.
-        self.send_response_only(code, message)
-        self.send_header("Server", self.server_version)
-
-    def _send_json(
-        self, status: int, payload: Any, headers: Mapping[str, str] | None = None
-    ) -> None:
-        self._send_bytes(status, _dumps(payload), "application/json", headers)
-
-    def _send_bytes(
-        self,
-        status: int,
-        data: bytes,
-        content_type: str,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
-
-    def _send_error(self, status: int, message: str, error_type: str, code: str) -> None:
-        self._send_json(status, _error_body(message, error_type, code))
-
-    def _receive(self) -> ReceivedRequest:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length > 0 else b""
-        body: dict[str, Any] | None = None
-        if raw:
-            try:
-                decoded = json.loads(raw)
-            except ValueError:
-                decoded = None
-            body = decoded if isinstance(decoded, dict) else None
-        headers = {name.lower(): value for name, value in self.headers.items()}
-        request = ReceivedRequest(method=self.command, path=self.path, body=body, headers=headers)
-        self.server.owner._record(request)
-        return request
-
-    def _guarded(self, handler: Callable[[ReceivedRequest], None]) -> None:
-        try:
-            handler(self._receive())
-        except (ConnectionError, TimeoutError):
-            self.close_connection = True
-
-    # -- routes ----------------------------------------------------------------------------
-
-    def do_GET(self) -> None:
-        self._guarded(self._get)
-
-    def do_POST(self) -> None:
-        self._guarded(self._post)
-
-    def _get(self, request: ReceivedRequest) -> None:
-        owner = self.server.owner
-        path = request.path.split("?", 1)[0].rstrip("/")
-        if path == "/v1/models":
-            data = [self._model_object(m) for m in owner._listed_models()]
-            self._send_json(200, {"object": "list", "data": data})
-        elif path.startswith("/v1/models/"):
-            model = unquote(path.removeprefix("/v1/models/"))
-            if model in owner._listed_models():
-                self._send_json(200, self._model_object(model))
-            else:
-                self._model_not_found(model)
-        else:
-            self._send_error(404, f"no route GET {path}", "invalid_request_error", "not_found")
-
-    def _post(self, request: ReceivedRequest) -> None:
-        path = request.path.split("?", 1)[0].rstrip("/")
-        if path != "/v1/chat/completions":
-            self._send_error(404, f"no route POST {path}", "invalid_request_error", "not_found")
-            return
-        body = request.body
-        if body is None or not isinstance(body.get("model"), str):
-            self._send_error(
-                400,
-                "the request body must be a JSON object with a string `model`",
-                "invalid_request_error",
-                "invalid_request",
-            )
-            return
-        try:
-            self._chat(body["model"], body)
-        except (ConnectionError, TimeoutError):
-            raise
-        except Exception as error:  # a failing script: answer 500 and keep the error
-            self.server.owner._record_error(error)
-            self._send_error(
-                500, f"LLMTestServer script error: {error!r}", "server_error", "script_error"
-            )
-
-    def _chat(self, model: str, body: dict[str, Any]) -> None:
-        owner = self.server.owner
-        if owner._latency_s and owner._stopping.wait(owner._latency_s):
-            self.close_connection = True
-            return
-        with owner._lock:
-            served = owner._script_for(model) is not None
-        if not served:
-            self._model_not_found(model)
-            return
-        injection = owner._take_fault(model)
-        fault = injection.fault if injection else None
-        stream = bool(body.get("stream"))
-
-        if injection is not None and fault in _ERROR_STATUS:
-            status, error_type, code, message = _ERROR_STATUS[injection.fault]
-            headers = {}
-            if fault is Fault.RATE_LIMIT:
-                headers["Retry-After"] = _format_seconds(injection.retry_after_s)
-            self._send_json(status, _error_body(message, error_type, code), headers)
-            return
-        if fault is Fault.NOT_FOUND:
-            self._model_not_found(model)
-            return
-        if fault is Fault.UNAUTHORIZED:
-            presented = self.headers.get("Authorization", "").removeprefix("Bearer ")
-            self._send_error(
-                401,
-                f"Incorrect API key provided: {presented}",
-                "invalid_request_error",
-                "invalid_api_key",
-            )
-            return
-        if fault is Fault.HANG and owner._stopping.wait(owner._hang_s):
-            self.close_connection = True  # shutting down: drop the request unanswered
-            return
-        if fault is Fault.MALFORMED_JSON:
-            if stream:
-                self._send_bytes(200, b"data: " + _MALFORMED_BODY + b"\n\n", "text/event-stream")
-            else:
-                self._send_bytes(200, _MALFORMED_BODY, "application/json")
-            return
-
-        if fault in _CONTENT_FAULTS:
-            answer = _Answer(_CONTENT_FAULTS[fault], "stop", {}, None, None)
-        else:
-            reply = owner._next_reply(model, body, advance=fault is not Fault.TRUNCATED_STREAM)
-            if reply is None:  # removed while we waited
-                self._model_not_found(model)
-                return
-            answer = reply
-        completion = owner._completion(model, body, answer)
-        truncated = fault is Fault.TRUNCATED_STREAM
-        if stream:
-            self._stream(body, completion, truncated=truncated)
-        elif truncated:
-            data = _dumps(completion)
-            self._send_bytes(200, data[: len(data) // 2], "application/json")
-        else:
-            self._send_json(200, completion)
-
-    def _stream(self, body: dict[str, Any], completion: dict[str, Any], *, truncated: bool) -> None:
-        options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-        choice = completion["choices"][0]
-        content: str = choice["message"]["content"]
-        if truncated:
-            content = content[: len(content) // 2]
-        pieces = [
-            content[i : i + _STREAM_PIECE_CHARS]
-            for i in range(0, len(content), _STREAM_PIECE_CHARS)
-        ]
-        base = {
-            "id": completion["id"],
-            "provider": completion["provider"],
-            "model": completion["model"],
-            "object": "chat.completion.chunk",
-            "created": completion["created"],
-        }
-
-        def chunk(delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
-            event: dict[str, Any] = {
-                **base,
-                "choices": [
-                    {
-                        "index": 0,
-                        "delta": delta,
-                        "finish_reason": finish_reason,
-                        "native_finish_reason": finish_reason,
-                        "logprobs": None,
-                    }
-                ],
-            }
-            if include_usage:
-                event["usage"] = None
-            return event
-
-        events = [chunk({"role": "assistant", "content": ""}, None)]
-        events += [chunk({"content": piece}, None) for piece in pieces]
-        if not truncated:
-            events.append(chunk({}, choice["finish_reason"]))
-            if include_usage:
-                events.append({**base, "choices": [], "usage": completion["usage"]})
-
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        if truncated:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        frames = [b"data: " + _dumps(event) + b"\n\n" for event in events]
-        if not truncated:
-            frames.append(b"data: [DONE]\n\n")
-        for frame in frames:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(frame), frame))
-            self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-
-    def _model_object(self, model: str) -> dict[str, Any]:
-        return {
-            "id": model,
-            "object": "model",
-            "created": _CREATED_EPOCH,
-            "owned_by": self.server.owner._provider(model),
-        }
-
-    def _model_not_found(self, model: str) -> None:
-        owner = self.server.owner
-        with owner._lock:
-            message = owner._unknown_model_message(model)
-        self._send_error(404, message, "invalid_request_error", "model_not_found")
