@@ -21,20 +21,34 @@ for every date before the next one).
 from __future__ import annotations
 
 import difflib
-import json
 import math
-import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from typing import Any
 
 from backtest.errors import ConfigError, PricingError
+from backtest.llm.pricing_entries import (
+    _PER_MILLION,
+    _TABLE_KEYS,
+    LOOPBACK_HOSTS,  # noqa: F401 (its old home)
+    Cost,
+    ModelPrice,
+    _build_entry,
+    _check_usage,
+    _read_prices,
+    _str_map,
+    is_local_base_url,
+)
+from backtest.llm.pricing_tokens import (
+    IMAGE_PART_TOKENS,
+    TOKENS_PER_MESSAGE,
+    TOKENS_PER_REPLY,
+    count_prompt_tokens,
+    count_text_tokens,
+)
 from backtest.llm.records import Usage
 
 __all__ = [
@@ -50,126 +64,6 @@ __all__ = [
     "load_tables",
     "table_names",
 ]
-
-#: Tokens charged per chat message for role and separators (OpenAI's cookbook uses 3-4).
-TOKENS_PER_MESSAGE = 4
-#: Tokens that prime the reply (``<|im_start|>assistant``), counted once per request.
-TOKENS_PER_REPLY = 3
-#: Tokens assumed per image part. Qwen2.5-VL spends one token per 28x28-pixel patch, so
-#: 2,000 tokens cover a ~1.5-megapixel chart (e.g. 1456x1078); GPT-4-class high-detail
-#: images cost at most ~1,105. Larger renders must be downscaled or counted by the caller.
-IMAGE_PART_TOKENS = 2_000
-
-_PER_MILLION = 1_000_000
-_PACKAGE_FILE = "prices.toml"
-_MONTH = r"^\d{4}-(0[1-9]|1[0-2])$"
-_AS_OF = r"^(\d{4}-(0[1-9]|1[0-2])(-\d{2})?|undated)$"
-_TABLE_KEYS = frozenset({"description", "models", "aliases", "equivalent"})
-_FILE_KEYS = frozenset({"version", "currency", "notes", "tables"})
-_RESERVED_ENTRY_KEYS = frozenset({"model", "table", "alias"})
-_ASCII_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
-
-
-class ModelPrice(BaseModel):
-    """One dated price entry of one model in one table.
-
-    Attributes:
-        model: The model id the table prices (after alias resolution).
-        table: The table the entry belongs to.
-        alias: The id the caller asked for when it was an alias of ``model``, else None.
-        input_per_million: USD per million uncached prompt tokens.
-        output_per_million: USD per million completion tokens.
-        cached_input_per_million: USD per million prompt tokens read from the provider's
-            cache; None bills them at the input price.
-        cache_write_per_million: USD per million prompt tokens written to the cache; None
-            bills them at the input price.
-        reasoning_per_million: USD per million reasoning tokens; None bills them at the
-            output price.
-        per_image: USD per image input, for providers that bill images on top of tokens
-            (0 when images arrive as prompt tokens, as on OpenRouter).
-        per_request: USD per request.
-        context_tokens: The context window, when known.
-        training_cutoff: ``YYYY-MM`` of the training-data cutoff, when published.
-        released: ``YYYY-MM`` the model (version) was released; an upper bound on the
-            cutoff when the cutoff itself is not published.
-        effective_from: First day the price holds; None holds for every earlier date.
-        as_of: When the figure was observed in ``source`` (``YYYY-MM[-DD]`` or ``undated``).
-        source: URL, repository@commit or ``seed.md`` the figure comes from.
-        verified: Whether the figure was confirmed in the provider's (or OpenRouter's) own
-            data; False marks a figure taken on trust (e.g. from the seed document).
-        notes: Caveats, in words.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model: str = Field(min_length=1)
-    table: str = Field(min_length=1)
-    alias: str | None = None
-    input_per_million: float = Field(ge=0, allow_inf_nan=False)
-    output_per_million: float = Field(ge=0, allow_inf_nan=False)
-    cached_input_per_million: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    cache_write_per_million: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    reasoning_per_million: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    per_image: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    per_request: float = Field(default=0.0, ge=0, allow_inf_nan=False)
-    context_tokens: int | None = Field(default=None, gt=0)
-    training_cutoff: str | None = Field(default=None, pattern=_MONTH)
-    released: str | None = Field(default=None, pattern=_MONTH)
-    effective_from: date | None = None
-    as_of: str = Field(pattern=_AS_OF)
-    source: str = Field(min_length=1)
-    verified: StrictBool
-    notes: str = ""
-
-    @field_validator("as_of", mode="before")
-    @classmethod
-    def _date_to_text(cls, value: Any) -> Any:
-        return value.isoformat() if isinstance(value, date) else value
-
-    @property
-    def cached_input_price(self) -> float:
-        """USD per million cached prompt tokens (the input price when none is listed)."""
-        if self.cached_input_per_million is None:
-            return self.input_per_million
-        return self.cached_input_per_million
-
-    @property
-    def cache_write_price(self) -> float:
-        """USD per million cache-write tokens (the input price when none is listed)."""
-        if self.cache_write_per_million is None:
-            return self.input_per_million
-        return self.cache_write_per_million
-
-    @property
-    def reasoning_price(self) -> float:
-        """USD per million reasoning tokens (the output price when none is listed)."""
-        if self.reasoning_per_million is None:
-            return self.output_per_million
-        return self.reasoning_per_million
-
-    @property
-    def cutoff_upper_bound(self) -> str | None:
-        """``YYYY-MM`` no earlier than the training cutoff: the cutoff, else the release."""
-        return self.training_cutoff or self.released
-
-
-@dataclass(frozen=True, slots=True)
-class Cost:
-    """What one call cost and where the figure came from.
-
-    Attributes:
-        cost_usd: The cost in USD.
-        source: ``"reported"`` (the provider's own figure) or ``"table"`` (priced here).
-        breakdown: USD per component (``input``, ``cached_input``, ``cache_write``,
-            ``output``, ``reasoning``, ``images``, ``request``; ``reported`` for a
-            reported cost); the values sum to ``cost_usd``.
-        model: The table entry's model id that priced the call (None when reported).
-    """
-
-    cost_usd: float
-    source: Literal["reported", "table"]
-    breakdown: dict[str, float]
-    model: str | None = None
 
 
 #: A model id in a price table that prices every model the table does not list (the
@@ -499,24 +393,6 @@ class PriceTable:
         )
 
 
-#: Hosts of a server on this machine: a model served there costs $0 by rule.
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
-
-def is_local_base_url(url: str | None) -> bool:
-    """Whether ``url`` reaches a server on this machine (loopback: 127.0.0.0/8, localhost,
-    ::1), whose models cost $0 by rule (llama.cpp, Ollama, vLLM run locally)."""
-    if not url:
-        return False
-    from urllib.parse import urlsplit
-
-    try:
-        host = (urlsplit(url if "//" in url else f"//{url}").hostname or "").lower()
-    except ValueError:
-        return False
-    return host in LOOPBACK_HOSTS or host.startswith("127.") or host.endswith(".localhost")
-
-
 def load_tables(path: str | Path | None = None) -> dict[str, PriceTable]:
     """Every table of a prices file, read and validated once, by name.
 
@@ -545,163 +421,6 @@ def table_names(path: str | Path | None = None) -> tuple[str, ...]:
     """
     _, data = _read_prices(path)
     return tuple(sorted(data["tables"]))
-
-
-_SINGLE_TOKEN_BYTES = ("0123456789" + "".join(sorted(_ASCII_PUNCT))).encode("ascii")
-
-
-def count_text_tokens(text: str) -> int:
-    """Over-count the tokens of ``text`` for BPE tokenizers without loading one.
-
-    Rule: every ASCII digit and every ASCII punctuation character is one token (Qwen and
-    DeepSeek split numbers into single digits, and price tables are mostly digits and
-    punctuation); the remaining characters cost ``ceil(UTF-8 bytes / 3)`` together, so
-    a CJK character (3 bytes) is one token and English letters a third of one (real
-    tokenizers average about four characters per token).
-
-    Args:
-        text: Any text.
-
-    Returns:
-        The token count, at least ``len(text) / 3``.
-    """
-    # Digits and punctuation are one byte each in UTF-8, so counting them is deleting them
-    # from the bytes (C speed); everything else, ASCII or not, costs its UTF-8 bytes / 3.
-    data = text.encode("utf-8", "surrogatepass")
-    single = len(data) - len(data.translate(None, _SINGLE_TOKEN_BYTES))
-    return single + math.ceil((len(data) - single) / 3)
-
-
-def count_prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    """Over-count a chat request's prompt tokens for non-OpenAI tokenizers.
-
-    Rule: :data:`TOKENS_PER_REPLY` once, plus per message :data:`TOKENS_PER_MESSAGE`,
-    :func:`count_text_tokens` of its role, name and text (a string ``content`` or each
-    ``text`` part), :data:`IMAGE_PART_TOKENS` per image part (``image_url``, ``image``,
-    ``input_image``), and the text tokens of the JSON of anything else (tool calls, other
-    part types). Used with :meth:`PriceTable.estimate_max_cost` before a call, so it must
-    not under-count: for English and Chinese prose it counts at least a third of a token
-    per character, a token per CJK character and a token per digit.
-
-    Args:
-        messages: Chat messages as sent in the request body.
-
-    Returns:
-        The token count.
-    """
-    total = TOKENS_PER_REPLY
-    for message in messages:
-        total += TOKENS_PER_MESSAGE
-        for key, value in message.items():
-            if key == "content":
-                total += _content_tokens(value)
-            elif isinstance(value, str):
-                total += count_text_tokens(value)
-            elif value is not None:
-                total += count_text_tokens(_as_json(value))
-    return total
-
-
-# ---------------------------------------------------------------------- private helpers
-
-
-def _content_tokens(content: Any) -> int:
-    if content is None:
-        return 0
-    if isinstance(content, str):
-        return count_text_tokens(content)
-    if isinstance(content, Sequence):
-        tokens = 0
-        for part in content:
-            if isinstance(part, str):
-                tokens += count_text_tokens(part)
-            elif isinstance(part, Mapping) and part.get("type") in (
-                "image_url",
-                "image",
-                "input_image",
-            ):
-                tokens += IMAGE_PART_TOKENS
-            elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                tokens += count_text_tokens(part["text"])
-            else:
-                tokens += count_text_tokens(_as_json(part))
-        return tokens
-    return count_text_tokens(_as_json(content))
-
-
-def _as_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
-
-
-def _check_usage(model: str, usage: Usage) -> None:
-    counts = {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "cached_prompt_tokens": usage.cached_prompt_tokens,
-        "cache_write_tokens": usage.cache_write_tokens,
-        "reasoning_tokens": usage.reasoning_tokens,
-        "image_inputs": usage.image_inputs,
-    }
-    problems = [f"{k}={v} is negative" for k, v in counts.items() if v < 0]
-    if usage.cached_prompt_tokens + usage.cache_write_tokens > usage.prompt_tokens:
-        problems.append(
-            f"cached_prompt_tokens + cache_write_tokens = "
-            f"{usage.cached_prompt_tokens + usage.cache_write_tokens} exceeds prompt_tokens="
-            f"{usage.prompt_tokens}"
-        )
-    if usage.reasoning_tokens > usage.completion_tokens:
-        problems.append(
-            f"reasoning_tokens={usage.reasoning_tokens} exceeds completion_tokens="
-            f"{usage.completion_tokens}"
-        )
-    if problems:
-        raise PricingError(
-            f"Cannot price the usage reported for {model!r}: {'; '.join(problems)}. Prompt "
-            "tokens include cached and cache-write tokens, and completion tokens include "
-            "reasoning tokens. Fix: build the Usage with Usage.from_openai from the response."
-        )
-
-
-def _read_prices(path: str | Path | None) -> tuple[str, dict[str, Any]]:
-    if path is None:
-        label = f"backtest/llm/{_PACKAGE_FILE}"
-        try:
-            raw = resources.files("backtest.llm").joinpath(_PACKAGE_FILE).read_bytes()
-        except OSError as exc:
-            raise ConfigError(
-                f"{label}: the packaged price file cannot be read ({exc}). Fix: reinstall "
-                "the package, or pass the path of a prices file."
-            ) from exc
-    else:
-        label = str(path)
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as exc:
-            raise ConfigError(
-                f"{label}: cannot read the prices file ({exc.strerror or exc}). Fix: check the "
-                "path, or pass None for the packaged prices.toml."
-            ) from exc
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{label}: not valid TOML ({exc}). Fix: correct the syntax.") from exc
-    unknown = sorted(set(data) - _FILE_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{label}: unknown top-level key(s) {', '.join(unknown)}. Fix: use only "
-            f"{', '.join(sorted(_FILE_KEYS))}."
-        )
-    for key in ("version", "tables"):
-        if key not in data:
-            raise ConfigError(f"{label}: missing top-level key {key!r}. Fix: add it.")
-    if data.get("currency", "USD") != "USD":
-        raise ConfigError(
-            f"{label}: currency = {data['currency']!r}; every price here is in USD. Fix: "
-            'convert the prices and set currency = "USD".'
-        )
-    if not isinstance(data["tables"], dict) or not data["tables"]:
-        raise ConfigError(f"{label}: [tables] must hold at least one named table.")
-    return label, data
 
 
 def _build_table(label: str, version: str, name: str, raw: Any) -> PriceTable:
@@ -773,38 +492,3 @@ def _build_table(label: str, version: str, name: str, raw: Any) -> PriceTable:
         aliases=MappingProxyType(aliases),
         equivalents=MappingProxyType(equivalents),
     )
-
-
-def _build_entry(where: str, table: str, model: str, raw: Any) -> ModelPrice:
-    if not isinstance(raw, dict):
-        raise ConfigError(
-            f'{where} must be a table of prices. Fix: write it as [[tables.{table}.models."'
-            f'{model}"]] with input_per_million, output_per_million, as_of, source, verified.'
-        )
-    reserved = sorted(_RESERVED_ENTRY_KEYS & set(raw))
-    if reserved:
-        raise ConfigError(
-            f"{where}: key(s) {', '.join(reserved)} are set by the loader, not the file. "
-            "Fix: remove them."
-        )
-    try:
-        return ModelPrice(model=model, table=table, **raw)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(part) for part in err["loc"]) or "(entry)"
-            got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
-            problems.append(f"{where}.{key}: {err['msg']}{got}")
-        raise ConfigError(
-            "; ".join(problems) + ". Fix: every entry needs input_per_million and "
-            "output_per_million (USD per million tokens, >= 0), as_of (YYYY-MM[-DD] or "
-            "undated), source and verified (true/false); months are YYYY-MM."
-        ) from None
-
-
-def _str_map(where: str, raw: Any) -> dict[str, str]:
-    if not isinstance(raw, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
-    ):
-        raise ConfigError(f'{where} must map model ids to model ids ("a" = "b").')
-    return dict(raw)
