@@ -42,6 +42,7 @@ __all__ = [
     "find_gaps",
     "infer_frequency",
     "parse_frequency",
+    "weekend_gaps",
 ]
 
 #: Bar frequencies the engine understands, with the length of one bar.
@@ -99,6 +100,16 @@ def infer_frequency(timestamps: pd.DatetimeIndex, *, source: str) -> str:
             "pass the frequency explicitly (--frequency 1d)",
         )
     diffs = np.diff(timestamps.as_unit("ns").asi8)
+    if (diffs == 0).any():
+        at = int(np.flatnonzero(diffs == 0)[0]) + 1
+        raise DataValidationError(
+            source,
+            "duplicate_timestamp",
+            f"the timestamp {timestamps[at]} appears twice (rows {at} and {at + 1} of the "
+            "data, counting from 1 after the header)",
+            "keep one bar per timestamp (check for a file concatenated twice, or several "
+            "symbols in one file: pass --symbol)",
+        )
     values, counts = np.unique(diffs, return_counts=True)
     step = pd.Timedelta(int(values[np.argmax(counts)]), unit="ns")
     for name, length in FREQUENCIES.items():
@@ -223,6 +234,20 @@ class Gap:
     def span(self) -> pd.Timedelta:
         """Wall-clock time between the bars on either side of the gap."""
         return self.before - self.after
+
+
+def weekend_gaps(gaps: list[Gap]) -> int:
+    """How many ``gaps`` miss only Saturdays and Sundays (UTC dates of the missing bars).
+
+    A daily file without a trading calendar expects a bar every day, so every weekend is a
+    gap; this count is what tells a user that ``--calendar`` is what is missing.
+    """
+    count = 0
+    for gap in gaps:
+        days = pd.date_range(gap.after.normalize(), gap.before.normalize(), freq="D")[1:-1]
+        if len(days) and all(day.weekday() >= 5 for day in days):
+            count += 1
+    return count
 
 
 def find_gaps(

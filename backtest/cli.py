@@ -19,7 +19,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from backtest.cli_cassette import cassette_app
 from backtest.cli_compare import compare_command
@@ -36,6 +35,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Help texts are plain text: "[grid]" is a TOML table, not rich markup.
+    rich_markup_mode=None,
 )
 app.add_typer(data_app, name="data")
 app.add_typer(cassette_app, name="cassette")
@@ -126,22 +127,22 @@ def _run(
 
 def _print_metrics(name: str, summary: dict[str, Any]) -> None:
     """One asset's metrics table, then each seed group's mean Sharpe and spread."""
-    table = Table(
-        title=f"{name}: {summary['symbol']} {summary['start'][:10]} to "
-        f"{summary['end'][:10]} ({summary['bars']} bars)"
-    )
+    from backtest.cli_tables import Column, fitted_table
+
     show_llm = any(
         stats.get("llm_calls") or stats.get("llm_cost_usd")
         for stats in summary["strategies"].values()
     )
-    columns = ["strategy", "return", "Sharpe", "max DD", "trades", "fees $"]
-    columns += ["LLM $"] if show_llm else []
-    columns += ["equity $"]
-    for column in columns:
-        if column == "strategy":
-            table.add_column(column, overflow="fold", min_width=12)
-        else:
-            table.add_column(column, justify="right", no_wrap=True)
+    columns = [
+        Column("strategy"),
+        Column("return", numeric=True),
+        Column("Sharpe", numeric=True),
+        Column("max DD", numeric=True),
+        Column("trades", numeric=True),
+        Column("fees $", numeric=True, optional=True),
+    ]
+    columns += [Column("LLM $", numeric=True, optional=True)] if show_llm else []
+    columns += [Column("equity $", numeric=True, optional=True)]
 
     def pct(value: float | None) -> str:
         return "-" if value is None else f"{value:+.1%}"
@@ -149,9 +150,10 @@ def _print_metrics(name: str, summary: dict[str, Any]) -> None:
     def num(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    for name, stats in summary["strategies"].items():
+    rows = []
+    for member, stats in summary["strategies"].items():
         row = [
-            escape(f"{name}*" if name == summary["benchmark"] else name),
+            escape(f"{member}*" if member == summary["benchmark"] else member),
             pct(stats.get("total_return")),
             num(stats.get("sharpe"), ".2f"),
             pct(stats.get("max_drawdown")),
@@ -161,8 +163,15 @@ def _print_metrics(name: str, summary: dict[str, Any]) -> None:
         if show_llm:
             row.append(num(stats.get("llm_cost_usd"), ",.2f"))
         row.append(num(stats.get("final_equity_usd"), ",.0f"))
-        table.add_row(*row)
+        rows.append(row)
+    title = (
+        f"{name}: {summary['symbol']} {summary['start'][:10]} to "
+        f"{summary['end'][:10]} ({summary['bars']} bars)"
+    )
+    table, dropped = fitted_table(title, columns, rows, console)
     console.print(table)
+    if dropped:
+        console.print(f"({', '.join(dropped)} left out to fit the terminal: see summary.json)")
     if summary["benchmark"]:
         console.print(
             "* benchmark. Every metric (alpha and beta against the benchmark among them) is "
@@ -308,28 +317,43 @@ def _print_selection(path: Path) -> None:
         return "-" if value is None else format(value, fmt)
 
     metric = selection["metric"]
-    table = Table(
-        title=f"Selected by validation {metric} among {selection['n_configs_tried']} "
-        f"configuration(s) (top {selection['top_k']})"
-    )
-    columns = ("configuration", "strategy", "params", "seeds", f"validation {metric}")
-    for column in (*columns, "spread (std)", "CI over seeds", f"test {metric}"):
-        table.add_column(column, overflow="fold")
+    from backtest.cli_tables import Column, fitted_table
+
+    columns = [
+        Column("configuration", numeric=True),
+        Column("strategy"),
+        Column("params"),
+        Column("seeds", numeric=True),
+        Column(f"validation {metric}", numeric=True),
+        Column("spread (std)", numeric=True, optional=True),
+        Column("CI over seeds", numeric=True, optional=True),
+        Column(f"test {metric}", numeric=True),
+    ]
+    rows = []
     for item in selection["selected"]:
         params = ", ".join(f"{k}={v}" for k, v in item["params"].items())
         seeds = item.get("validation_seeds") or {}
         ci = seeds.get("ci")
         nan = f" ({seeds['n_nan_seeds']} NaN)" if seeds.get("n_nan_seeds") else ""
-        table.add_row(
-            str(item.get("configuration", item["point"])),
-            escape(item["strategy"]),
-            escape(params),
-            f"{seeds.get('n_seeds', 1)}{nan}",
-            num((item["validation"] or {}).get(metric)),
-            num(seeds.get("std")),
-            "-" if not ci else f"[{num(ci[0])}, {num(ci[1])}]",
-            num((item["test"] or {}).get(metric)),
+        rows.append(
+            [
+                str(item.get("configuration", item["point"])),
+                escape(item["strategy"]),
+                escape(params),
+                f"{seeds.get('n_seeds', 1)}{nan}",
+                num((item["validation"] or {}).get(metric)),
+                num(seeds.get("std")),
+                "-" if not ci else escape(f"[{num(ci[0])}, {num(ci[1])}]"),
+                num((item["test"] or {}).get(metric)),
+            ]
         )
+    title = (
+        f"Selected by validation {metric} among {selection['n_configs_tried']} "
+        f"configuration(s) (top {selection['top_k']})"
+    )
+    table, dropped = fitted_table(title, columns, rows, console)
+    if dropped:
+        console.print(f"({', '.join(dropped)} left out to fit the terminal: see selection.json)")
     console.print(table)
     dsr, pbo, spa = selection["deflated_sharpe"], selection["pbo"], selection["spa"]
     if dsr:
@@ -380,12 +404,30 @@ def _report(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; turn a user mistake into one message and exit status 1."""
+    """Run the CLI; a user mistake is one message and exit status 1, Ctrl-C one line and 130."""
+    from backtest.cli_signals import Interrupted, install
+
+    warnings, restore = install(lambda line: err_console.print(escape(line), soft_wrap=True))
+    status = 0
     try:
         app(args=argv, prog_name="backtest")
     except BacktestError as exc:
         err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", soft_wrap=True)
-        sys.exit(1)
+        status = 1
+    except Interrupted:
+        err_console.print(
+            "interrupted (Ctrl-C): nothing half-written was kept; LLM answers already "
+            "recorded and models already trained are kept, so a rerun resumes.",
+            soft_wrap=True,
+        )
+        status = 130
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        restore()
+        for line in warnings.summary():
+            err_console.print(escape(line), soft_wrap=True)
+    sys.exit(status)
 
 
 if __name__ == "__main__":  # pragma: no cover

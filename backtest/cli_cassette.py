@@ -9,11 +9,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 __all__ = ["cassette_app"]
 
-cassette_app = typer.Typer(help="Inspect and maintain LLM cassettes.", no_args_is_help=True)
+cassette_app = typer.Typer(
+    help="Inspect and maintain LLM cassettes.", no_args_is_help=True, rich_markup_mode=None
+)
 console = Console()
 
 
@@ -30,16 +31,22 @@ def _open_cassette(path: Path) -> Any:
 def _cassette_stats(path: Annotated[Path, typer.Argument(help="Cassette directory.")]) -> None:
     """Count recordings, errors and models; flag models served as mixed snapshots."""
     stats = _open_cassette(path).stats()
-    table = Table(
-        title=f"{path}: {stats.recordings} recordings in {stats.shards} shard(s), "
+    from backtest.cli_tables import Column, fitted_table
+
+    rows = [
+        [
+            escape(model),
+            str(count),
+            escape(", ".join(sorted(stats.models_served.get(model, set()))) or "-"),
+        ]
+        for model, count in stats.models_requested.items()
+    ]
+    title = (
+        f"{path}: {stats.recordings} recordings in {stats.shards} shard(s), "
         f"{stats.errors} recorded errors"
     )
-    table.add_column("model requested", overflow="fold")
-    table.add_column("recordings", justify="right")
-    table.add_column("served as", overflow="fold")
-    for model, count in stats.models_requested.items():
-        served = ", ".join(sorted(stats.models_served.get(model, set()))) or "-"
-        table.add_row(escape(model), str(count), escape(served))
+    columns = [Column("model requested"), Column("recordings", numeric=True), Column("served as")]
+    table, _ = fitted_table(title, columns, rows, console)
     console.print(table)
     for model, snapshots in stats.mixed_snapshots.items():
         console.print(

@@ -7,7 +7,7 @@ The commands validate and write through :mod:`backtest.data`; every user mistake
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 import typer
@@ -20,7 +20,9 @@ from backtest.errors import BacktestError
 __all__ = ["data_app"]
 
 data_app = typer.Typer(
-    help="Bring market history and point-in-time text in as Parquet.", no_args_is_help=True
+    help="Bring market history and point-in-time text in as Parquet.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 console = Console()
 
@@ -124,6 +126,25 @@ def _data_import(
         f"Wrote {out}: {len(bars)} {bars.frequency} bars of {symbol}, "
         f"{index[0]} to {index[-1]} (timestamps read as {tz or 'UTC'})."
     )
+    from backtest.calendars import find_gaps
+
+    _calendar_hint(find_gaps(index, bars.frequency, calendar)[0], bars.frequency, calendar)
+
+
+def _calendar_hint(gaps: list[Any], frequency: str, calendar: str | None) -> None:
+    """Say so when the gaps of a daily file without a calendar are its weekends."""
+    from backtest.calendars import weekend_gaps
+
+    if calendar is not None or frequency != "1d" or not gaps:
+        return
+    weekends = weekend_gaps(gaps)
+    if weekends:
+        console.print(
+            f"Note: {weekends} of the {len(gaps)} gap(s) are weekends. Without a trading "
+            "calendar every day is expected; import with --calendar XNYS (or the exchange "
+            "the instrument trades on: XNAS, XLON...; FX for currencies) so that weekends and "
+            "holidays are not counted as gaps."
+        )
 
 
 def _text_import(kind: str, file: Path, tz: str | None, dest: Path) -> None:
@@ -208,3 +229,4 @@ def _data_info(
         for gap in longest:
             gap_table.add_row(str(gap.after), str(gap.before), str(gap.missing_bars), str(gap.span))
         console.print(gap_table)
+        _calendar_hint(info.gaps, info.meta.frequency, info.meta.calendar)

@@ -19,7 +19,9 @@ from rich.markup import escape
 
 __all__ = ["llm_app"]
 
-llm_app = typer.Typer(help="Run a local language model (llama.cpp).", no_args_is_help=True)
+llm_app = typer.Typer(
+    help="Run a local language model (llama.cpp).", no_args_is_help=True, rich_markup_mode=None
+)
 console = Console()
 
 

@@ -26,6 +26,7 @@ from backtest.data_schema import (
     _normalise_name,
     _safe_name,
     _to_utc_index,
+    column_suggestions,
     file_sha256,
 )
 from backtest.data_validate import validate_bars
@@ -130,11 +131,24 @@ def read_bars_file(
     known = {*BAR_COLUMNS, *OPTIONAL_COLUMNS, time_cols[0]}
     extra = [c for c in raw.columns if c not in known]
     if extra:
+        missing = [c for c in BAR_COLUMNS if c not in raw.columns]
+        hints = column_suggestions(extra, missing)
+        fix = (
+            f"{'; '.join(hints)}: rename it in the file (the bar columns are "
+            f"{', '.join(BAR_COLUMNS)}), or pass --ignore-column NAME for a column to leave out"
+            if hints
+            else "remove them, or pass --ignore-column NAME for each (nothing is dropped silently)"
+        )
         raise DataValidationError(
             source,
             "unknown_column",
-            f"column(s) {', '.join(extra)} are not part of the bar schema",
-            "remove them, or pass --ignore-column NAME for each (nothing is dropped silently)",
+            f"column(s) {', '.join(extra)} are not part of the bar schema"
+            + (
+                f" and {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
+                if missing
+                else ""
+            ),
+            fix,
         )
     index = _to_utc_index(raw[time_cols[0]], source=source, tz=tz)
     frame = raw.drop(columns=[time_cols[0]])

@@ -20,11 +20,13 @@ from backtest.errors import ConfigError, DataFormatError, DataValidationError
 
 __all__ = [
     "BAR_COLUMNS",
+    "COLUMN_SYNONYMS",
     "DEFAULT_MAX_GAP",
     "META_KEY",
     "OPTIONAL_COLUMNS",
     "BarMeta",
     "Bars",
+    "column_suggestions",
     "file_sha256",
 ]
 
@@ -116,6 +118,51 @@ class Bars:
 
     def __len__(self) -> int:
         return len(self.frame)
+
+
+#: Column names other tools use for the bar columns (normalised: lower case, ``_`` for
+#: spaces). They are suggested, never renamed silently.
+COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "open": ("px_open", "open_price", "opening_price", "o", "first"),
+    "high": ("px_high", "high_price", "h", "max"),
+    "low": ("px_low", "low_price", "l", "min"),
+    "close": (
+        "px_last",
+        "last",
+        "last_price",
+        "close_price",
+        "closing_price",
+        "price",
+        "px_close",
+        "c",
+        "settle",
+        "settlement",
+        "adj_close",
+        "adjusted_close",
+        "adj._close",
+    ),
+    "volume": ("px_volume", "vol", "volume_traded", "v", "qty", "quantity", "turnover_volume"),
+}
+
+
+def column_suggestions(present: list[str], missing: list[str]) -> list[str]:
+    """For each missing bar column, the present column that looks like it (``px_last`` ->
+    ``close``), as ``"px_last looks like close"``; synonyms first, then near spellings."""
+    import difflib
+
+    hints = []
+    taken: set[str] = set()
+    for column in missing:
+        found = next(
+            (c for c in present if c in COLUMN_SYNONYMS.get(column, ()) and c not in taken), None
+        )
+        if found is None:
+            close = difflib.get_close_matches(column, [c for c in present if c not in taken], 1)
+            found = close[0] if close else None
+        if found is not None:
+            taken.add(found)
+            hints.append(f"{found} looks like {column}")
+    return hints
 
 
 def _normalise_name(name: object) -> str:

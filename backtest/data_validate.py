@@ -11,7 +11,12 @@ import numpy as np
 import pandas as pd
 
 from backtest.calendars import find_gaps
-from backtest.data_schema import BAR_COLUMNS, DEFAULT_MAX_GAP, OPTIONAL_COLUMNS
+from backtest.data_schema import (
+    BAR_COLUMNS,
+    DEFAULT_MAX_GAP,
+    OPTIONAL_COLUMNS,
+    column_suggestions,
+)
 from backtest.errors import DataValidationError
 
 __all__ = ["validate_bars"]
@@ -49,12 +54,15 @@ def validate_bars(
         )
     missing = [c for c in BAR_COLUMNS if c not in frame.columns]
     if missing:
+        present = [str(c) for c in frame.columns]
+        hints = column_suggestions(present, missing)
         raise DataValidationError(
             source,
             "missing_column",
             f"required column(s) {', '.join(missing)} not found "
-            f"(columns present: {', '.join(map(str, frame.columns))})",
-            "rename the columns to timestamp, open, high, low, close, volume",
+            f"(columns present: {', '.join(present)})",
+            (f"{'; '.join(hints)}: rename it. " if hints else "")
+            + "The columns are timestamp, open, high, low, close, volume",
         )
     index = frame.index
     if not isinstance(index, pd.DatetimeIndex):
