@@ -48,6 +48,8 @@ MODULES = [
     "backtest.features",
     "backtest.llm.budget",
     "backtest.llm.cassette",
+    "backtest.llm.cassette_keys",
+    "backtest.llm.cassette_records",
     "backtest.llm.client",
     "backtest.llm.fingerprint",
     "backtest.llm.offline",
