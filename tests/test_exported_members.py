@@ -41,6 +41,7 @@ MODULES = [
     "backtest.engine.reuse",
     "backtest.seed_scores",
     "backtest.inference",
+    "backtest.inference_kernels",
     "backtest.passive",
     "backtest.questions",
     "backtest.verdict",
