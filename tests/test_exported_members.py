@@ -80,6 +80,7 @@ MODULES = [
     "strategies.meta_rl",
     "strategies.llm.anonymize",
     "strategies.llm.charts",
+    "strategies.llm.decisions",
     "strategies.llm.graph",
     "strategies.llm.prompts",
     "strategies.llm.schemas",
