@@ -8,6 +8,7 @@ function, relative ones resolved, ``if TYPE_CHECKING:`` ones included.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("backtest", "strategies", "reports")
 #: The most lines one stage module of the engine may have (it was one 1,452-line file).
 ENGINE_MODULE_MAX_LINES = 500
+#: The most lines any module may have, unless its docstring says why it needs more.
+MODULE_MAX_LINES = 500
+#: The sentence a longer module's docstring starts its reason with.
+LONG_MODULE_REASON = "Why this module is long:"
+#: Modules over the limit that this branch does not own: another branch is reducing them
+#: (issue 19). Each entry goes when its module is split or explains itself; the test fails
+#: on an entry that is no longer needed.
+TEMPORARILY_LONG = {
+    "backtest.config",  # 610 lines
+    "strategies.drl",  # 532 lines
+}
 
 
 def _module_name(path: Path) -> str:
@@ -175,3 +187,63 @@ def test_engine_stage_modules_stay_small() -> None:
     assert {"plan.py", "replay.py", "score.py", "write.py"} <= set(sizes)
     too_long = {k: v for k, v in sizes.items() if v > ENGINE_MODULE_MAX_LINES}
     assert not too_long, f"over {ENGINE_MODULE_MAX_LINES} lines: {too_long}"
+
+
+def _length_problem(source: str) -> str | None:
+    """Why ``source`` breaks the size rule, or None: at most :data:`MODULE_MAX_LINES` lines,
+    unless the module docstring has a sentence starting :data:`LONG_MODULE_REASON` (with a
+    reason after it)."""
+    lines = len(source.splitlines())
+    if lines <= MODULE_MAX_LINES:
+        return None
+    docstring = ast.get_docstring(ast.parse(source)) or ""
+    # The reason opens a sentence: at the start, after a sentence's end, or a new paragraph.
+    pattern = rf"(?:\A|[.!?]\s+|\n\s*\n\s*){re.escape(LONG_MODULE_REASON)}\s*\S"
+    if re.search(pattern, docstring):
+        return None
+    return (
+        f"{lines} lines (over {MODULE_MAX_LINES}) and no sentence starting "
+        f"{LONG_MODULE_REASON!r} in its docstring"
+    )
+
+
+def _synthetic(lines: int, docstring: str = "A module.") -> str:
+    body = [f"x{i} = {i}" for i in range(lines - 1)]
+    return "\n".join([f'"""{docstring}"""', *body]) + "\n"
+
+
+def test_the_size_rule_on_synthetic_modules() -> None:
+    # The rule itself, on sources that are never written into the package.
+    assert len(_synthetic(501).splitlines()) == 501
+    assert _length_problem(_synthetic(500)) is None
+    assert "501 lines" in (_length_problem(_synthetic(501)) or "")
+    reason = "The graph. Why this module is long: one class holds the loop."
+    assert _length_problem(_synthetic(501, reason)) is None
+    assert _length_problem(_synthetic(501, "Why this module is long: one loop.")) is None
+    paragraph = "The graph.\n\nWhy this module is long: one class holds the loop."
+    assert _length_problem(_synthetic(501, paragraph)) is None
+    # Mentioning the words is not a reason: the sentence must start with them and say more.
+    assert _length_problem(_synthetic(501, "Nobody says 'why this module is long: x'.")) is not None
+    assert _length_problem(_synthetic(501, "The graph. Why this module is long:")) is not None
+    # A reason in a comment, not the docstring, does not count.
+    commented = "# Why this module is long: it is.\n" + _synthetic(501)
+    assert _length_problem(commented) is not None
+
+
+def test_modules_stay_small_or_say_why() -> None:
+    modules = _modules()
+    assert len(modules) > 50  # the walk found the packages
+    problems = {
+        name: problem
+        for name, path in modules.items()
+        if name not in TEMPORARILY_LONG
+        and (problem := _length_problem(path.read_text())) is not None
+    }
+    assert not problems, f"modules over the size rule: {problems}"
+    # The allowlist only holds modules that still need it.
+    unneeded = sorted(
+        name
+        for name in TEMPORARILY_LONG
+        if name not in modules or _length_problem(modules[name].read_text()) is None
+    )
+    assert not unneeded, f"drop from TEMPORARILY_LONG (now within the rule): {unneeded}"

@@ -50,7 +50,6 @@ try:  # POSIX: shard locks
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-import hashlib
 import json
 import os
 import re
@@ -58,12 +57,29 @@ import secrets
 import socket
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from backtest.errors import CassetteError, ConfigError
+from backtest.llm.cassette_keys import (  # noqa: F401 (re-exported: the old home of these names)
+    _KEY_FIELDS,
+    _KEY_SHAPES,
+    _REDACTED,
+    SECRET_ENV_VARS,
+    _canonical_content,
+    _secret_values,
+    canonical_request,
+    request_key,
+    scrub,
+)
+from backtest.llm.cassette_records import (
+    CassetteStats,
+    Recording,
+    _encode_line,
+    _outcome,
+    _writer_alive,
+)
 
 __all__ = [
     "PARSED_CACHE",
@@ -78,257 +94,17 @@ __all__ = [
     "scrub",
 ]
 
+
 RecordMode = Literal["none", "once", "new_episodes", "all"]
 RECORD_MODES: tuple[str, ...] = ("none", "once", "new_episodes", "all")
-#: Environment variables whose values are never written anywhere (with every other variable
-#: whose name ends in ``_API_KEY``).
-SECRET_ENV_VARS: tuple[str, ...] = (
-    "OPENROUTER_API_KEY",
-    "DEEPSEEK_API_KEY",
-    "QWEN_API_KEY",
-    "DASHSCOPE_API_KEY",
-    "MOONSHOT_API_KEY",
-    "OPENAI_API_KEY",
-    "ANTHROPIC_API_KEY",
-)
-_KEY_SHAPES = re.compile(
-    r"(sk-or-v1-[A-Za-z0-9]{8,}|sk-[A-Za-z0-9_\-]{16,}|Bearer\s+[A-Za-z0-9._\-]{8,})"
-)
-_REDACTED = "[REDACTED]"
+
+
 #: Parsed recordings kept for repeated lookups (the rest are read back from disk).
 PARSED_CACHE = 1024
 _READ_BLOCK = 1 << 20
 _SHARD_GLOB = "shard-*.tsv"
 #: Marks the failures this process records (``meta.session``): those stay hits for it.
 SESSION = secrets.token_hex(8)
-_KEY_FIELDS = (
-    "model",
-    "messages",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "response_format",
-    "seed",
-    "tools",
-    "tool_choice",
-    "stop",
-    "provider",
-    "models",
-    "prompt_version",
-    "sample",
-    "attempt",
-)
-
-
-# ----------------------------------------------------------------------------- keys
-
-
-def _canonical_content(content: Any) -> Any:
-    if not isinstance(content, list):
-        return content
-    parts = []
-    for part in content:
-        if isinstance(part, Mapping) and part.get("type") == "image_url":
-            source = part.get("x_source")
-            if source is None:
-                # No source hash given: key on the image bytes themselves.
-                url = part.get("image_url", {})
-                url = url.get("url", "") if isinstance(url, Mapping) else str(url)
-                source = {"sha256": hashlib.sha256(url.encode()).hexdigest()}
-            parts.append({"type": "image", "source": source})
-        else:
-            parts.append(dict(part) if isinstance(part, Mapping) else part)
-    return parts
-
-
-def canonical_request(request: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of a chat request that decide its answer, in canonical form.
-
-    Keeps :data:`_KEY_FIELDS` only (no API key, header or base URL can enter), drops
-    unset values, and replaces each image part by the hash of what it was drawn from
-    (its ``x_source`` field, set by the chart renderer) so a replay never renders a chart.
-    """
-    out: dict[str, Any] = {}
-    for name in _KEY_FIELDS:
-        value = request.get(name)
-        if value is None:
-            continue
-        if name == "messages":
-            value = [
-                {k: (_canonical_content(v) if k == "content" else v) for k, v in m.items()}
-                for m in value
-            ]
-        out[name] = value
-    return out
-
-
-def request_key(request: Mapping[str, Any]) -> str:
-    """sha256 (hex) of the canonical request's JSON (sorted keys, no whitespace)."""
-    payload = json.dumps(
-        canonical_request(request),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        default=str,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-# --------------------------------------------------------------------------- secrets
-
-
-def _secret_values(extra_env: Iterable[str] = ()) -> list[str]:
-    # Any *_API_KEY variable is a secret (OPENAI_COMPATIBLE_API_KEY, a user's own), not
-    # only the providers this module knows by name.
-    named = [n for n in os.environ if n.upper().endswith("_API_KEY")]
-    values = []
-    for name in (*SECRET_ENV_VARS, *named, *extra_env):
-        value = os.environ.get(name)
-        if value and len(value) >= 6:
-            values.append(value)
-    return sorted(set(values), key=len, reverse=True)
-
-
-def scrub(value: Any, secrets_: Iterable[str] = ()) -> Any:
-    """Return ``value`` with every secret and key-shaped string replaced by ``[REDACTED]``."""
-    known = list(secrets_)
-    if isinstance(value, str):
-        for secret in known:
-            if secret in value:
-                value = value.replace(secret, _REDACTED)
-        return _KEY_SHAPES.sub(_REDACTED, value)
-    if isinstance(value, Mapping):
-        return {
-            k: (
-                _REDACTED
-                if str(k).lower() in ("authorization", "api-key", "x-api-key")
-                else scrub(v, known)
-            )
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [scrub(v, known) for v in value]
-    return value
-
-
-# ------------------------------------------------------------------------ recordings
-
-
-@dataclass(frozen=True, slots=True)
-class Recording:
-    """One recorded call: the canonical request and what came back.
-
-    Attributes:
-        key: The request key.
-        request: The canonical request.
-        outcome: ``"ok"`` (``response`` holds the response body) or ``"error"``
-            (``error`` holds ``type``, ``status``, ``message`` and ``retry_after``).
-        response: The raw response body as the provider sent it (JSON object).
-        error: What went wrong, when it did.
-        latency_ms: Wall time of the live call.
-        meta: Anything else the client stored (profile name, SDK version, cost).
-    """
-
-    key: str
-    request: dict[str, Any]
-    outcome: Literal["ok", "error"]
-    response: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    latency_ms: float = 0.0
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def payload(self) -> dict[str, Any]:
-        """The JSON object stored on the recording's line."""
-        return {
-            "request": self.request,
-            "outcome": self.outcome,
-            "response": self.response,
-            "error": self.error,
-            "latency_ms": self.latency_ms,
-            "meta": self.meta,
-        }
-
-    @classmethod
-    def from_payload(cls, key: str, data: Mapping[str, Any]) -> Recording:
-        """Rebuild a recording from its stored JSON object."""
-        return cls(
-            key=key,
-            request=dict(data.get("request") or {}),
-            outcome=data.get("outcome", "ok"),
-            response=data.get("response"),
-            error=data.get("error"),
-            latency_ms=float(data.get("latency_ms") or 0.0),
-            meta=dict(data.get("meta") or {}),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class CassetteStats:
-    """What :meth:`Cassette.stats` reports."""
-
-    recordings: int
-    shards: int
-    errors: int
-    models_requested: dict[str, int]
-    models_served: dict[str, set[str]]
-    duplicate_keys: int
-    torn_lines: int
-
-    @property
-    def mixed_snapshots(self) -> dict[str, set[str]]:
-        """Requested models that were served by more than one model id (snapshot drift)."""
-        return {m: s for m, s in self.models_served.items() if len(s) > 1}
-
-
-def _writer_alive(shard: Path) -> bool:
-    """Whether a writer still has ``shard`` open for appending.
-
-    A writer holds an exclusive ``flock`` on its shard from creation to :meth:`Cassette.close`
-    (or its process's end), so a long-lived process that finished writing (a Ray worker
-    between tasks) does not keep its shard out of a merge. Where ``flock`` is missing, the
-    process named in the shard (host and pid) being alive counts instead.
-    """
-    parts = shard.stem.rsplit("-", 2)
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[0].startswith("shard-"):
-        return False  # shard-merged.tsv, or a name this module did not write
-    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:32]
-    pid = int(parts[1])
-    if parts[0][len("shard-") :] != host or pid == os.getpid():
-        return False
-    if fcntl is not None:
-        try:
-            fd = os.open(shard, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # closing releases a lock we took
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _outcome(line: bytes) -> str:
-    """The outcome of a stored line (parsed: only duplicate keys need it)."""
-    try:
-        return str(json.loads(line[74:]).get("outcome", "ok"))
-    except ValueError:
-        return "error"  # a damaged duplicate never displaces a readable recording
-
-
-def _encode_line(key: str, payload: Mapping[str, Any]) -> bytes:
-    body = json.dumps(
-        payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
-    ).encode()
-    return b"%s\t%08x\t%s\n" % (key.encode(), zlib.crc32(body), body)
 
 
 class Cassette:

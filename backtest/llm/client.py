@@ -15,24 +15,37 @@ Temperature 0 is not reproducible on OpenRouter (it may route to another provide
 quantisation between calls): pin providers with ``provider={"order": [...],
 "allow_fallbacks": False}`` and give a ``models`` fallback list; both travel in
 ``extra_body`` and are part of the cassette key.
+
+Why this module is long: it is the one class :class:`LLMClient` (about 430 lines), whose
+cassette lookup, live attempts, retries, fallbacks and pricing share one attempt loop and its
+state; the request and result types live in :mod:`backtest.llm.calls` and the provider
+profiles in :mod:`backtest.llm.providers`, and every name keeps importing from here.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-from backtest.errors import CassetteMiss, ConfigError, LLMError, PricingError
+from backtest.errors import CassetteMiss, ConfigError, PricingError
+from backtest.llm.calls import (
+    CallContext,
+    ChatRequest,
+    ChatResult,
+    LLMCallFailed,
+    _image_count,
+    _wire_messages,
+    require_parameters,
+)
 from backtest.llm.cassette import Cassette, Recording, canonical_request, request_key
 from backtest.llm.model_list import check_model_ids
+from backtest.llm.providers import PROFILES, ProviderProfile
 from backtest.llm.records import LLMCall, Usage
 from backtest.llm.response_format import (
     JSON_OBJECT_ONLY,
@@ -58,184 +71,6 @@ __all__ = [
     "response_format_for",
     "strict_json_schema",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderProfile:
-    """How to reach one provider.
-
-    Attributes:
-        name: Profile name used in configs.
-        base_url: The OpenAI-compatible endpoint.
-        api_key_env: Environment variable holding the key.
-        headers: Extra headers (OpenRouter's attribution headers).
-        reports_cost: Whether responses carry the provider's own cost (OpenRouter).
-        local: A model served on this machine (llama.cpp, Ollama, vLLM run locally): no key,
-            its calls cost $0 by rule (``cost_source="local"``) and need no price, and with
-            no base URL the bundled server is started on the first call the cassette misses.
-            :func:`backtest.llm.pricing.is_local_base_url` tells a loopback URL.
-    """
-
-    name: str
-    base_url: str
-    api_key_env: str
-    headers: Mapping[str, str] = field(default_factory=dict)
-    reports_cost: bool = False
-    local: bool = False
-
-
-PROFILES: dict[str, ProviderProfile] = {
-    "openrouter": ProviderProfile(
-        "openrouter",
-        "https://openrouter.ai/api/v1",
-        "OPENROUTER_API_KEY",
-        {"HTTP-Referer": "https://github.com/hybrid-backtest", "X-Title": "hybrid-backtest"},
-        reports_cost=True,
-    ),
-    "deepseek": ProviderProfile("deepseek", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
-    "qwen": ProviderProfile(
-        "qwen", "https://dashscope-intl.aliyuncs.com/compatible-mode/v1", "QWEN_API_KEY"
-    ),
-    "moonshot": ProviderProfile("moonshot", "https://api.moonshot.ai/v1", "MOONSHOT_API_KEY"),
-    # vLLM, llama.cpp, Ollama, the test server: give base_url (and api_key_env if needed).
-    "openai_compatible": ProviderProfile("openai_compatible", "", "OPENAI_COMPATIBLE_API_KEY"),
-    # llama.cpp's server on this machine (backtest/llm/local.py): started for the run when
-    # base_url is left out, or any local server (llama-server, Ollama, vLLM) by base_url.
-    "local": ProviderProfile("local", "", "LOCAL_LLM_API_KEY", local=True),
-}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChatRequest:
-    """One chat completion request, with everything that decides its answer.
-
-    ``prompt_version`` (the template's version) is part of the cassette key, so editing a
-    prompt never replays answers to the old one. ``context`` is the structured market context
-    the prompt was written from; it is not sent, and only the offline analyst reads it.
-
-    Image parts of ``messages`` may carry ``x_source`` (the hash of the bars a chart was
-    drawn from and the renderer's version: what the cassette key uses) and ``x_render``
-    (a callable returning PNG bytes, called only when the request really goes out).
-    """
-
-    model: str
-    messages: tuple[Mapping[str, Any], ...]
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    response_format: Mapping[str, Any] | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] | None = None
-    tools: tuple[Mapping[str, Any], ...] | None = None
-    provider: Mapping[str, Any] | None = None
-    models: tuple[str, ...] | None = None
-    prompt_version: str = ""
-    sample: int = 0
-    context: Mapping[str, Any] | None = None
-
-    def as_dict(self, attempt: int) -> dict[str, Any]:
-        """The request as the cassette key sees it (attempt number included)."""
-        return {
-            "model": self.model,
-            "messages": [dict(m) for m in self.messages],
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_tokens": self.max_tokens,
-            "response_format": None if self.response_format is None else dict(self.response_format),
-            "seed": self.seed,
-            "stop": None if self.stop is None else list(self.stop),
-            "tools": None if self.tools is None else [dict(t) for t in self.tools],
-            "provider": None if self.provider is None else dict(self.provider),
-            "models": None if self.models is None else list(self.models),
-            "prompt_version": self.prompt_version or None,
-            "sample": self.sample,
-            "attempt": attempt,
-        }
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallContext:
-    """Where a call comes from, for the ledger and for error messages."""
-
-    strategy: str = ""
-    timestamp: str = ""
-    role: str = ""
-    prompt_version: str = ""
-    fallback_from: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ChatResult:
-    """A successful answer.
-
-    Attributes:
-        content: The message text.
-        finish_reason: Why generation stopped.
-        usage: Tokens (and the provider's reported cost) of the answer.
-        model_served: The model id the provider says it used.
-        provider: The upstream provider OpenRouter routed to.
-        call: The ledger record (``cost_usd``, ``spend_usd``, cache, retries...).
-        raw: The response body.
-        refusal: The model's refusal message (OpenAI's ``message.refusal``), when it refused.
-    """
-
-    content: str
-    finish_reason: str
-    usage: Usage
-    model_served: str
-    provider: str
-    call: LLMCall
-    raw: Mapping[str, Any]
-    refusal: str = ""
-
-
-def require_parameters(provider: Mapping[str, Any] | None) -> dict[str, Any]:
-    """OpenRouter provider preferences that route only to providers honouring every
-    requested parameter (``response_format`` among them)."""
-    return {**dict(provider or {}), "require_parameters": True}
-
-
-class LLMCallFailed(LLMError):
-    """Every attempt of a call failed; carries the ledger record of the last one."""
-
-    def __init__(self, message: str, call: LLMCall, kind: str) -> None:
-        super().__init__(message)
-        self.call = call
-        self.kind = kind
-
-
-def _image_count(messages: Any) -> int:
-    count = 0
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            count += sum(
-                1 for p in content if isinstance(p, Mapping) and p.get("type") == "image_url"
-            )
-    return count
-
-
-def _wire_messages(messages: Any) -> list[dict[str, Any]]:
-    """Messages as sent: images rendered now (only now) and the x_ fields removed."""
-    out = []
-    for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):
-            parts = []
-            for part in content:
-                if isinstance(part, Mapping) and part.get("type") == "image_url":
-                    render = part.get("x_render")
-                    if render is not None:
-                        png = render()
-                        url = "data:image/png;base64," + base64.b64encode(png).decode()
-                    else:
-                        url = part["image_url"]["url"]
-                    parts.append({"type": "image_url", "image_url": {"url": url}})
-                else:
-                    parts.append({k: v for k, v in dict(part).items() if not k.startswith("x_")})
-            message = {**message, "content": parts}
-        out.append(dict(message))
-    return out
 
 
 class LLMClient:
