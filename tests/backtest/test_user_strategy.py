@@ -177,8 +177,11 @@ def test_dates_may_be_quoted_or_not_in_the_file_and_in_set(tmp_path: Path) -> No
     path.write_text(text)
     config = load_experiment(
         path,
-        ["data.end=2016-06-30", "splits.train_end=2015-06-01"]
-        + ["splits.validation_end=2016-01-01T00:00:00"],
+        [
+            "data.end=2016-06-30",
+            "splits.train_end=2015-06-01",
+            "splits.validation_end=2016-01-01T00:00:00",
+        ],
     )
     assert config.data.start == "2015-01-01"
     assert config.data.end == "2016-06-30"
