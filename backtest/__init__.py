@@ -2,9 +2,11 @@
 
 The Python API mirrors the CLI::
 
-    from backtest import RunConfig, run
-    result = run(RunConfig.model_validate({...}))
-    result.ledger, result.summary, result.run_dir
+    from backtest import run
+    result = run("experiments/quickstart.toml")        # or a RunConfig, or a dict
+    result = run("experiments/custom_strategy.toml", data=my_bars_dataframe)
+    result.metrics          # one row per strategy (mean over seeds), a DataFrame
+    result.ledger, result.equity, result.summary, result.run_dir
 
 Heavy modules load on first use, so ``import backtest`` stays cheap for the CLI.
 """

@@ -96,6 +96,7 @@ def _run(
     result = run_experiment(
         config, progress=progress and console.is_terminal, on_estimate=announce, force=force
     )
+    assert result.run_dir is not None  # the CLI always writes the run directory
     if result.reused:
         console.print(
             f"reused run {result.run_id} from {result.run_dir}, --force to redo", soft_wrap=True

@@ -12,6 +12,7 @@ to a user's own policy.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import hashlib
 import json
@@ -32,6 +33,7 @@ from pydantic import (
 )
 
 from backtest.errors import ConfigError
+from backtest.paths import resolve_experiment_paths, resolve_value
 
 __all__ = [
     "DEFAULT_DRL_SEEDS",
@@ -156,6 +158,32 @@ class EnvConfig(Frozen):
         return value
 
 
+def _date_text(value: Any) -> Any:
+    """A date written in a file or ``--set`` as the ISO text the engine reads.
+
+    TOML reads an unquoted ``2013-01-01`` as a date: it is turned into text here, so quoting
+    is optional. Text that pandas cannot read as a time is refused here, by key, instead of
+    failing later with a traceback.
+    """
+    import datetime as _dt
+
+    if isinstance(value, _dt.datetime | _dt.date | _dt.time):
+        return value.isoformat()
+    if isinstance(value, str):
+        import pandas as pd
+
+        try:
+            stamp = pd.Timestamp(value)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise ValueError(
+                f"{value!r} is not a date ({exc}); write it as YYYY-MM-DD "
+                "(or YYYY-MM-DDTHH:MM:SS for intraday bars)"
+            ) from exc
+        if stamp is pd.NaT:
+            raise ValueError(f"{value!r} is not a date; write it as YYYY-MM-DD")
+    return value
+
+
 class DataConfig(Frozen):
     """Where the bars come from.
 
@@ -187,6 +215,25 @@ class DataConfig(Frozen):
             if len(set(value)) != len(value):
                 raise ValueError(f"lists a data file twice: {sorted(value)}")
             return tuple(value)
+        return value
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _dates(cls, value: Any) -> Any:
+        return _date_text(value)
+
+    @field_validator("max_gap", mode="before")
+    @classmethod
+    def _timedelta(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            import pandas as pd
+
+            try:
+                pd.Timedelta(value)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(
+                    f'{value!r} is not a time span ({exc}); write e.g. "7D", "36h" or "90min"'
+                ) from exc
         return value
 
     @property
@@ -247,6 +294,11 @@ class SplitsConfig(Frozen):
     #: ``make quickstart`` sets 60 when real models would be called). Strategies that
     #: train still train on every bar before the first decision.
     last_bars: int | None = Field(None, ge=2)
+
+    @field_validator("train_end", "validation_end", mode="before")
+    @classmethod
+    def _dates(cls, value: Any) -> Any:
+        return _date_text(value)
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> SplitsConfig:
@@ -455,6 +507,9 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    if isinstance(value, datetime.date | datetime.time):
+        # ``--set splits.train_end=2010-01-01`` is a TOML date; the config reads dates as text.
+        value = value.isoformat()
     return path, value
 
 
@@ -568,17 +623,21 @@ def load_experiment(
     overrides: Sequence[str] = (),
     *,
     output_dir: str | Path | None = None,
+    overrides_base: str | Path | None = None,
 ) -> RunConfig:
     """Read an experiment TOML file into a :class:`RunConfig`.
 
-    Relative paths inside the file (``data.path``, ``output_dir``) are relative to the
-    file's directory, so an experiment runs the same from any working directory; without
-    ``output_dir`` runs go to ``./runs``.
+    Every path written in the file (``data.path``, ``output_dir``, a ``file.py:Class``
+    strategy, the built-in strategies' ``routing``, ``cassette``, ``cache_dir``...: see
+    :mod:`backtest.paths`) is relative to the file's directory, so an experiment runs the
+    same from any working directory; without ``output_dir`` runs go to ``./runs``.
 
     Args:
         path: The ``.toml`` file.
         overrides: ``dotted.key=value`` strings applied before validation (``--set``).
         output_dir: Replaces ``output_dir`` (``--out``); relative to the working directory.
+        overrides_base: What paths in ``overrides`` are relative to: the working directory
+            (None) for ``--set``, the sweep file's directory for a sweep's grid.
 
     Raises:
         ConfigError: The file is missing or not TOML, an override is malformed, or a key is
@@ -586,23 +645,16 @@ def load_experiment(
     """
     path = Path(path)
     source = str(path)
-    raw = read_toml(path, "experiment", "check the path")
+    raw = resolve_experiment_paths(
+        read_toml(path, "experiment", "check the path"), path.resolve().parent
+    )
+    here = Path(overrides_base if overrides_base is not None else Path.cwd()).resolve()
     for text in overrides:
         key_path, value = parse_override(text)
-        _apply_override(raw, key_path, value, text)
-    base = path.resolve().parent
-    data = raw.get("data")
-    if isinstance(data, dict) and isinstance(data.get("path"), str):
-        data["path"] = str((base / data["path"]).resolve())
-    elif isinstance(data, dict) and isinstance(data.get("path"), list):
-        data["path"] = [
-            str((base / p).resolve()) if isinstance(p, str) else p for p in data["path"]
-        ]
+        _apply_override(raw, key_path, resolve_value(tuple(key_path), value, here), text)
     if output_dir is not None:
         raw["output_dir"] = str(Path(output_dir).resolve())
-    elif isinstance(raw.get("output_dir"), str):
-        raw["output_dir"] = str((base / raw["output_dir"]).resolve())
-    else:
+    elif "output_dir" not in raw:
         raw["output_dir"] = str(Path("runs").resolve())
     try:
         return RunConfig.model_validate(raw)

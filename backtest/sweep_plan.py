@@ -196,7 +196,13 @@ def expand_grid(spec: SweepSpec) -> list[SweepPoint]:
         overrides = [f"{k}={json.dumps(v)}" for k, v in values.items()]
         overrides.append('splits.evaluate="validation"')
         try:
-            config = load_experiment(spec.base, overrides, output_dir=spec.output_dir)
+            # Grid values are written in the sweep file: their paths are relative to it.
+            config = load_experiment(
+                spec.base,
+                overrides,
+                output_dir=spec.output_dir,
+                overrides_base=spec.path.resolve().parent,
+            )
         except ConfigError as exc:
             raise ConfigError(f"{spec.path}, grid point {index} {values}: {exc}") from exc
         if config.splits.validation_end is None:

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> str:
         )
         result = run(config)
         bars = result.summary["bars"]
-        equity = result.equity()
+        equity = result.equity
         returns = equity["sma_10_30"].pct_change().dropna()
         returns.index = returns.index.tz_localize(None)
         out = folder / "report.html"

@@ -18,7 +18,6 @@ from reports._render import short_text, time_ms
 __all__ = [
     "PALETTE",
     "cost_return_scatter",
-    "decision_timeline",
     "drawdown_figure",
     "equity_figure",
     "monthly_heatmap",
@@ -177,6 +176,7 @@ def monthly_heatmap(equity: pd.DataFrame) -> Figure:
         "y": [str(y) for y in years],
         "z": grid,
         "colorscale": "RdBu",
+        "reversescale": True,  # plotly's RdBu runs blue to red: losses red, gains blue
         "zmid": 0,
         "texttemplate": "%{z:.1%}",
         "hovertemplate": "%{y} %{x}: %{z:.2%}<extra></extra>",
@@ -251,68 +251,6 @@ def price_trades_figure(close: pd.Series, fills: Mapping[str, pd.DataFrame]) -> 
                 }
             )
     layout = _layout("Price and trades (fills at the next open)", "price", hovermode="closest")
-    return {"data": data, "layout": layout}
-
-
-def decision_timeline(
-    target: pd.DataFrame, marks: Mapping[str, pd.DataFrame], strategies: Sequence[str]
-) -> Figure:
-    """Target exposure per strategy; markers at each BUY/SELL or abstain with its details.
-
-    Args:
-        target: Target exposure after risk limits (held between decisions), one column per
-            strategy.
-        marks: Per strategy, decisions to mark: ``timestamp``, ``target``, ``label``
-            (already escaped hover text, without the strategy's name and the time, which
-            the hover template adds) and ``abstain``.
-        strategies: Order of the strategies.
-    """
-    x = time_ms(target.index)
-    data: list[dict[str, Any]] = []
-    for i, name in enumerate(strategies):
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "lines",
-                "x": x,
-                "y": target[name].to_numpy(dtype=np.float32),
-                "name": short_text(name, 60),
-                "legendgroup": short_text(name, 60),
-                "line": {"color": _colour(i), "width": 1.2, "shape": "hv"},
-                "hoverinfo": "skip",
-                "visible": True if i < 4 else "legendonly",
-            }
-        )
-        frame = marks.get(name)
-        if frame is None or frame.empty:
-            continue
-        data.append(
-            {
-                "type": "scatter",
-                "mode": "markers",
-                "x": time_ms(frame["timestamp"]),
-                "y": frame["target"].to_numpy(dtype=np.float64),
-                "name": short_text(f"{name} decisions", 60),
-                "legendgroup": short_text(name, 60),
-                "showlegend": False,
-                "visible": True if i < 4 else "legendonly",
-                "marker": {
-                    "color": _colour(i),
-                    "size": 6,
-                    "symbol": ["x" if a else "circle" for a in frame["abstain"]],
-                },
-                "hovertext": list(frame["label"]),
-                "hovertemplate": "<b>"
-                + short_text(name, 40)
-                + "</b> %{x|%Y-%m-%d %H:%M}<br>%{hovertext}<extra></extra>",
-            }
-        )
-    layout = _layout(
-        "Decisions: target exposure (markers: BUY/SELL, × abstain; hover for the reasoning)",
-        "exposure",
-        hovermode="closest",
-        hoverlabel={"align": "left"},
-    )
     return {"data": data, "layout": layout}
 
 

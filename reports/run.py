@@ -26,20 +26,37 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from backtest.errors import BacktestError
-from reports import figures
-from reports._render import figure_json, render_template, short_text, write_atomic
+from reports import figures, risk
+from reports._render import figure_json, render_template, write_atomic
+from reports.timeline import decision_marks, decision_timeline
 
 __all__ = ["RUN_FILES", "load_run", "run_report_html", "verdict_rows", "write_run_report"]
 
 #: Files a run directory must hold for a report.
 RUN_FILES = ("manifest.json", "summary.json", "ledger.parquet", "decisions.parquet")
 
-#: Metrics table columns: (summary key, header, kind).
+#: The first table's columns, chosen to fit 1280 px: (summary key, header, kind). ``var_95``
+#: and ``cvar_95`` come from :mod:`reports.risk`; every other key from ``summary.json``.
+_HEADLINE = (
+    ("total_return", "Return", "pct"),
+    ("cagr", "CAGR", "pct"),
+    ("sharpe", "Sharpe", "num"),
+    ("sortino", "Sortino", "num"),
+    ("max_drawdown", "Max DD", "pct"),
+    ("annual_volatility", "Vol.", "pct"),
+    ("var_95", "VaR 95%", "pct"),
+    ("cvar_95", "CVaR 95%", "pct"),
+    ("exposure", "|Exp.|", "pct"),
+    ("trade_count", "Trades", "int"),
+    ("llm_cost_usd", "LLM $", "usd"),
+    ("final_equity_usd", "Equity", "usd0"),
+)
+
+#: Every metric, in the table under "All metrics": (summary key, header, kind).
 _METRICS = (
     ("total_return", "Total return", "pct"),
     ("cagr", "CAGR", "pct"),
@@ -64,9 +81,16 @@ _METRICS = (
 
 
 def verdict_rows(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The verdict for the report: the headline rows (pooled, Sharpe), all rows, context."""
+    """The verdict for the report: the headline rows (pooled, Sharpe, after LLM cost), all
+    rows, context."""
     entries = summary.get("verdict") or []
-    headline = [e for e in entries if e.get("asset") == "pooled" and e.get("metric") == "sharpe"]
+    headline = [
+        e
+        for e in entries
+        if e.get("asset") == "pooled"
+        and e.get("metric") == "sharpe"
+        and e.get("basis") != "before cost"
+    ]
     return {"headline": headline, "all": entries, "context": summary.get("verdict_context") or {}}
 
 
@@ -165,79 +189,45 @@ def _warnings(
     return out
 
 
-def _metrics_rows(summary: Mapping[str, Any], names: list[str]) -> list[dict[str, Any]]:
+def _metrics_rows(
+    summary: Mapping[str, Any],
+    names: list[str],
+    columns: tuple[tuple[str, str, str], ...],
+    extra: Mapping[str, Mapping[str, float]],
+) -> list[dict[str, Any]]:
     rows = []
     benchmark = summary.get("benchmark")
     for name in names:
-        stats = summary.get("strategies", {}).get(name, {})
+        stats = {**summary.get("strategies", {}).get(name, {}), **extra.get(name, {})}
         rows.append(
             {
                 "name": name,
                 "benchmark": name == benchmark,
-                "cells": [(kind, stats.get(key)) for key, _, kind in _METRICS],
+                "cells": [(kind, stats.get(key)) for key, _, kind in columns],
             }
         )
     return rows
 
 
-def _signals_text(raw: str) -> str:
-    if not raw:
-        return ""
-    try:
-        signals = json.loads(raw)
-    except ValueError:
-        return raw
-    parts = []
-    for s in signals:
-        if s.get("abstain"):
-            parts.append(f"{s.get('agent')}: abstain")
-        else:
-            parts.append(
-                f"{s.get('agent')}: {float(s.get('signal', 0.0)):+.2f} "
-                f"(conf {float(s.get('confidence', 0.0)):.2f})"
+def _drawdown_rows(equity: pd.DataFrame, names: list[str], short: bool) -> list[dict[str, Any]]:
+    """The five worst drawdowns of every strategy, for the drawdown table."""
+    size = 10 if short else 16
+    rows = []
+    for name in names:
+        for rank, d in enumerate(risk.worst_drawdowns(equity[name].dropna()), start=1):
+            rows.append(
+                {
+                    "strategy": name,
+                    "rank": rank,
+                    **{
+                        k: None if d[k] is None else str(d[k].tz_convert(None))[:size]
+                        for k in ("peak", "start", "trough", "recovery")
+                    },
+                    "depth": d["depth"],
+                    "bars": d["bars"],
+                }
             )
-    return "; ".join(parts)
-
-
-def _decision_marks(decisions: pd.DataFrame, target: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    marks: dict[str, pd.DataFrame] = {}
-    if decisions.empty:
-        return marks
-    for name, rows in decisions.groupby("strategy", sort=False):
-        if name not in target:
-            continue
-        # Mark what a reader looks for: a new target, an abstain, or an agent-backed BUY/SELL
-        # (whose reasoning is worth reading even when the target did not change).
-        wanted = rows["target_position"]
-        changed = wanted.notna() & wanted.ne(wanted.ffill().shift(1))
-        argued = (rows["action"] != "HOLD") & (rows["signals"].fillna("") != "")
-        keep = rows[changed | argued | rows["abstain"]]
-        if keep.empty:
-            continue
-        held = target[name].reindex(pd.DatetimeIndex(keep["timestamp"])).to_numpy()
-        labels = []
-        for row in keep.itertuples(index=False):
-            conf = (
-                ""
-                if row.confidence is None or math.isnan(row.confidence)
-                else (f" conf {row.confidence:.2f}")
-            )
-            body = [f"{short_text(row.action, 12)}{' (abstain)' if row.abstain else ''}{conf}"]
-            signals = _signals_text(row.signals)
-            if signals:
-                body.append(short_text(signals, 160))
-            if row.reasoning:
-                body.append(short_text(row.reasoning, 160))
-            labels.append("<br>".join(body))
-        marks[str(name)] = pd.DataFrame(
-            {
-                "timestamp": keep["timestamp"].to_numpy(),
-                "target": np.nan_to_num(held, nan=0.0),
-                "label": labels,
-                "abstain": keep["abstain"].to_numpy(dtype=bool),
-            }
-        )
-    return marks
+    return rows
 
 
 def _fills(ledger: pd.DataFrame, names: list[str]) -> dict[str, pd.DataFrame]:
@@ -406,6 +396,11 @@ def _rolling_window(n: int, periods_per_year: float) -> int:
     return max(5, min(window, n // 3 or 5))
 
 
+def _daily(manifest: Mapping[str, Any]) -> bool:
+    """True for daily or slower bars (dates without a time of day)."""
+    return str((manifest.get("data") or {}).get("frequency", "")).endswith(("d", "w", "mo", "M"))
+
+
 def _period(summary: Mapping[str, Any], frequency: str) -> tuple[str, str]:
     """Start and end as dates for daily or slower bars, else to the minute (UTC)."""
     size = 10 if frequency.endswith(("d", "w", "mo", "M")) else 16
@@ -447,11 +442,17 @@ def run_report_html(run_dir: str | Path) -> str:
         ("trades", figures.price_trades_figure(close, _fills(ledger, names))),
         (
             "timeline",
-            figures.decision_timeline(
-                target.where(exposure.notna(), 0.0), _decision_marks(decisions, target), names
+            decision_timeline(
+                target.where(exposure.notna(), 0.0),
+                decisions,
+                decision_marks(decisions, target),
+                names,
+                max_exposure=float(config.get("risk", {}).get("max_leverage") or 1.0),
             ),
         ),
     ]
+    tails = risk.tail_risk(equity)
+    short_dates = _daily(manifest)
     data = manifest.get("data", {})
     context = {
         "title": f"{manifest.get('name', 'run')} · {summary.get('symbol', '')}",
@@ -460,8 +461,11 @@ def run_report_html(run_dir: str | Path) -> str:
         "data": data,
         "period": _period(summary, data.get("frequency", "")),
         "warnings": _warnings(manifest, decisions, calls),
+        "headline_headers": [(header, kind) for _, header, kind in _HEADLINE],
+        "headline_rows": _metrics_rows(summary, names, _HEADLINE, tails),
         "metric_headers": [(header, kind) for _, header, kind in _METRICS],
-        "metric_rows": _metrics_rows(summary, names),
+        "metric_rows": _metrics_rows(summary, names, _METRICS, tails),
+        "drawdowns": _drawdown_rows(equity, names, short_dates),
         "plots": [(key, figure_json(fig)) for key, fig in plots],
         "cost": _cost_panel(calls, decisions, summary, initial),
         "comparisons": summary.get("comparisons") or [],

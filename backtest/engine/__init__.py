@@ -52,6 +52,8 @@ a run that reached a live provider is never overwritten (:mod:`backtest.engine.r
 The package is the stages a run goes through, one module each, in the order data flows
 (:func:`run` below reads as them):
 
+``source``      what to run: an experiment file, a config or a dict; bars from a file or a
+                pandas DataFrame (``run(experiment, data=...)``)
 ``plan``        config → strategies and seeds (``member_seed``), policies (``build_policy``),
                 bars, the evaluated range or the walk-forward folds
 ``provenance``  the run id and the hashes of its inputs (``run_id_for``, ``run_inputs``;
@@ -62,6 +64,7 @@ The package is the stages a run goes through, one module each, in the order data
 ``score``       metrics, seed groups, comparisons, fold summaries, LLM counts, the
                 temporal-leakage guard
 ``write``       ledger, decisions and LLM-call tables, manifest, the run directory
+``result``      :class:`RunResult`: the tables, the nested summary and its tidy views
 
 There is no ``train`` module: a DRL policy trains (or loads its cached model) itself when the
 replay binds and resets it. Risk-free rates are read by :mod:`backtest.rates`, which
@@ -70,14 +73,13 @@ replay binds and resets it. Risk-free rates are read by :mod:`backtest.rates`, w
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 from backtest.config import RunConfig
 from backtest.engine.plan import (
@@ -90,8 +92,10 @@ from backtest.engine.plan import (
 )
 from backtest.engine.provenance import _identity, run_id_for, run_inputs
 from backtest.engine.replay import _llm_cost_estimate, _market, _replay_all
+from backtest.engine.result import RunResult
 from backtest.engine.reuse import calls_reached_live, load_run, reached_live, redo_dir
 from backtest.engine.score import _offline_warnings, _score
+from backtest.engine.source import Experiment, resolve_experiment
 from backtest.engine.write import (
     DECISION_SCHEMA,
     LEDGER_COLUMNS,
@@ -122,69 +126,31 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """Everything a run produced, as objects (the same data as the run directory).
-
-    The tables are held as Arrow tables (what the run directory stores); the pandas views
-    ``ledger``, ``decisions`` and ``llm_calls`` are built on first access.
-
-    Attributes:
-        run_id: Hash of the config and the data.
-        run_dir: Directory the artifacts were written to.
-        tables: ``ledger``, ``decisions`` and ``llm_calls`` as Arrow tables.
-        summary: Metrics per strategy (``summary["strategies"][name]``).
-        manifest: What the run depended on.
-        reused: True when the run was not redone: a complete run with the same inputs was
-            read back from ``run_dir``.
-    """
-
-    run_id: str
-    run_dir: Path
-    tables: dict[str, pa.Table]
-    summary: dict[str, Any]
-    manifest: dict[str, Any]
-    reused: bool = False
-
-    @functools.cached_property
-    def ledger(self) -> pd.DataFrame:
-        """One row per strategy per bar (columns :data:`LEDGER_COLUMNS`)."""
-        return self.tables["ledger"].to_pandas()
-
-    @functools.cached_property
-    def decisions(self) -> pd.DataFrame:
-        """One row per decision: action, target, confidence, abstain, reasoning, signals."""
-        return self.tables["decisions"].to_pandas()
-
-    @functools.cached_property
-    def llm_calls(self) -> pd.DataFrame:
-        """One row per LLM call (columns :data:`LLM_CALL_COLUMNS`)."""
-        return self.tables["llm_calls"].to_pandas()
-
-    def equity(self) -> pd.DataFrame:
-        """Equity curves, one column per strategy."""
-        return self.ledger.pivot(index="timestamp", columns="strategy", values="equity_usd")
-
-
 def run(
-    config: RunConfig,
+    experiment: Experiment,
     *,
+    data: pd.DataFrame | str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
     progress: bool = False,
     write: bool = True,
     on_estimate: Callable[[dict[str, Any]], None] | None = None,
     force: bool = False,
 ) -> RunResult:
-    """Run every strategy of ``config`` over the same bars and write the run directory.
+    """Run every strategy of an experiment over the same bars and write the run directory.
 
     A complete run with the same inputs (the same run id) is read back, not redone
     (``RunResult.reused``), unless ``force``; a run that reached a live provider is never
     overwritten: its redo goes to ``<run_id>.<n>`` (:mod:`backtest.engine.reuse`).
 
     Args:
-        config: The run's configuration.
+        experiment: A :class:`~backtest.config.RunConfig`, a dict of its keys, or the path
+            of an experiment ``.toml`` file (:mod:`backtest.engine.source`).
+        data: Bars to use instead of the experiment's ``data.path``: a file or dataset
+            path, or a pandas DataFrame of OHLCV bars (validated like an imported file).
+        overrides: ``dotted.key=value`` strings, as ``--set`` (a file or a dict only).
         progress: Show a progress bar per strategy (for the CLI).
         write: Write the run directory (``False`` keeps everything in memory, reuses
-            nothing).
+            nothing, and the result's ``run_dir`` is None).
         on_estimate: Called with the LLM cost estimate (``manifest["llm_cost_estimate"]``)
             before any strategy runs, when some strategy calls LLMs.
         force: Redo a complete run with the same inputs.
@@ -195,12 +161,28 @@ def run(
     Raises:
         BacktestError: Bad data or configuration, before any strategy runs.
     """
+    with resolve_experiment(experiment, data=data, overrides=overrides, write=write) as config:
+        result = _run(config, progress=progress, write=write, on_estimate=on_estimate, force=force)
+    if not write:
+        return dataclasses.replace(result, run_dir=None)
+    return result
+
+
+def _run(
+    config: RunConfig,
+    *,
+    progress: bool,
+    write: bool,
+    on_estimate: Callable[[dict[str, Any]], None] | None,
+    force: bool,
+) -> RunResult:
+    """:func:`run` of a resolved config."""
     if not isinstance(config.data.path, str):
         # Several assets: one ordinary run each, then the verdict pooled over them.
         from backtest.engine.assets import pooled_run
 
         def run_one(one: RunConfig) -> RunResult:
-            return run(one, progress=progress, write=write, on_estimate=on_estimate, force=force)
+            return _run(one, progress=progress, write=write, on_estimate=on_estimate, force=force)
 
         run_id, run_dir, summary, manifest, tables = pooled_run(config, run_one, write=write)
         return RunResult(

@@ -10,7 +10,8 @@ checkout at another commit are told apart by what their files hold, not by a git
 report is redrawn by ``backtest report``).
 
 A strategy given as ``module:Class`` from outside these packages (a user's strategy) is
-hashed by its module's source file, ``code.<module>`` in the inputs.
+hashed by its module's source file, ``code.<module>`` in the inputs; one given as
+``path/file.py:Class`` by that file, ``code.<file name>``.
 
 Hashes are cached per file by (size, mtime), so a sweep asks for them once per file.
 """
@@ -22,7 +23,8 @@ import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
 
-from backtest.config import STRATEGY_KINDS, StrategyConfig
+from backtest.config import StrategyConfig
+from backtest.strategy_loader import is_file_kind, strategy_source_file
 
 __all__ = ["code_hashes"]
 
@@ -65,16 +67,6 @@ def _tree_sha256(root: Path) -> str:
     return digest.hexdigest()
 
 
-def _module_file(module: str) -> Path | None:
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or spec.origin is None or not Path(spec.origin).is_file():
-        return None
-    return Path(spec.origin)
-
-
 def code_hashes(strategies: Iterable[StrategyConfig]) -> dict[str, str]:
     """``{"code.backtest": sha256, "code.strategies": sha256, "code.<module>": sha256}``."""
     out = {}
@@ -82,9 +74,9 @@ def code_hashes(strategies: Iterable[StrategyConfig]) -> dict[str, str]:
         root = _package_dir(package)
         out[f"code.{package}"] = _tree_sha256(root) if root is not None else "missing"
     for spec in strategies:
-        module = STRATEGY_KINDS.get(spec.kind, spec.kind).partition(":")[0]
-        if not module or module.partition(".")[0] in PROJECT_PACKAGES:
+        source = strategy_source_file(spec.kind)
+        if source is None:
             continue
-        source = _module_file(module)
-        out[f"code.{module}"] = _file_sha256(source) if source is not None else "missing"
+        label = source.name if is_file_kind(spec.kind) else spec.kind.partition(":")[0]
+        out[f"code.{label}"] = _file_sha256(source) if source.is_file() else "missing"
     return dict(sorted(out.items()))

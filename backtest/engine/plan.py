@@ -14,7 +14,6 @@ What identifies the run (its id and the hashes of its inputs) is in
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from backtest.data import Bars, Fold, load_bars, split_by_date, walk_forward_fol
 from backtest.engine.provenance import _strategy_class
 from backtest.errors import CassetteError, ConfigError, PricingError
 from backtest.policy import Policy
+from backtest.strategy_loader import load_strategy_class, strategy_source_file, user_code_location
 
 __all__ = ["build_policy", "member_seed", "parent_of"]
 
@@ -39,42 +39,43 @@ def build_policy(spec: StrategyConfig, index: int) -> Policy:
     Raises:
         ConfigError: Unknown kind, import failure or bad parameters, naming the key.
     """
-    import difflib
-
-    target = STRATEGY_KINDS.get(spec.kind, spec.kind)
     key = f"strategies[{index}]"
-    if ":" not in target:
-        close = difflib.get_close_matches(spec.kind, STRATEGY_KINDS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"{key}.kind: unknown strategy kind {spec.kind!r}.{hint} Fix: use one "
-            f"of {', '.join(STRATEGY_KINDS)} or a 'module:Class' path."
-        )
-    module_name, _, class_name = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"{key}.kind: cannot import {target!r} ({exc}). Fix: check the "
-            "module path and that the package is installed."
-        ) from exc
+    target = STRATEGY_KINDS.get(spec.kind, spec.kind)
+    cls = load_strategy_class(spec.kind, key)
     try:
         policy = cls(spec.name, **spec.params)
     except (TypeError, ValueError) as exc:
         raise ConfigError(
-            f"{key}.params: {exc}. Fix: correct the parameters of strategy "
-            f"{spec.name!r} ({target})."
+            f"{key}.params: {exc}{_in_user_code(exc, spec.kind)}. Fix: correct the "
+            f"parameters of strategy {spec.name!r} ({target})."
         ) from exc
     except (ConfigError, PricingError, CassetteError) as exc:
         # Raised by the strategy's own set-up (a routing file, a price table, a cassette):
         # the message names the file; say which strategy's parameters led there.
         raise type(exc)(f"{key}.params (strategy {spec.name!r}): {exc}") from exc
+    except Exception as exc:
+        where = _in_user_code(exc, spec.kind)
+        if not where:
+            raise
+        raise ConfigError(
+            f"{key}: creating strategy {spec.name!r} raised {type(exc).__name__}: {exc}"
+            f"{where}. Fix: correct the code there."
+        ) from exc
     if not isinstance(policy, Policy):
         raise ConfigError(
             f"{key}.kind: {target} does not implement the Policy protocol "
             "(name, reset(seed=, market=), act(obs))."
         )
     return policy
+
+
+def _in_user_code(exc: BaseException, kind: str) -> str:
+    """`` (at file:line in func)`` when ``exc`` was raised inside a user strategy's file."""
+    source = strategy_source_file(kind)
+    if source is None:
+        return ""
+    where = user_code_location(exc.__traceback__, files=(str(source),))
+    return f" (at {where})" if where else ""
 
 
 #: Spawn key of the stream member seeds are drawn from: member ``k`` of every seeded

@@ -11,16 +11,18 @@ lists every part.
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from backtest.config import STRATEGY_KINDS, RunConfig, StrategyConfig, config_hash
+from backtest.config import RunConfig, StrategyConfig, config_hash
 from backtest.data import file_sha256
 from backtest.engine.code import code_hashes
+from backtest.errors import ConfigError
+from backtest.paths import PATH_PARAMS, is_file_kind
+from backtest.strategy_loader import load_strategy_class
 
-__all__ = ["run_id_for", "run_inputs"]
+__all__ = ["portable_config", "run_id_for", "run_inputs"]
 
 
 def _data_hash(path: Path) -> str:
@@ -32,15 +34,10 @@ def _data_hash(path: Path) -> str:
 
 def _strategy_class(spec: StrategyConfig) -> type | None:
     """The class a strategy entry names, or None when it cannot be imported (the run says why)."""
-    target = STRATEGY_KINDS.get(spec.kind, spec.kind)
-    module_name, sep, class_name = target.partition(":")
-    if not sep:
-        return None
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError):
+        return load_strategy_class(spec.kind)
+    except ConfigError:
         return None
-    return cls if isinstance(cls, type) else None
 
 
 def _named_files(value: Any, key: str) -> list[tuple[str, Path]]:
@@ -97,6 +94,51 @@ def run_inputs(config: RunConfig) -> dict[str, str]:
     return dict(sorted(inputs.items()))
 
 
+def _portable_params(value: Any) -> Any:
+    """``value`` with every path parameter cut to its file name (its contents are inputs)."""
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            is_path = key in PATH_PARAMS or (
+                key == "prices" and isinstance(item, str) and item.endswith(".toml")
+            )
+            portable = is_path and isinstance(item, str)
+            out[key] = Path(item).name if portable else _portable_params(item)
+        return out
+    if isinstance(value, list | tuple):
+        return [_portable_params(item) for item in value]
+    return value
+
+
+def portable_config(config: RunConfig) -> RunConfig:
+    """``config`` without where its files live, for the run id.
+
+    Paths are absolute once an experiment is read (:mod:`backtest.paths`); the run id must
+    not change with the checkout's location, so each path parameter counts by its file name
+    and a ``file.py:Class`` strategy by ``file.py:Class``, while what the files hold enters
+    the id through :func:`run_inputs` (routing and price files, the cassette's fingerprint,
+    the strategy file's source). ``data.path`` and ``output_dir`` are left out entirely.
+    """
+    strategies = tuple(
+        spec.model_copy(
+            update={
+                "kind": (
+                    f"{Path(spec.kind.rpartition(':')[0]).name}:{spec.kind.rpartition(':')[2]}"
+                    if is_file_kind(spec.kind)
+                    else spec.kind
+                ),
+                "params": _portable_params(spec.params),
+            }
+        )
+        for spec in config.strategies
+    )
+    rate = config.risk_free_rate
+    update: dict[str, Any] = {"strategies": strategies, "llm": _portable_params(config.llm)}
+    if isinstance(rate, str):
+        update["risk_free_rate"] = Path(rate).name
+    return config.model_copy(update=update)
+
+
 def run_id_for(
     config: RunConfig,
     data_sha256: str | None = None,
@@ -116,7 +158,8 @@ def run_id_for(
     sha = data_sha256 if data_sha256 is not None else _data_hash(Path(config.data.file))
     found = run_inputs(config) if inputs is None else inputs
     extra = [f"{k}={v}" for k, v in sorted(found.items())]
-    return config_hash(config, sha, *extra, exclude={"output_dir": True, "data": {"path"}})[:16]
+    portable = portable_config(config)
+    return config_hash(portable, sha, *extra, exclude={"output_dir": True, "data": {"path"}})[:16]
 
 
 def _identity(config: RunConfig) -> tuple[str, dict[str, str], str]:

@@ -7,8 +7,11 @@ schema sent to providers lists every property in ``required`` with
 
 :func:`parse_answer` finds the JSON object in a model's text (bare, inside a code fence, or
 surrounded by prose), validates it, and keeps the lenient coercions that are about *values*:
-numbers clamped into range (a signal of 3 becomes 1, a size of 40 % given as 40 becomes
-0.4), case and synonyms of words ("buy", "Bullish"). It never fills in a missing field.
+numbers clamped into range (a signal of 3 becomes 1), a confidence of 85 read as 85 %, case
+and synonyms of words ("buy", "Bullish"). The trade ``size`` is a fraction of equity in
+[0, 1], as the prompt says: a percentage must say so (``"40%"`` is 0.4); a bare number above
+1 (``10``: ten percent, or ten times equity?) is ambiguous and refused as ``invalid_value``,
+never guessed, since it sizes real money. It never fills in a missing field.
 When nothing usable is left it returns an explicit failure with its reason (one of
 :data:`ABSTAIN_REASONS`) and the raw text kept; the caller records an abstain, never a
 silent 0:
@@ -167,9 +170,14 @@ class TradingAction(RoleAnswer):
     @field_validator("size", mode="before")
     @classmethod
     def _size(cls, value: Any) -> float:
-        number = float(str(value).strip().rstrip("%")) if isinstance(value, str) else float(value)
-        if 1.0 < number <= 100.0:  # "size %" as the seed's prompt asks for it
-            number /= 100.0
+        if isinstance(value, str) and value.strip().endswith("%"):
+            return _clamp(float(value.strip().rstrip("%")) / 100.0, 0.0, 1.0)
+        number = float(value)
+        if number > 1.0:
+            raise ValueError(
+                f"size {number:g} is not a fraction of equity in [0, 1] (a percentage must "
+                'say so: "40%")'
+            )
         return _clamp(number, 0.0, 1.0)
 
     @field_validator("risk_level", mode="before")

@@ -33,10 +33,10 @@ def experiment(tmp_path: Path, samples_dir: Path) -> Path:
     assert text.count("timesteps = 256") == 2
     # SmolLM2's committed answers, replayed strictly from a copy (a miss fails the test).
     shutil.copytree(REPO / "cassettes" / "quickstart", tmp_path / "c")
-    text = text.replace('cassette = "cassettes/quickstart"', f'cassette = "{tmp_path / "c"}"')
+    text = text.replace('cassette = "../cassettes/quickstart"', f'cassette = "{tmp_path / "c"}"')
     text = text.replace('record_mode = "new_episodes"', 'record_mode = "none"')
     assert 'record_mode = "none"' in text
-    text = text.replace('routing = "experiments/', f'routing = "{REPO}/experiments/')
+    text = text.replace('routing = "routing/', f'routing = "{REPO}/experiments/routing/')
     path = tmp_path / "exp" / "quickstart.toml"
     path.parent.mkdir()
     path.write_text(text)

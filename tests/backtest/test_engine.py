@@ -100,7 +100,7 @@ def test_run_directory_contents(samples_dir: Path, tmp_path: Path) -> None:
     sma = summary["strategies"]["sma"]
     assert {"sharpe", "alpha", "beta", "information_ratio", "trade_count"} <= set(sma)
     assert "alpha" not in summary["strategies"]["buy_and_hold"]
-    equity = result.equity()
+    equity = result.equity
     assert list(equity.columns) == ["buy_and_hold", "random", "sma"]
     assert equity.notna().all().all()
 
@@ -371,8 +371,8 @@ def test_risk_free_rate_as_a_series_of_published_rates(samples_dir: Path, tmp_pa
     )
     constant = run(_sp500_config(samples_dir, tmp_path, risk_free_rate=0.005), write=False)
     series = run(_sp500_config(samples_dir, tmp_path, risk_free_rate=str(rates)), write=False)
-    equity = series.equity()["sma"].to_numpy()
-    index = series.equity().index
+    equity = series.equity["sma"].to_numpy()
+    index = series.equity.index
     per_bar = np.where(index >= pd.Timestamp("2017-06-14", tz="UTC"), 0.0125, 0.005)
     ppy = series.summary["periods_per_year"]
     expected = sharpe(returns_from_equity(equity), ppy, per_bar[1:])
@@ -589,7 +589,7 @@ def test_a_window_before_a_training_cutoff_is_flagged_and_split(tmp_path: Path) 
     assert any("before the training cutoff" in w and "gpt-4-turbo (2023-12)" in w for w in warnings)
     assert any("acme/unpriced-model" in w and "cannot be ruled out" in w for w in warnings)
     split = {e["model"]: e for e in result.summary["cutoff_split"]["llm"]}
-    equity = result.equity()["llm"]
+    equity = result.equity["llm"]
     ppy = result.summary["periods_per_year"]
     # The oracle: summarize on each side of 2024-01-01, straight from the ledger.
     cut = equity.index < pd.Timestamp("2024-01-01", tz="UTC")

@@ -48,6 +48,8 @@ class PageReport:
     #: Viewport rectangle (``top``, ``bottom``, ``height``) and text of the ``probe``
     #: element, or None when it is not on the page.
     probe: dict[str, Any] | None = None
+    probes: dict[str, Any] = field(default_factory=dict)
+    scroll_width: int = 0
 
 
 def load_report(
@@ -56,6 +58,7 @@ def load_report(
     screenshot: Path | None = None,
     hover: tuple[str, str] | None = None,
     probe: str | None = None,
+    probes: tuple[str, ...] = (),
     width: int = 1400,
     height: int = 2000,
     timeout_ms: int = 60_000,
@@ -70,6 +73,9 @@ def load_report(
             hover event; the label's text is returned in ``hover_text``.
         probe: A CSS selector whose element's position (after the plots drew) and text are
             returned in ``probe``.
+        probes: More selectors, each element's position, size and whether it scrolls
+            sideways (``scrolls_x``) returned in ``probes`` by selector; the page's own
+            ``scrollWidth`` is returned in ``scroll_width``.
     """
     from playwright.sync_api import sync_playwright
 
@@ -122,8 +128,20 @@ def load_report(
                     """([key, part]) => {
                         const div = document.querySelector(`div.plot[data-fig="${key}"]`);
                         const curve = div.data.findIndex(
-                            t => t.hovertext && t.hovertext.length && t.name.includes(part));
-                        Plotly.Fx.hover(div, [{curveNumber: curve, pointNumber: 0}]);
+                            t => t.hovertext && t.hovertext.length &&
+                                 (t.name.includes(part) ||
+                                  (t.type === "heatmap" && t.y.some(y => y.includes(part)))));
+                        const trace = div.data[curve];
+                        if (trace.type === "heatmap") {
+                            // A heatmap hovers by position: the cell's centre, its x.
+                            const row = trace.y.findIndex(y => y.includes(part));
+                            const col = Math.max(
+                                trace.hovertext[row].findIndex(t => t.includes("last:")), 0);
+                            const xval = Date.parse(trace.x[col]);
+                            Plotly.Fx.hover(div, {xval: xval, yval: row}, "xy");
+                        } else {
+                            Plotly.Fx.hover(div, [{curveNumber: curve, pointNumber: 0}]);
+                        }
                         const layer = div.querySelector('.hoverlayer');
                         return layer ? layer.textContent : '';
                     }""",
@@ -140,6 +158,24 @@ def load_report(
                                 text: el.innerText};
                     }""",
                     probe,
+                )
+            seen.scroll_width = page.evaluate("document.documentElement.scrollWidth")
+            for selector in probes:
+                seen.probes[selector] = page.evaluate(
+                    """(selector) => {
+                        const el = document.querySelector(selector);
+                        if (!el) return null;
+                        const r = el.getBoundingClientRect();
+                        let box = el, scrolls = false;
+                        while (box && box !== document.body) {
+                            if (box.scrollWidth > box.clientWidth + 1 &&
+                                getComputedStyle(box).overflowX !== "visible") scrolls = true;
+                            box = box.parentElement;
+                        }
+                        return {top: r.top, bottom: r.bottom, left: r.left, right: r.right,
+                                scrolls_x: scrolls, text: el.innerText};
+                    }""",
+                    selector,
                 )
             if screenshot is not None:
                 screenshot.parent.mkdir(parents=True, exist_ok=True)

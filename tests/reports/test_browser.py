@@ -32,6 +32,8 @@ def test_run_report_draws_offline_without_errors(hostile_run: RunResult, tmp_pat
     path = write_report(hostile_run.run_dir)
     shot = _artifacts(tmp_path) / "run_report.png"
     seen = load_report(path, screenshot=shot, hover=("timeline", "llm&lt;i&gt;"))
+    # The page's strict Content-Security-Policy (no 'unsafe-inline', no 'unsafe-eval')
+    # refused nothing: a refusal is a console error and a report error.
     assert seen.console_errors == [] and seen.page_errors == [] and seen.report_errors == []
     assert seen.plots == 6 and seen.drawn == seen.plots
     assert seen.requests == [path.resolve().as_uri()]  # nothing but the file itself
@@ -51,11 +53,25 @@ def test_sweep_report_draws_offline_without_errors(sweep_dir: Path, tmp_path: Pa
 
 
 def test_the_first_screen_shows_the_verdict(verdict_run: RunResult, tmp_path: Path) -> None:
-    """At 1280x800 the verdict table is on the first screen, above every chart."""
+    """At 1280x800 the answer (the verdict) and the metrics table are on the first screen,
+    above every chart, and nothing scrolls sideways."""
     path = write_report(verdict_run.run_dir)
     shot = _artifacts(tmp_path) / "run_report_first_screen.png"
-    seen = load_report(path, screenshot=shot, probe="table.verdict", width=1280, height=800)
+    seen = load_report(
+        path,
+        screenshot=shot,
+        probe="table.verdict",
+        probes=("#metrics-table", "div.plot[data-fig]"),
+        width=1280,
+        height=800,
+    )
     assert seen.console_errors == [] and seen.page_errors == [] and seen.report_errors == []
+    metrics = seen.probes["#metrics-table"]
+    assert metrics is not None and metrics["top"] >= 0 and metrics["bottom"] <= 800, metrics
+    assert metrics["right"] <= 1280 and not metrics["scrolls_x"], metrics
+    assert "buy_and_hold" in metrics["text"] and "VaR 95%" in metrics["text"]
+    assert seen.scroll_width <= 1280
+    assert seen.probes["div.plot[data-fig]"]["top"] > metrics["bottom"]  # charts come after
     assert seen.probe is not None, "no verdict table in the report"
     assert seen.probe["top"] >= 0 and seen.probe["bottom"] <= 800, seen.probe
     assert "llm_only vs buy_and_hold" in seen.probe["text"]

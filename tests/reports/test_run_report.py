@@ -15,7 +15,7 @@ from backtest.errors import BacktestError
 from backtest.llm.pricing import PriceTable
 from backtest.llm.records import Usage
 from reports import write_report
-from reports._render import figure_json, plotly_js
+from reports._render import PLOTLY_STYLE_ATTRIBUTES, figure_json, plotly_js
 from reports.run import run_report_html
 from tests.reports.conftest import HOSTILE
 
@@ -136,7 +136,12 @@ def test_hostile_text_is_escaped_everywhere(report: str) -> None:
     timeline = next(
         json.loads(text) for attrs, text in parser.scripts if attrs.get("id") == "fig-timeline"
     )
-    labels = [label for trace in timeline["data"] for label in trace.get("hovertext", [])]
+    labels = [
+        label
+        for trace in timeline["data"]
+        for row in trace.get("hovertext", [])
+        for label in (row if isinstance(row, list) else [row])
+    ]
     assert labels and any("&lt;script&gt;window.__pwned" in label for label in labels)
     assert not any("<script" in label or "<img" in label for label in labels)
 
@@ -154,6 +159,11 @@ def test_self_contained(report: str) -> None:
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", outside)
     assert "cdn.plot.ly" not in outside
     assert "default-src 'none'" in report  # a stray request would be blocked and reported
+    policy = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', report)
+    assert policy is not None
+    assert "unsafe-inline" not in policy.group(1) and "unsafe-eval" not in policy.group(1)
+    # Every script that runs and every style block is allowed by its hash, and only those.
+    assert policy.group(1).count("'sha256-") == 3 + 2 + len(PLOTLY_STYLE_ATTRIBUTES)
 
 
 def test_report_is_deterministic(hostile_run: RunResult, tmp_path: Path) -> None:

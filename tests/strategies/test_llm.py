@@ -115,6 +115,13 @@ def _local_profile(monkeypatch: pytest.MonkeyPatch) -> None:
 # ------------------------------------------------------------------------- parsing
 
 
+def _meta_answer(size: str) -> str:
+    return (
+        f'{{"action": "BUY", "size": {size}, "signal": 0.5, "confidence": 0.5, '
+        '"risk_level": "low", "reasoning": ""}'
+    )
+
+
 def test_answers_are_found_in_fences_and_prose_and_clamped() -> None:
     text = (
         'Sure! ```json\n{"action": "buy", "size": "40%", "signal": 0.5, "confidence": 85, '
@@ -134,6 +141,16 @@ def test_answers_are_found_in_fences_and_prose_and_clamped() -> None:
         ("", "empty"),
         ("I think the market goes up.", "no JSON"),
         ('{"action": "MOON", "size": 1}', "invalid"),
+    ):
+        result = parse_answer("meta_orchestrator", bad)
+        assert result.answer is None and why in result.error and result.raw == bad
+    # A bare size above 1 is ambiguous (10 %? ten times equity?): refused, not guessed.
+    for size, expected in (("0.25", 0.25), ('"25%"', 0.25), ("1", 1.0), ("0", 0.0)):
+        answer = parse_answer("meta_orchestrator", _meta_answer(size)).answer
+        assert isinstance(answer, TradingAction) and answer.size == expected
+    for bad, why in (
+        (_meta_answer("10"), "size 10 is not a fraction of equity"),
+        (_meta_answer("3978.46"), "size 3978.46"),
     ):
         result = parse_answer("meta_orchestrator", bad)
         assert result.answer is None and why in result.error and result.raw == bad
