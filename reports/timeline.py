@@ -40,7 +40,7 @@ def timeline_period(index: pd.DatetimeIndex) -> str:
 def _period_start(index: pd.DatetimeIndex, period: str) -> pd.DatetimeIndex:
     naive = index.tz_convert(None) if index.tz is not None else index
     if period == "W":
-        return (naive - pd.to_timedelta(naive.weekday, unit="D")).normalize()
+        return (naive - pd.to_timedelta(naive.day_of_week, unit="D")).normalize()
     return naive.to_period("M").to_timestamp()
 
 

@@ -85,7 +85,7 @@ def test_timeline_cells_are_weekly_means_and_decision_counts() -> None:
     assert np.allclose(trace["z"][0], weekly.round(4).to_numpy())
     assert trace["z"][1] == [0.0] * len(weekly)
     # Counts per week: abstains apart, every decision counted once.
-    week = (index.tz_convert(None) - pd.to_timedelta(index.weekday, unit="D")).normalize()
+    week = (index.tz_convert(None) - pd.to_timedelta(index.day_of_week, unit="D")).normalize()
     frame = decisions.assign(week=week)
     for i, start in enumerate(weekly.index):
         rows = frame[frame["week"] == start]

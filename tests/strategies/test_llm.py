@@ -297,7 +297,7 @@ def test_injected_news_cannot_break_the_risk_limits(samples_dir: Path, tmp_path:
             return json.dumps(
                 {
                     "action": "BUY",
-                    "size": 1000,
+                    "size": "1000%",  # a bare 1000 is refused as ambiguous (an abstain)
                     "signal": 1,
                     "confidence": 1,
                     "risk_level": "low",
@@ -316,7 +316,7 @@ def test_injected_news_cannot_break_the_risk_limits(samples_dir: Path, tmp_path:
     ledger = result.ledger[result.ledger.strategy == "llm"]
     assert ledger["exposure"].abs().max() <= 1.0 + 1e-9  # max_leverage 1: the limit holds
     llm = result.decisions[result.decisions.strategy == "llm"]
-    assert llm["target_position"].max() == 1.0  # size 1000 clamped to 1, leverage ignored
+    assert llm["target_position"].max() == 1.0  # size 1000% clamped to 1, leverage ignored
 
 
 def test_prompts_never_see_the_future(samples_dir: Path, tmp_path: Path) -> None:
