@@ -50,7 +50,8 @@ from backtest.data import BarMeta, Bars
 from backtest.env import TradingEnv
 from backtest.errors import ConfigError
 from strategies.base import AgentSignal, Decision, MarketView, Observation
-from strategies.drl import _CLIP, _EPSILON, DRLPolicy, _versions
+from strategies.drl import DRLPolicy
+from strategies.drl_train import _CLIP, _EPSILON, _versions
 from strategies.llm.graph import LLMPolicy
 
 __all__ = ["MetaEnv", "MetaRLPolicy", "SideSignals", "meta_observation", "side_signals"]

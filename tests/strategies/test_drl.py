@@ -234,7 +234,7 @@ def test_batched_and_dummy_vec_envs_train_identical_weights(
 def test_the_model_cache_key_holds_the_training_code_and_n_envs(
     samples_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import strategies.drl as drl
+    import strategies.drl_train as drl
 
     bars = _train_bars(samples_dir)
     settings = {"algo": "PPO", "n_envs": 1}
@@ -274,7 +274,7 @@ def test_an_env_code_edit_changes_the_model_cache_key(
 ) -> None:
     import shutil
 
-    import strategies.drl as drl
+    import strategies.drl_train as drl
 
     # The real hashing path (find the modules' sources, hash their bytes), over a copy of
     # backtest/env.py standing in for the installed one, so that it can be edited.
