@@ -156,7 +156,7 @@ def _vec_env_kind(n_envs: int, vec_env: str | None) -> str:
     return vec_env
 
 
-def _callbacks() -> tuple[type, type, type]:
+def _callbacks() -> tuple[type, type, type, type]:
     from stable_baselines3.common.callbacks import BaseCallback
 
     class SnapshotNormalisation(BaseCallback):
@@ -204,7 +204,21 @@ def _callbacks() -> tuple[type, type, type]:
                     self.returns.append(float(episode["r"]))
             return True
 
-    return SnapshotNormalisation, ProgressUpdate, EpisodeCurve
+    class ValidationCurve(BaseCallback):
+        """After each evaluation, record its timestep and mean validation reward."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.timesteps: list[int] = []
+            self.rewards: list[float] = []
+
+        def _on_step(self) -> bool:
+            assert self.parent is not None  # the EvalCallback
+            self.timesteps.append(int(self.num_timesteps))
+            self.rewards.append(float(self.parent.last_mean_reward))  # type: ignore[attr-defined]
+            return True
+
+    return SnapshotNormalisation, ProgressUpdate, EpisodeCurve, ValidationCurve
 
 
 def _train(
@@ -278,8 +292,8 @@ def _train(
         tensorboard_log=tensorboard_log,
         **settings["hyperparameters"],
     )
-    snapshot_cls, progress_cls, curve_cls = _callbacks()
-    curve = curve_cls()
+    snapshot_cls, progress_cls, curve_cls, validation_cls = _callbacks()
+    curve, validation = curve_cls(), validation_cls()
     snapshot = snapshot_cls(train_env)
     callback = EvalCallback(
         eval_env,
@@ -290,6 +304,7 @@ def _train(
         deterministic=True,
         verbose=0,
         callback_on_new_best=snapshot,
+        callback_after_eval=validation,
     )
     callbacks: list[Any] = [callback, curve]
     task = None
@@ -326,10 +341,7 @@ def _train(
         "last_train_bar": str(bars.frame.index[split - 1]),
         "last_validation_bar": str(bars.frame.index[-1]),
         "train_curve": {"timesteps": curve.timesteps, "episode_return": curve.returns},
-        "validation_curve": {
-            "timesteps": [int(x) for x in callback.evaluations_timesteps],
-            "mean_reward": [float(np.mean(r)) for r in callback.evaluations_results],
-        },
+        "validation_curve": {"timesteps": validation.timesteps, "mean_reward": validation.rewards},
     }
     (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     if folder.exists():  # another process finished the same training first

@@ -182,7 +182,9 @@ def test_crossing_counts_match_the_combiners_rule(bars: list[Any], fallback: str
             continue
         expect[f"weighted_{action.lower()}"] += 1
         conf = 0.0 if m.abstain else m.confidence
-        expect["weighted_beyond_act"] += abs(0.5 * sign * d.confidence + 0.5 * llm_sign * conf) > 0.3
+        expect["weighted_beyond_act"] += (
+            abs(0.5 * sign * d.confidence + 0.5 * llm_sign * conf) > 0.3
+        )
     assert {**report["crossed"], **report["decided_by"]} == expect
     assert report["bars"] == len(bars) == sum(report["decided_by"].values())
     assert report["thresholds"] == {"agree_confidence": AGREE_CONFIDENCE, "act": ACT_THRESHOLD}
