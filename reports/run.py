@@ -14,7 +14,9 @@ One self-contained page (see :mod:`reports._render`) built from the run director
 - the LLM cost panel: per strategy, role and model; P&L net of LLM cost; the same tokens
   re-priced at the Western reference table with the savings multiple;
 - DRL-only vs hybrid (``summary["comparisons"]``), seed groups, metrics split at each model's
-  training cutoff and walk-forward folds, when the run has them.
+  training cutoff and walk-forward folds, when the run has them;
+- inside the DRL strategies (:mod:`reports.training`): training and validation curves, and
+  the hybrid combiner's threshold crossings.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from backtest.errors import BacktestError
-from reports import figures
+from reports import figures, training
 from reports._render import figure_json, render_template, short_text, write_atomic
 
 __all__ = ["RUN_FILES", "load_run", "run_report_html", "verdict_rows", "write_run_report"]
@@ -439,6 +441,7 @@ def run_report_html(run_dir: str | Path) -> str:
     returns = equity.pct_change().iloc[1:]
     window = _rolling_window(len(equity), ppy)
 
+    drl_plots, drl_context = training.drl_section(summary)
     plots = [
         ("equity", figures.equity_figure(equity, llm_cost)),
         ("drawdown", figures.drawdown_figure(equity)),
@@ -451,6 +454,7 @@ def run_report_html(run_dir: str | Path) -> str:
                 target.where(exposure.notna(), 0.0), _decision_marks(decisions, target), names
             ),
         ),
+        *drl_plots,
     ]
     data = manifest.get("data", {})
     context = {
@@ -476,6 +480,7 @@ def run_report_html(run_dir: str | Path) -> str:
         "window": window,
         "benchmark": summary.get("benchmark"),
         "llm_sources": _llm_sources(summary),
+        **drl_context,
     }
     return render_template("run.html.j2", **context)
 
