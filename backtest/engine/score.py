@@ -128,7 +128,7 @@ def _score(
     warnings += _leakage_warnings(leakage, used, cutoffs)
     summary["cutoff_split"] = cutoff_split
     for name, track in tracks.items():
-        stats = stats_of(name, track, slice(None))
+        stats: dict[str, Any] = stats_of(name, track, slice(None))
         stats["llm_cost_usd"] = float(track.llm_cost.sum())
         stats["llm_calls"] = int(track.llm_calls.sum())
         stats.update(_llm_counts(calls, name))
