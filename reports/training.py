@@ -71,7 +71,7 @@ def drl_section(summary: Mapping[str, Any]) -> tuple[list[tuple[str, Figure]], d
         for i, (name, runs) in enumerate(sorted(training_runs(summary).items()))
     ]
     rows = combiner_rows(summary)
-    th = rows[0]["thresholds"] if rows else {}
+    th = rows[0]["thresholds"] if rows else {"agree": "", "act": ""}
     headers = [label.format(**th) for _, label in CROSSINGS]
     headers += [f"decided: {label}" for _, label in DECIDED_BY]
     keys = [k for k, _ in CROSSINGS] + [k for k, _ in DECIDED_BY]

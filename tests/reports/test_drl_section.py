@@ -71,6 +71,8 @@ def test_fold_counts_are_summed_before_the_shares() -> None:
     plots, context = drl_section(summary)
     assert [k for k, _ in plots] == context["training_keys"] == ["training-0", "training-1"]
     assert context["combiner_headers"][0] == "DRL conf > 0.7"
+    plots, context = drl_section({"strategies": {"sma": {}}})  # a run without DRL
+    assert plots == [] and context["training_keys"] == [] and context["combiner"] == []
 
 
 def test_a_hybrid_runs_report_shows_its_curves_and_crossings(
