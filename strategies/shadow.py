@@ -16,7 +16,8 @@ alone in the same run (tests/strategies/test_hybrid.py proves it against a DRL-o
 What it does not reproduce: LLM spend (a DRL agent alone spends nothing) and a walk-forward
 fold's starting capital (the shadow starts each fold with the capital the engine gives the
 hybrid; exposure and unrealised P&L are fractions of equity, so this only matters with a
-fixed fee or a dollar cap on the position).
+fixed fee or a dollar cap on the position); and with ``carry_position`` walk-forward folds
+the shadow still starts each fold flat.
 """
 
 from __future__ import annotations
