@@ -1,7 +1,7 @@
 """Progress of long steps (training, the bar loop): bars on a terminal, lines elsewhere.
 
-:func:`make_progress` returns a ``rich.progress.Progress`` when standard error is a
-terminal, else a :class:`LineProgress`: the same small interface (``start``, ``stop``,
+:func:`make_progress` returns a ``rich.progress.Progress`` drawing on standard error when
+that is a terminal, else a :class:`LineProgress`: the same small interface (``start``, ``stop``,
 ``add_task``, ``update``), printing plain lines to standard error, so that piped output
 (CI logs, ``nohup``, a notebook) still shows that training is moving. A task prints a line
 each time it crosses another 10% of its total (at most one a second), at least every 30
@@ -132,7 +132,9 @@ def make_progress(stream: TextIO | None = None) -> Any:
     target = stream if stream is not None else sys.stderr
     isatty = getattr(target, "isatty", None)
     if callable(isatty) and isatty():
+        from rich.console import Console
         from rich.progress import Progress
 
-        return Progress(transient=False)
+        # On stderr, with the lines: `backtest run ... > out.txt` keeps bars out of the file.
+        return Progress(console=Console(file=target), transient=False)
     return LineProgress(stream)
