@@ -82,6 +82,7 @@ def test_the_hybrids_drl_sees_exactly_what_drl_alone_sees(
     ledger = result.ledger.pivot(index="timestamp", columns="strategy", values="exposure")
     assert (ledger["drl"] != ledger["hybrid"]).mean() > 0.5
     assert np.abs(np.stack(alone)[:, -2]).max() > 0  # the DRL did hold positions
+    assert result.summary["strategies"]["drl"]["stops"] > 0  # and its stop-loss fired
     report = result.summary["strategies"]["hybrid"]["policy_report"]["combiner"]
     assert report["drl_account"] == "shadow"
     assert report["crossed"]["llm_abstained"] == report["bars"] == len(inside)
@@ -192,3 +193,76 @@ def test_crossing_counts_match_the_combiners_rule(bars: list[Any], fallback: str
         report["fraction"][k] == pytest.approx(v / len(bars))
         for k, v in {**report["crossed"], **report["decided_by"]}.items()
     )
+
+
+# ------------------------------------------------------------ the shadow, against the env
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    targets=st.lists(st.sampled_from([None, -1.0, -0.5, 0.0, 0.3, 1.0, 1.5]), min_size=5),
+    env=st.sampled_from(
+        [
+            {},
+            {"stop_loss": 0.01, "take_profit": 0.02, "fixed_fee_usd": 5.0, "cash_rate": 0.03},
+            {"margin_rate": 0.08, "borrow_rate": 0.03, "cash_rate": 0.02, "rebalance_band": 0.1},
+            {"max_participation": 0.5, "fee_bps": 10.0},
+        ]
+    ),
+    risk=st.sampled_from([{}, {"max_leverage": 1.0, "allow_short": False}]),
+    start=st.integers(0, 20),
+)
+def test_the_shadow_keeps_the_envs_account_bar_for_bar(
+    seed: int, targets: list[float | None], env: dict[str, Any], risk: dict[str, Any], start: int
+) -> None:
+    import pandas as pd
+
+    from backtest.config import EnvConfig, RiskConfig
+    from backtest.data import BarMeta, Bars
+    from backtest.env import TradingEnv
+    from backtest.features import Features
+    from strategies.shadow import ShadowAccount
+
+    # A peer oracle: the env itself, stepped with the same targets over the same bars.
+    n = start + len(targets) + 1
+    rng = np.random.default_rng(seed)
+    close = 100 * np.cumprod(1 + rng.normal(0, 0.02, n))
+    open_ = close * (1 + rng.normal(0, 0.005, n))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, n))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, n))
+    volume = rng.uniform(100, 1000, n)
+    stamps = pd.date_range("2020-01-01", periods=n, freq="B", tz="UTC")
+    frame = pd.DataFrame(
+        {"open": open_, "high": high, "low": low, "close": close, "volume": volume},
+        index=stamps.rename("timestamp"),
+    )
+    config = EnvConfig(**env, risk=RiskConfig(**risk))
+    features = Features(values=np.zeros((n, 1), np.float32), names=("x",), first_valid=0)
+    oracle = TradingEnv(
+        Bars(frame=frame, meta=BarMeta(symbol="X", frequency="1d")),
+        config.model_copy(update={"window": 1}),
+        start=start,
+        features=features,
+    )
+    oracle.reset()
+    view = MarketView(
+        timestamps_ns=stamps.as_unit("ns").asi8,
+        close_times_ns=stamps.as_unit("ns").asi8,
+        open_=open_,
+        high=high,
+        low=low,
+        close=close,
+        volume=volume,
+        symbol="X",
+        frequency="1d",
+    )
+    shadow = ShadowAccount(config)
+    for k, target in enumerate(targets):
+        view._seek(start + k)
+        obs = shadow.observation(view, np.zeros(3, np.float32))
+        assert obs[-2] == np.float32(oracle.exposure) and obs[-1] == np.float32(oracle.unrealised())
+        assert shadow.equity == oracle.equity
+        shadow.follow(target)
+        if oracle.advance(target):
+            break
