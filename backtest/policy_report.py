@@ -102,8 +102,9 @@ def combiner_lines(summary: Mapping[str, Any]) -> list[str]:
 
 def training_runs(summary: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Per strategy (seed members grouped under their base name, controls left out), each
-    trained agent's ``label`` (member, and fold in walk-forward runs), ``train_curve`` and
-    ``validation_curve`` (those recorded; a model cached before curves were kept has none).
+    trained agent's ``label`` (member, and fold in walk-forward runs), ``model`` (its cache
+    folder), ``train_curve`` and ``validation_curve`` (a model cached before the curves
+    were recorded has none, and is left out).
     """
     out: dict[str, list[dict[str, Any]]] = {}
     for name, stats in (summary.get("strategies") or {}).items():
@@ -120,6 +121,7 @@ def training_runs(summary: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]
             out.setdefault(group, []).append(
                 {
                     "label": f"{name} fold {k}" if folds else name,
+                    "model": training.get("model"),
                     "train_curve": training["train_curve"],
                     "validation_curve": training.get("validation_curve") or {},
                 }

@@ -63,13 +63,20 @@ def training_figure(name: str, runs: list[dict[str, Any]]) -> Figure:
 def drl_section(summary: Mapping[str, Any]) -> tuple[list[tuple[str, Figure]], dict[str, Any]]:
     """The section's figures (``(key, figure)``) and template context.
 
-    Context: ``training_keys`` (figure keys, one per DRL strategy), ``combiner`` (rows with
+    Context: ``training_keys`` (figure keys, one per DRL strategy; a strategy whose models
+    are all charted already is listed in ``training_shared`` instead), ``combiner`` (rows with
     ``strategy``, ``bars`` and ``cells``: shares of the bars) and ``combiner_headers``.
     """
-    plots = [
-        (f"training-{i}", training_figure(name, runs))
-        for i, (name, runs) in enumerate(sorted(training_runs(summary).items()))
-    ]
+    plots: list[tuple[str, Figure]] = []
+    shared: list[tuple[str, str]] = []  # (strategy, the strategy whose models it uses)
+    shown: dict[str, str] = {}  # model folder -> the strategy charted with it
+    for name, runs in sorted(training_runs(summary).items()):
+        models = [r["model"] for r in runs]
+        if models and all(m in shown for m in models):  # e.g. hybrid@k uses drl@k's model
+            shared.append((name, shown[models[0]]))
+            continue
+        shown.update((m, name) for m in models if m is not None)
+        plots.append((f"training-{len(plots)}", training_figure(name, runs)))
     rows = combiner_rows(summary)
     th = rows[0]["thresholds"] if rows else {"agree": "", "act": ""}
     headers = [label.format(**th) for _, label in CROSSINGS]
@@ -85,6 +92,7 @@ def drl_section(summary: Mapping[str, Any]) -> tuple[list[tuple[str, Figure]], d
     ]
     context = {
         "training_keys": [key for key, _ in plots],
+        "training_shared": shared,
         "combiner": combiner,
         "combiner_headers": headers,
     }

@@ -70,6 +70,7 @@ def test_fold_counts_are_summed_before_the_shares() -> None:
     assert [r["label"] for r in runs["drl"]] == ["drl@1"]
     plots, context = drl_section(summary)
     assert [k for k, _ in plots] == context["training_keys"] == ["training-0", "training-1"]
+    assert context["training_shared"] == []
     assert context["combiner_headers"][0] == "DRL conf > 0.7"
     plots, context = drl_section({"strategies": {"sma": {}}})  # a run without DRL
     assert plots == [] and context["training_keys"] == [] and context["combiner"] == []
@@ -113,5 +114,7 @@ def test_a_hybrid_runs_report_shows_its_curves_and_crossings(
     assert sum(combiner["decided_by"].values()) == combiner["bars"] == decisions > 50
     html = run_report_html(result.run_dir)
     assert 'id="combiner"' in html and "hybrid@1" in html
-    assert 'data-fig="training-0"' in html and 'data-fig="training-1"' in html
+    # One chart: hybrid@k uses drl@k's cached model, so its curves are drl's (said so).
+    assert 'data-fig="training-0"' in html and 'data-fig="training-1"' not in html
     assert "drl: training episodes and validation score" in html
+    assert "hybrid uses the models charted for drl" in html
