@@ -92,10 +92,8 @@ def _run(
             "answers pay nothing; replays still charge the recorded cost against P&L."
         )
 
-    # Bars only on a terminal: piped or captured output (CI, tests) stays clean.
-    result = run_experiment(
-        config, progress=progress and console.is_terminal, on_estimate=announce, force=force
-    )
+    # Bars on a terminal; piped, plain periodic lines on stderr (backtest.progress).
+    result = run_experiment(config, progress=progress, on_estimate=announce, force=force)
     assert result.run_dir is not None  # the CLI always writes the run directory
     if result.reused:
         console.print(
@@ -118,6 +116,10 @@ def _run(
     else:
         _print_metrics(config.name, summary)
     _print_llm_sources(summary.get("llm_sources") or {})
+    from backtest.policy_report import combiner_lines
+
+    for line in combiner_lines(summary):  # does the hybrid combine, or only de-risk?
+        console.print(escape(line), soft_wrap=True)
     for warning in result.manifest.get("warnings", []):
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if not result.reused:

@@ -269,14 +269,21 @@ class WalkForwardConfig(Frozen):
         test_size: Bars in each test block.
         train_size: Bars of history each fold's policies see before its test block
             (rolling window); None for all bars from the first (expanding window).
-        gap: Bars between a train block and its test block that are not traded (they
-            precede the test block, so policies may still read them as history).
+        gap: Bars between a train block and its test block. They are not traded, and a
+            policy that trains does not train on them (its training history ends at the
+            train block's end, see :mod:`backtest.engine.folds`); policies still read them
+            as history for their feature window.
+        carry_position: Start each fold with the account the previous fold ended with
+            (position, cash, entry price; the previous fold's last decision is filled at
+            the fold's first open) instead of flat with the previous fold's equity (the
+            default: each fold's result is then independent of how the previous one ended).
     """
 
     n_folds: int = Field(ge=1)
     test_size: int = Field(ge=2)
     train_size: int | None = Field(None, ge=2)
     gap: int = Field(0, ge=0)
+    carry_position: bool = False
 
 
 class SplitsConfig(Frozen):

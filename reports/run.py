@@ -14,7 +14,9 @@ One self-contained page (see :mod:`reports._render`) built from the run director
 - the LLM cost panel: per strategy, role and model; P&L net of LLM cost; the same tokens
   re-priced at the Western reference table with the savings multiple;
 - DRL-only vs hybrid (``summary["comparisons"]``), seed groups, metrics split at each model's
-  training cutoff and walk-forward folds, when the run has them.
+  training cutoff and walk-forward folds, when the run has them;
+- inside the DRL strategies (:mod:`reports.training`): training and validation curves, and
+  the hybrid combiner's threshold crossings.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from backtest.errors import BacktestError
-from reports import figures, risk
+from reports import figures, risk, training
 from reports._render import figure_json, render_template, write_atomic
+from reports.cost import cost_panel
 from reports.timeline import decision_marks, decision_timeline
 
 __all__ = ["RUN_FILES", "load_run", "run_report_html", "verdict_rows", "write_run_report"]
@@ -262,135 +264,6 @@ def _fills(ledger: pd.DataFrame, names: list[str]) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _priced_as(table: Any, served: str, requested: str) -> str:
-    """The model a call is re-priced as: the one that served it, unless the table does not
-    know that name (a server's alias, a dated snapshot): then the one requested."""
-    from backtest.errors import PricingError
-
-    if not served or served == requested:
-        return requested or served
-    try:
-        table.price(served)
-    except PricingError:
-        return requested
-    return served
-
-
-def _reprice(calls: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Per strategy: the same tokens at the Western reference table, and the multiple."""
-    from backtest.llm.pricing import PriceTable
-    from backtest.llm.records import Usage
-
-    out: dict[str, dict[str, Any]] = {}
-    if calls.empty:
-        return out
-    try:
-        ours = PriceTable.load(table="openrouter")
-        theirs = PriceTable.load(table="western_reference")
-    except BacktestError as exc:
-        return {"*": {"error": str(exc)}}
-    priced = calls[
-        (calls["provider"] != "offline")
-        & (calls["cost_source"] != "local")  # a local model: $0 by rule, nothing to compare
-        & (calls["prompt_tokens"] + calls["completion_tokens"] > 0)
-    ]
-    for name, rows in calls.groupby("strategy", sort=False):
-        mine = priced[priced["strategy"] == name]
-        if mine.empty:
-            out[str(name)] = {
-                "note": "no token usage (offline analyst, a local model or no calls): "
-                "nothing to re-price"
-            }
-            continue
-        usages = [
-            (
-                _priced_as(ours, str(r.model_served or ""), str(r.model_requested)),
-                Usage(
-                    prompt_tokens=int(r.prompt_tokens),
-                    completion_tokens=int(r.completion_tokens),
-                    cached_prompt_tokens=int(r.cached_prompt_tokens),
-                ),
-                date(r.timestamp.year, r.timestamp.month, r.timestamp.day),
-            )
-            for r in mine.itertuples(index=False)
-        ]
-        try:
-            western = ours.reprice(usages, theirs)
-        except BacktestError as exc:
-            out[str(name)] = {"error": str(exc)}
-            continue
-        cost = float(rows["cost_usd"].sum())
-        out[str(name)] = {
-            "western_usd": western,
-            "multiple": western / cost if cost > 0 else None,
-        }
-    return out
-
-
-def _cost_panel(
-    calls: pd.DataFrame,
-    decisions: pd.DataFrame,
-    summary: Mapping[str, Any],
-    initial: Mapping[str, float],
-) -> dict[str, Any]:
-    if calls.empty:
-        return {"rows": [], "totals": [], "any": False}
-    calls = calls.copy()
-    calls["model"] = calls["model_served"].where(
-        calls["model_served"] != "", calls["model_requested"]
-    )
-    calls["hit"] = calls["cache"] == "hit"
-    calls["fallback"] = calls["fallback_from"].fillna("") != ""
-    calls["failed"] = calls["error"].fillna("") != ""
-    grouped = calls.groupby(["strategy", "role", "model"], sort=False)
-    rows = []
-    for (name, role, model), g in grouped:
-        rows.append(
-            {
-                "strategy": name,
-                "role": role,
-                "model": model,
-                "calls": len(g),
-                "prompt_tokens": int(g["prompt_tokens"].sum()),
-                "completion_tokens": int(g["completion_tokens"].sum()),
-                "cost": float(g["cost_usd"].sum()),
-                "spend": float(g["spend_usd"].sum()),
-                "hits": int(g["hit"].sum()),
-                "fallbacks": int(g["fallback"].sum()),
-                "failed": int(g["failed"].sum()),
-                "retries": int(g["retries"].sum()),
-            }
-        )
-    repriced = _reprice(calls)
-    totals = []
-    for name, g in calls.groupby("strategy", sort=False):
-        stats = summary.get("strategies", {}).get(name, {})
-        n_decisions = int(stats.get("decisions") or (decisions["strategy"] == name).sum())
-        cost = float(g["cost_usd"].sum())
-        net = float(stats.get("final_equity_usd", math.nan)) - initial.get(name, math.nan)
-        info = repriced.get(str(name), repriced.get("*", {}))
-        totals.append(
-            {
-                "strategy": name,
-                "calls": len(g),
-                "cost": cost,
-                "spend": float(g["spend_usd"].sum()),
-                "per_decision": cost / n_decisions if n_decisions else None,
-                "abstains": int(stats.get("abstains", 0)),
-                "fallbacks": int(g["fallback"].sum()),
-                "retries": int(g["retries"].sum()),
-                "hits": int(g["hit"].sum()),
-                "offline": int((g["provider"] == "offline").sum()),
-                "net_pnl": net,
-                "gross_pnl": net + cost,
-                "western": info.get("western_usd"),
-                "multiple": info.get("multiple"),
-                "note": info.get("note") or info.get("error"),
-            }
-        )
-    return {"rows": rows, "totals": totals, "any": True}
-
-
 def _rolling_window(n: int, periods_per_year: float) -> int:
     window = max(20, round(periods_per_year / 4))
     return max(5, min(window, n // 3 or 5))
@@ -434,6 +307,7 @@ def run_report_html(run_dir: str | Path) -> str:
     returns = equity.pct_change().iloc[1:]
     window = _rolling_window(len(equity), ppy)
 
+    drl_plots, drl_context = training.drl_section(summary)
     plots = [
         ("equity", figures.equity_figure(equity, llm_cost)),
         ("drawdown", figures.drawdown_figure(equity)),
@@ -450,6 +324,7 @@ def run_report_html(run_dir: str | Path) -> str:
                 max_exposure=float(config.get("risk", {}).get("max_leverage") or 1.0),
             ),
         ),
+        *drl_plots,
     ]
     tails = risk.tail_risk(equity)
     short_dates = _daily(manifest)
@@ -467,7 +342,7 @@ def run_report_html(run_dir: str | Path) -> str:
         "metric_rows": _metrics_rows(summary, names, _METRICS, tails),
         "drawdowns": _drawdown_rows(equity, names, short_dates),
         "plots": [(key, figure_json(fig)) for key, fig in plots],
-        "cost": _cost_panel(calls, decisions, summary, initial),
+        "cost": cost_panel(calls, decisions, summary, initial),
         "comparisons": summary.get("comparisons") or [],
         "verdict": verdict_rows(summary),
         "seed_groups": summary.get("seed_groups") or {},
@@ -480,6 +355,7 @@ def run_report_html(run_dir: str | Path) -> str:
         "window": window,
         "benchmark": summary.get("benchmark"),
         "llm_sources": _llm_sources(summary),
+        **drl_context,
     }
     return render_template("run.html.j2", **context)
 

@@ -36,6 +36,28 @@ record with the information removed. The engine adds them to every hybrid (``<na
 ``<name>~random_llm``) unless ``controls = false``. The ``llm`` signal records what the
 combiner saw (direction, confidence, ``size`` = |target|, ``age_bars``, abstain), which is
 what the record is built from.
+
+**The DRL side sees its own account** (``drl_account = "shadow"``, the default). The last two
+values of an agent's observation are its exposure and unrealised P&L; in training those are
+the agent's own. Inside the hybrid the engine's account is the hybrid's, so the DRL side is
+shown, instead, the account it would hold trading alone: a :class:`~strategies.shadow.
+ShadowAccount` follows the DRL side's own targets with the env's accounting kernel. Bar for
+bar the DRL side then sees exactly what a DRL-only member with the same model sees (the
+LLM side is shown the hybrid's observation, as before: its prompts do not include the
+position). ``drl_account = "hybrid"`` shows it the hybrid's own account, as before this
+option existed: only to reproduce runs recorded before it, since that observation is a
+state the agent never held in training.
+
+**Threshold crossings** (:meth:`HybridPolicy.run_report`, written by the engine to
+``summary["strategies"][<name>]["policy_report"]["combiner"]``): per member, over its
+decision bars, how often the DRL confidence is above the agreement threshold (0.7), the
+LLM's is (0.7, abstains excluded), both are and the directions agree (the agreement
+branch's condition), and the weighted signal is beyond the action threshold (0.3, counted
+on the bars that reached the weighted rule); and which branch decided (``agreement``,
+``weighted_buy`` / ``weighted_sell`` / ``weighted_hold``, ``drl_fallback``). A hybrid whose
+``agreement`` count is near zero and whose weighted branch mostly holds is not combining
+the two sides: it is one side, de-risked. See docs/hybrid.md for the thresholds' origin
+and how to read the numbers.
 """
 
 from __future__ import annotations
@@ -51,11 +73,22 @@ from strategies.base import AgentSignal, Decision, MarketView, Observation, acti
 from strategies.controls import CONTROLS, ControlKind, ControlLLM, LLMRecord
 from strategies.drl import DRLPolicy
 from strategies.llm.graph import LLMPolicy
+from strategies.shadow import ShadowAccount
 
-__all__ = ["HedgeWeights", "HybridPolicy", "combine"]
+__all__ = ["ACT_THRESHOLD", "AGREE_CONFIDENCE", "HedgeWeights", "HybridPolicy", "combine"]
 
-_AGREE_CONFIDENCE = 0.7
-_ACT_THRESHOLD = 0.3
+#: Both confidences must be above this (and the directions agree) for the agreement branch.
+AGREE_CONFIDENCE = 0.7
+#: The weighted signal must be beyond +/- this to BUY / SELL; in between the hybrid holds.
+ACT_THRESHOLD = 0.3
+_CROSSINGS = (
+    "drl_confidence_above_agree",
+    "llm_confidence_above_agree",
+    "both_above_agree_and_same_direction",
+    "weighted_beyond_act",
+    "llm_abstained",
+)
+_BRANCHES = ("agreement", "weighted_buy", "weighted_sell", "weighted_hold", "drl_fallback")
 
 
 def _direction(target: float | None) -> float:
@@ -80,17 +113,17 @@ def combine(
     if (
         drl_signal != 0
         and drl_signal == llm_signal
-        and drl_conf > _AGREE_CONFIDENCE
-        and (llm_conf > _AGREE_CONFIDENCE)
+        and drl_conf > AGREE_CONFIDENCE
+        and (llm_conf > AGREE_CONFIDENCE)
     ):
         action = "BUY" if llm_signal > 0 else "SELL"
         return action, max(llm_size, 0.5), (drl_conf + llm_conf) / 2, "agreement"
     combined = drl_signal * drl_weight * drl_conf + llm_signal * llm_weight * llm_conf
     confidence = drl_conf * drl_weight + llm_conf * llm_weight
     how = f"weighted DRL({drl_signal:+.0f}) + LLM({llm_signal:+.0f}) = {combined:+.3f}"
-    if combined > _ACT_THRESHOLD:
+    if combined > ACT_THRESHOLD:
         return "BUY", min(combined, 1.0) * 0.5, confidence, how
-    if combined < -_ACT_THRESHOLD:
+    if combined < -ACT_THRESHOLD:
         return "SELL", min(-combined, 1.0) * 0.5, confidence, how
     return "HOLD", 0.0, confidence, how
 
@@ -177,6 +210,9 @@ class HybridPolicy:
         control: ``None`` (the hybrid itself), or ``llm0`` / ``random_llm``: a control
             whose LLM side replays the record :meth:`use_llm_record` gives it (``llm0``
             also sets the LLM's weight to 0).
+        drl_account: ``shadow`` (the DRL side is shown the account it would hold alone,
+            as in training) or ``hybrid`` (the hybrid's own account; the behaviour before
+            the shadow existed, kept to reproduce older runs).
     """
 
     CONTROLS: tuple[str, ...] = CONTROLS
@@ -194,6 +230,7 @@ class HybridPolicy:
         min_weight: float = 0.05,
         on_llm_abstain: Literal["drl", "combine"] = "drl",
         control: ControlKind | None = None,
+        drl_account: Literal["shadow", "hybrid"] = "shadow",
     ) -> None:
         if drl_weight < 0 or llm_weight < 0:
             raise ValueError("drl_weight and llm_weight must be >= 0")
@@ -201,6 +238,8 @@ class HybridPolicy:
             raise ValueError(f"weighting must be 'fixed' or 'hedge', got {weighting!r}")
         if on_llm_abstain not in ("drl", "combine"):
             raise ValueError(f"on_llm_abstain must be 'drl' or 'combine', got {on_llm_abstain!r}")
+        if drl_account not in ("shadow", "hybrid"):
+            raise ValueError(f"drl_account must be 'shadow' or 'hybrid', got {drl_account!r}")
         if control is not None and control not in CONTROLS:
             raise ValueError(f"control must be one of {', '.join(CONTROLS)}, got {control!r}")
         self.name = name
@@ -224,6 +263,9 @@ class HybridPolicy:
         )
         self._held = [0.0, 0.0]  # each source's own last target (DRL, LLM)
         self._last_close = math.nan
+        self.drl_account = drl_account
+        self.shadow = ShadowAccount(EnvConfig()) if drl_account == "shadow" else None
+        self._counts = dict.fromkeys(("bars", *_CROSSINGS, *_BRANCHES), 0)
 
     @classmethod
     def input_hashes(cls, params: Mapping[str, Any]) -> dict[str, str]:
@@ -246,8 +288,10 @@ class HybridPolicy:
         self.use_llm_record(LLMRecord.from_decisions(bars, decisions))
 
     def bind(self, env_config: EnvConfig) -> None:
-        """The DRL side trains on the run's environment."""
+        """The DRL side trains on the run's environment (and its shadow account keeps it)."""
         self.drl.bind(env_config)
+        if self.shadow is not None:
+            self.shadow = ShadowAccount(env_config)
 
     def show_progress(self, progress: Any) -> None:
         """Show the DRL side's training in ``progress``."""
@@ -277,6 +321,67 @@ class HybridPolicy:
             self.hedge.reset()
         self._held = [0.0, 0.0]
         self._last_close = math.nan
+        if self.shadow is not None:
+            self.shadow.reset()
+        self._counts = dict.fromkeys(self._counts, 0)
+
+    def train_until(self, stop: int) -> None:
+        """The DRL side trains on the market view's bars before ``stop`` only."""
+        self.drl.train_until(stop)
+
+    def run_report(self) -> dict[str, Any]:
+        """The combiner's threshold crossings and branches, and the DRL side's training.
+
+        ``combiner``: ``thresholds`` (``agree_confidence``, ``act``), ``bars`` (decisions),
+        ``crossed`` and ``decided_by`` (counts, see the module docstring), and
+        ``fraction`` (each count over ``bars``). The engine writes it to
+        ``summary["strategies"][<name>]["policy_report"]``.
+        """
+        counts = self._counts
+        bars = counts["bars"]
+        crossed = {k: counts[k] for k in _CROSSINGS}
+        decided = {k: counts[k] for k in _BRANCHES}
+        share = {k: (v / bars if bars else None) for k, v in {**crossed, **decided}.items()}
+        drl_report = getattr(self.drl, "run_report", None)  # a test double may have none
+        return {
+            "combiner": {
+                "thresholds": {"agree_confidence": AGREE_CONFIDENCE, "act": ACT_THRESHOLD},
+                "drl_account": self.drl_account,
+                "bars": bars,
+                "crossed": crossed,
+                "decided_by": decided,
+                "fraction": share,
+            },
+            **(drl_report() if callable(drl_report) else {}),
+        }
+
+    def _count(
+        self, drl: Decision, view: Decision, branch: str, weights: tuple[float, float]
+    ) -> None:
+        counts = self._counts
+        counts["bars"] += 1
+        counts[branch] += 1
+        drl_dir = _direction(drl.target_position)
+        llm_dir = 0.0 if view.abstain else _direction(view.target_position)
+        drl_high = drl.confidence > AGREE_CONFIDENCE
+        llm_high = not view.abstain and view.confidence > AGREE_CONFIDENCE
+        counts["drl_confidence_above_agree"] += drl_high
+        counts["llm_confidence_above_agree"] += llm_high
+        counts["both_above_agree_and_same_direction"] += (
+            drl_high and llm_high and drl_dir != 0 and drl_dir == llm_dir
+        )
+        counts["llm_abstained"] += view.abstain
+        if branch.startswith("weighted"):
+            llm_conf = 0.0 if view.abstain else view.confidence
+            combined = drl_dir * weights[0] * drl.confidence + llm_dir * weights[1] * llm_conf
+            counts["weighted_beyond_act"] += abs(combined) > ACT_THRESHOLD
+
+    def _drl_observation(self, obs: Observation) -> Observation:
+        """The DRL side's observation: the shadow account's, or the hybrid's own."""
+        if self.shadow is None:
+            return obs
+        features = self.shadow.observation(obs.market, obs.features)
+        return Observation(obs.t, features, self.shadow.exposure, self.shadow.equity, obs.market)
 
     def _weights(self, obs: Observation) -> tuple[float, float]:
         if self.hedge is None:
@@ -292,7 +397,9 @@ class HybridPolicy:
     def act(self, obs: Observation) -> Decision:
         """Ask both sides, then combine (or fall back to DRL alone if the LLM abstains)."""
         drl_weight, llm_weight = self._weights(obs)
-        drl = self.drl.act(obs)
+        drl = self.drl.act(self._drl_observation(obs))
+        if self.shadow is not None:
+            self.shadow.follow(drl.target_position)
         llm = self.llm.act(obs)
         # Between calls the LLM's last decision holds (its age is recorded below); an LLM
         # side that is not an LLMPolicy (a test double, a custom policy) holds nothing.
@@ -325,6 +432,7 @@ class HybridPolicy:
             *llm.signals,
         )
         if view.abstain and self.on_llm_abstain == "drl":
+            self._count(drl, view, "drl_fallback", (drl_weight, llm_weight))
             return Decision(
                 target_position=drl.target_position,
                 confidence=drl.confidence,
@@ -337,6 +445,8 @@ class HybridPolicy:
         action, size, confidence, how = combine(
             drl, view, drl_weight=drl_weight, llm_weight=llm_weight
         )
+        branch = "agreement" if how == "agreement" else f"weighted_{action.lower()}"
+        self._count(drl, view, branch, (drl_weight, llm_weight))
         weights = f"; weights DRL {drl_weight:.3f} LLM {llm_weight:.3f}" if self.hedge else ""
         return Decision(
             target_position=action_to_target(action, size),

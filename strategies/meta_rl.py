@@ -11,12 +11,23 @@ the LLM dollars of every consulted bar**, so the policy learns when the LLMs are
 their price; an unconsulted bar costs nothing and shows the LLM signal as 0 with
 ``consulted = 0``.
 
-Training data, all before the first decision (no look-ahead by construction):
+Training data, all before the first decision (no look-ahead by construction), in three
+disjoint slices of the history, oldest first (docs/splits.md draws them)::
 
-- The DRL agent is trained first (on the bars up to the first decision, cached as in
-  :mod:`strategies.drl`); the meta policy then learns on that agent's **validation split**,
-  where the agent's signals are out of sample, as they will be when trading.
-- The signals on that split are what each side decides trading alone on it (its own
+    bar 0                                                        first decision t0
+    |--- DRL train ---|--- DRL validation ---|------ meta ------|t0 --- test --->
+                                             m = n - round(n * meta_fraction), n = t0 + 1
+
+- The newest ``meta_fraction`` of the history is the **meta slice**; the DRL agent is
+  trained and its checkpoint selected (validation) on the bars before it only (cached as
+  in :mod:`strategies.drl`, its ``validation_fraction`` splitting those bars). The meta
+  policy learns on the meta slice, which neither the agent's training, nor its checkpoint
+  selection, nor the test touches: there the agent's signals are out of sample, as they
+  will be when trading. (Before the slice existed the meta policy learnt on the agent's
+  validation split, the bars its checkpoint had been picked on, where its signals look
+  better than they will.) Too few bars in a slice is a ConfigError naming
+  ``meta_fraction``.
+- The signals on that slice are what each side decides trading alone on it (its own
   account), computed once. The LLM side's training answers come from the offline analyst
   (``training_llm = "offline"``, the default) or from the cassette (``"replay"``; a missing
   recording is an error that says how to record it), never from a live call, so training
@@ -35,178 +46,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
 from backtest.config import EnvConfig
 from backtest.data import BarMeta, Bars
-from backtest.env import TradingEnv
 from backtest.errors import ConfigError
 from strategies.base import AgentSignal, Decision, MarketView, Observation
-from strategies.drl import _CLIP, _EPSILON, DRLPolicy, _versions
+from strategies.drl import DRLPolicy
+from strategies.drl_train import _CLIP, _EPSILON, _versions
 from strategies.llm.graph import LLMPolicy
+from strategies.meta_env import MetaEnv, SideSignals, meta_observation, side_signals
 
 __all__ = ["MetaEnv", "MetaRLPolicy", "SideSignals", "meta_observation", "side_signals"]
 
 _ALGORITHMS = ("PPO", "A2C")
-_EXTRA = 5  # drl signal, drl confidence, llm signal, llm confidence, consulted
-
-
-class SideSignals:
-    """One side's decisions over bars ``[start, stop)`` of a history, trading alone.
-
-    Attributes:
-        start: First bar.
-        target: Signed target per bar (0 for HOLD or abstain).
-        confidence: Confidence per bar (0 for an abstain).
-        cost_usd: LLM dollars per bar.
-    """
-
-    def __init__(self, start: int, n: int) -> None:
-        self.start = start
-        self.target = np.zeros(n)
-        self.confidence = np.zeros(n)
-        self.cost_usd = np.zeros(n)
-
-    def digest(self) -> str:
-        """sha256 of the three arrays (part of the meta policy's cache key)."""
-        h = hashlib.sha256(np.int64(self.start).tobytes())
-        for values in (self.target, self.confidence, self.cost_usd):
-            h.update(np.ascontiguousarray(values).tobytes())
-        return h.hexdigest()
-
-
-def side_signals(
-    policy: Any, bars: Bars, env_config: EnvConfig, market: MarketView, start: int, stop: int
-) -> SideSignals:
-    """Replay ``policy`` on its own account over bars ``[start, stop)`` of ``bars``.
-
-    ``market`` is the run's view; it is moved back to each earlier bar ``t < stop`` while
-    the policy decides there (it never shows a bar after ``t``) and restored afterwards.
-    """
-    env = TradingEnv(bars, env_config, start=start, end=stop)
-    env.reset(seed=0)
-    first = env.t
-    out = SideSignals(first, stop - first)
-    here = market.t
-    try:
-        for t in range(first, stop):
-            market._seek(t)
-            features = env.observation_for(t, env.exposure, env.unrealised())
-            decision = policy.act(Observation(t, features, env.exposure, env.equity, market))
-            k = t - first
-            target = decision.target_position
-            if not decision.abstain:
-                out.target[k] = 0.0 if target is None else float(target)
-                out.confidence[k] = float(decision.confidence)
-            out.cost_usd[k] = math.fsum(
-                float(getattr(c, "cost_usd", 0.0)) for c in decision.llm_calls
-            )
-            if out.cost_usd[k]:
-                env.charge(out.cost_usd[k])
-            if t + 1 < stop and env.advance(None if decision.abstain else target):
-                break
-    finally:
-        market._seek(here)
-    return out
-
-
-class MetaEnv(gym.Env[np.ndarray, Any]):
-    """The meta policy's training env: a :class:`TradingEnv` plus both sides' signals.
-
-    Args:
-        bars: The history.
-        config: The trading env's config (``episode_bars`` gives random-start episodes).
-        drl: The DRL side's signals.
-        llm: The LLM side's signals, over the same bars.
-        cost_per_consult_usd: Dollars a consulted bar costs; None charges ``llm.cost_usd``.
-    """
-
-    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's own class attribute
-
-    def __init__(
-        self,
-        bars: Bars,
-        config: EnvConfig,
-        drl: SideSignals,
-        llm: SideSignals,
-        *,
-        cost_per_consult_usd: float | None = None,
-    ) -> None:
-        super().__init__()
-        self.inner = TradingEnv(bars, config, start=drl.start, end=drl.start + drl.target.size)
-        if drl.start != llm.start or drl.target.size != llm.target.size:
-            raise ConfigError("meta_rl: the DRL and LLM signals cover different bars")
-        self.drl, self.llm = drl, llm
-        self.cost = llm.cost_usd if cost_per_consult_usd is None else None
-        self.cost_per_consult = cost_per_consult_usd
-        inner_space = self.inner.observation_space
-        assert isinstance(inner_space, spaces.Box)
-        dim = inner_space.shape[0] + _EXTRA
-        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
-        self.n_positions = len(config.positions)
-        self.action_space = spaces.MultiDiscrete([self.n_positions, 2])
-        self._positions = [float(p) for p in config.positions]
-        self._consult = True
-
-    def _obs(self, inner: np.ndarray) -> np.ndarray:
-        k = self.inner.t - self.drl.start
-        return meta_observation(
-            inner,
-            self.drl.target[k],
-            self.drl.confidence[k],
-            self.llm.target[k],
-            self.llm.confidence[k],
-            self._consult,
-        )
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Start an episode (a random window when ``episode_bars`` is set)."""
-        super().reset(seed=seed)
-        inner, info = self.inner.reset(seed=seed)
-        self._consult = True
-        return self._obs(inner), info
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        """Trade the chosen target; charge the next bar's LLM cost if it is consulted."""
-        choice = np.asarray(action).reshape(-1)
-        target = self._positions[int(choice[0])]
-        consult = bool(choice[1])
-        inner, reward, ruined, truncated, info = self.inner.step_target(target)
-        self._consult = consult
-        if consult and not ruined:
-            k = self.inner.t - self.drl.start
-            cost = self.cost_per_consult if self.cost is None else float(self.cost[k])
-            equity = self.inner.equity
-            if cost and equity > 0:
-                self.inner.charge(cost)
-                reward += math.log(max(equity - cost, _EPSILON * equity) / equity)
-        return self._obs(inner), float(reward), ruined, truncated, info
-
-
-def meta_observation(
-    inner: np.ndarray,
-    drl_target: float,
-    drl_confidence: float,
-    llm_target: float,
-    llm_confidence: float,
-    consulted: bool,
-) -> np.ndarray:
-    """The env's observation followed by the two sides' signals and the consult flag."""
-    on = 1.0 if consulted else 0.0
-    extra = np.array(
-        [drl_target, drl_confidence, llm_target * on, llm_confidence * on, on], dtype=np.float32
-    )
-    return np.concatenate([np.asarray(inner, dtype=np.float32), extra])
 
 
 class MetaRLPolicy:
@@ -225,6 +83,8 @@ class MetaRLPolicy:
         cache_dir: Where trained meta policies are cached.
         torch_threads: ``torch.set_num_threads`` while training and acting.
         seed: Training seed; None uses the seed the engine hands to ``reset``.
+        meta_fraction: Newest share of the history the meta policy learns on (the DRL
+            agent trains and validates on the older part).
     """
 
     def __init__(
@@ -242,7 +102,12 @@ class MetaRLPolicy:
         cache_dir: str = "models",
         torch_threads: int = 1,
         seed: int | None = None,
+        meta_fraction: float = 0.2,
     ) -> None:
+        if not 0.0 < meta_fraction < 0.9:
+            raise ConfigError(
+                f"meta_rl.meta_fraction must be in (0, 0.9), got {meta_fraction}. Fix: e.g. 0.2."
+            )
         if algo not in _ALGORITHMS:
             raise ConfigError(
                 f"meta_rl.algo: {algo!r} is not supported (the action is a pair, which "
@@ -268,6 +133,7 @@ class MetaRLPolicy:
             "hyperparameters": hyperparameters or {},
             "training_llm": training_llm,
             "training_llm_cost_usd": training_llm_cost_usd,
+            "meta_fraction": meta_fraction,
         }
         self.cache_dir = cache_dir
         self.torch_threads = torch_threads
@@ -281,6 +147,7 @@ class MetaRLPolicy:
         self._run_seed: int | None = None
         self._consult = True
         self._progress: Any = None
+        self._train_stop: int | None = None
 
     def bind(self, env_config: EnvConfig) -> None:
         """Use the run's environment for training and acting."""
@@ -301,6 +168,34 @@ class MetaRLPolicy:
         self._progress = progress
         self.drl.show_progress(progress)
 
+    def train_until(self, stop: int) -> None:
+        """Learn (both the DRL agent and the meta policy) on the view's bars before ``stop``."""
+        if stop < 1:
+            raise ValueError(f"train_until: stop must be >= 1, got {stop}")
+        self._train_stop = int(stop)
+
+    def layout(self, n: int) -> dict[str, tuple[int, int]]:
+        """The history's slices for ``n`` bars: ``drl`` (train + validation) and ``meta``.
+
+        Raises:
+            ConfigError: The meta slice would have fewer than 10 bars.
+        """
+        m = n - round(n * self.settings["meta_fraction"])
+        if n - m < 10 or m < 1:
+            raise ConfigError(
+                f"meta_rl: the {n}-bar history leaves {n - m} bar(s) to the meta slice "
+                f"(meta_fraction = {self.settings['meta_fraction']}); it needs at least 10. "
+                "Fix: raise meta_rl.meta_fraction or start the evaluated split later."
+            )
+        return {"drl": (0, m), "meta": (m, n)}
+
+    def run_report(self) -> dict[str, Any]:
+        """The DRL agent's training record and the meta policy's slices (for summary.json)."""
+        out = dict(self.drl.run_report())
+        if self.manifest:
+            out["meta"] = {k: self.manifest.get(k) for k in ("layout", "train_bars", "key")}
+        return out
+
     def reset(self, *, seed: int | None, market: MarketView) -> None:
         """Reset both sides; training waits for the first decision."""
         self._market = market
@@ -317,12 +212,16 @@ class MetaRLPolicy:
 
         torch.set_num_threads(self.torch_threads)
         market = obs.market
-        self.drl.act(obs)  # trains (or loads) the DRL agent on the bars up to now
+        frame = market.frame()
+        if self._train_stop is not None:
+            frame = frame.iloc[: self._train_stop]
+        slices = self.layout(len(frame))
+        split, stop = slices["meta"]
+        self.drl.train_until(split)
+        self.drl.act(obs)  # trains (or loads) the DRL agent on the bars before the slice
         agent = self.drl.agent
         assert agent is not None
-        frame = market.frame()
         bars = Bars(frame=frame, meta=BarMeta(symbol=market.symbol, frequency=market.frequency))
-        split, stop = agent.manifest["validation_bars"]
         seed = int(self.seed if self.seed is not None else (self._run_seed or 0)) % (2**31)
         self.training_llm.reset(seed=seed, market=market)
         signal_cfg = self.env_config.model_copy(update={"episode_bars": None})
@@ -331,9 +230,9 @@ class MetaRLPolicy:
         episode = min(self.settings["episode_bars"], drl_signals.target.size - 1)
         if episode < 2:
             raise ConfigError(
-                f"meta_rl: the DRL agent's validation split has {drl_signals.target.size} "
-                "bar(s) to learn from. Fix: raise drl.validation_fraction or start the "
-                "evaluated split later."
+                f"meta_rl: the meta slice has {drl_signals.target.size} bar(s) to learn "
+                "from after the feature warm-up. Fix: raise meta_rl.meta_fraction or start "
+                "the evaluated split later."
             )
         key_source = {
             "drl": agent.manifest["key"],
@@ -343,6 +242,12 @@ class MetaRLPolicy:
             "settings": self.settings,
             "episode_bars": episode,
             "seed": seed,
+            # The history's disjoint slices, oldest first (bar indices, stop exclusive).
+            "layout": {
+                "drl_train": agent.manifest["train_bars"],
+                "drl_validation": agent.manifest["validation_bars"],
+                "meta": [split, stop],
+            },
             "versions": _versions(),
         }
         key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()

@@ -25,7 +25,10 @@ A run directory ``<output_dir>/<run_id>/`` holds:
                        ``comparisons`` (the first ``drl`` strategy against the first
                        ``hybrid``, see :mod:`backtest.compare`; empty without both);
                        ``folds`` (per-fold metrics, walk-forward runs only);
-                       ``cutoff_split`` (below)
+                       ``cutoff_split`` (below); per strategy, ``policy_report``:
+                       what the policy's optional ``run_report()`` returned after its
+                       replay (the DRL agent's training curves, the hybrid's threshold
+                       crossings; ``{"folds": [...]}`` in walk-forward runs)
 
 Two optional policy methods feed the LLM parts of the record (the engine imports no strategy):
 
@@ -227,6 +230,9 @@ def _run(
         folds,
         progress,
         warnings,
+        carry_position=bool(
+            config.splits.walk_forward and config.splits.walk_forward.carry_position
+        ),
     )
 
     # Score, from the tables the run directory will hold (the ledger, the LLM calls).

@@ -38,6 +38,7 @@ from backtest._env_nb import (
 from backtest.calendars import bar_close_times
 from backtest.config import StrategyConfig
 from backtest.data import Bars, Fold, TextFeed, load_text
+from backtest.engine.folds import carry_into, training_stop
 from backtest.engine.plan import Member, build_policy, parent_of
 from backtest.env import TradingEnv
 from backtest.errors import ConfigError
@@ -75,6 +76,9 @@ class _Track:
         self.exit_reason = [""] * n
         self.risk_event = [""] * n
         self.decisions: list[Decision] = []
+        #: What the policy's optional ``run_report()`` returned after its replay (or, for
+        #: walk-forward folds, ``{"folds": [one per fold]}``); None without one.
+        self.policy_report: dict[str, Any] | None = None
 
     def event(self, k: int, env: TradingEnv) -> None:
         """Record what happened at bar ``k`` besides marking to market."""
@@ -110,8 +114,11 @@ def _replay(
     seed: int,
     progress: Any = None,
     task: Any = None,
+    carry: tuple[list[float], float] | None = None,
 ) -> tuple[_Track, bool]:
     env.reset(seed=seed)
+    if carry is not None:  # a walk-forward fold that keeps the previous fold's account
+        carry_into(env, *carry)
     # At reset a policy sees the bars before its first decision, nothing later.
     view._seek(env.t - 1)
     policy.reset(seed=seed, market=view)
@@ -171,6 +178,9 @@ def _replay(
             progress.update(task, advance=step_every)
     if progress is not None:
         progress.update(task, completed=stop - start)
+    report = getattr(policy, "run_report", None)  # e.g. the hybrid's threshold crossings
+    if callable(report):
+        tr.policy_report = report()
     close = getattr(policy, "close", None)
     if callable(close):  # release what the policy holds open (an LLM cassette's shard)
         close()
@@ -198,6 +208,8 @@ def _concat_tracks(parts: list[_Track]) -> _Track:
     out.exit_reason = [r for p in parts for r in p.exit_reason]
     out.risk_event = [r for p in parts for r in p.risk_event]
     out.decisions = [d for p in parts for d in p.decisions]
+    if any(p.policy_report is not None for p in parts):
+        out.policy_report = {"folds": [p.policy_report for p in parts]}
     return out
 
 
@@ -322,6 +334,7 @@ def _replay_all(
     folds: list[Fold] | None,
     progress: bool,
     warnings: list[str],
+    carry_position: bool = False,
 ) -> tuple[dict[str, _Track], int]:
     """Replay every strategy over the evaluated range ``span`` (or fold by fold).
 
@@ -337,6 +350,7 @@ def _replay_all(
         folds: The walk-forward folds, or None.
         progress: Show a progress bar per strategy.
         warnings: Where to append what the run should warn about.
+        carry_position: Walk-forward folds start from the previous fold's account.
 
     Returns:
         Each strategy's track, and the first bar traded (the range's first bar, or a later
@@ -349,9 +363,9 @@ def _replay_all(
     first_bar = None
     bar_progress = None
     if progress:
-        from rich.progress import Progress
+        from backtest.progress import make_progress
 
-        bar_progress = Progress(transient=False)
+        bar_progress = make_progress()  # bars on a terminal, plain lines on a pipe
         bar_progress.start()
     try:
         if folds is not None:
@@ -363,6 +377,7 @@ def _replay_all(
                 view,
                 bar_progress,
                 warnings,
+                carry_position,
             )
             first_bar = start
         # With walk-forward folds, each fold built and ran its own policies above.
@@ -405,17 +420,22 @@ def _walk_forward(
     view: MarketView,
     bar_progress: Any,
     warnings: list[str],
+    carry_position: bool = False,
 ) -> dict[str, _Track]:
     """Rebuild and run every strategy on each fold; stitch the test blocks per strategy.
 
     Fold ``k``'s policies see the bars from its train block's start to its test block's
     end (up to the current bar only), so a DRL agent refits on the bars before the test
-    block. Each strategy's fold starts with the equity its previous fold ended with (flat:
-    a position open at a fold's end is valued at that close and not carried).
+    block; a policy with ``train_until`` trains on the fold's train block only, ``gap``
+    bars before the test block (:mod:`backtest.engine.folds`). Each strategy's fold
+    starts with the equity its previous fold ended with, flat (a position open at a fold's
+    end is valued at that close and not carried), or with ``carry_position`` the previous
+    fold's whole account.
     """
     frame = bars.frame
     capital = {spec.name: env_config.initial_capital_usd for spec, _, _ in expanded}
     parts: dict[str, list[_Track]] = {spec.name: [] for spec, _, _ in expanded}
+    accounts: dict[str, tuple[list[float], float]] = {}  # last state and target, per strategy
     for k, fold in enumerate(folds):
         lo = fold.train.start
         sub = Bars(frame=frame.iloc[lo : fold.test.stop], meta=bars.meta)
@@ -448,6 +468,9 @@ def _walk_forward(
             bind = getattr(policy, "bind", None)
             if callable(bind):
                 bind(cfg)
+            until = getattr(policy, "train_until", None)
+            if callable(until):  # the gap also separates training from the test block
+                until(training_stop(fold, lo))
             show = getattr(policy, "show_progress", None)
             if callable(show):
                 show(bar_progress)
@@ -456,7 +479,9 @@ def _walk_forward(
                 task = bar_progress.add_task(f"{name} fold {k}", total=size)
             this_fold = {n: p[-1] for n, p in parts.items() if len(p) == k + 1}
             _follow_parent(policy, name, this_fold, env.first_bar)
-            track, ruined = _replay(policy, env, sub_view, seed, bar_progress, task)
+            carry = accounts.get(name) if carry_position else None
+            track, ruined = _replay(policy, env, sub_view, seed, bar_progress, task, carry)
+            accounts[name] = (env.snapshot(), float(track.target[-1]))
             if ruined:
                 warnings.append(
                     f"strategy {name!r} lost its whole equity in fold {k} and stopped trading"

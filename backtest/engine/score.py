@@ -128,7 +128,7 @@ def _score(
     warnings += _leakage_warnings(leakage, used, cutoffs)
     summary["cutoff_split"] = cutoff_split
     for name, track in tracks.items():
-        stats = stats_of(name, track, slice(None))
+        stats: dict[str, Any] = stats_of(name, track, slice(None))
         stats["llm_cost_usd"] = float(track.llm_cost.sum())
         stats["llm_calls"] = int(track.llm_calls.sum())
         stats.update(_llm_counts(calls, name))
@@ -137,6 +137,8 @@ def _score(
         stats["final_equity_usd"] = float(track.equity[-1])
         stats["risk_events"] = sum(1 for e in track.risk_event if e)
         stats["stops"] = sum(1 for e in track.exit_reason if e)
+        if track.policy_report is not None:
+            stats["policy_report"] = track.policy_report
         summary["strategies"][name] = stats
     summary["seed_groups"] = _seed_groups(groups, summary["strategies"])
     summary["llm_sources"] = _llm_sources(policies, specs, calls)

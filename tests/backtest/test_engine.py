@@ -418,18 +418,18 @@ def test_walk_forward_refits_per_fold_and_stitches_the_test_blocks(
 
     path = samples_dir / "SP500.parquet"
     models = tmp_path / "models"
-    config = _walk_forward_config(path, tmp_path / "runs", models)
+    config = _walk_forward_config(path, tmp_path / "runs", models, gap=5)
     result = run(config)
     bars = load_bars(path, start="2012-01-01", end="2016-12-31")
-    folds = walk_forward_folds(len(bars), n_folds=3, test_size=120)
+    folds = walk_forward_folds(len(bars), n_folds=3, test_size=120, gap=5)
     index = bars.frame.index
-    # One model per fold, each trained only on bars up to its fold's first decision (that
-    # bar's close is known when it decides).
+    # One model per fold, each trained (and validated) only on its fold's train block: the
+    # gap's 5 bars before the test block are not trained on.
     manifests = [json.loads((m / "manifest.json").read_text()) for m in models.iterdir()]
     assert len(manifests) == 3
     last_seen = sorted(m["last_validation_bar"] for m in manifests)
     for fold, seen in zip(folds, last_seen, strict=True):
-        assert pd.Timestamp(seen) == index[fold.test.start]
+        assert pd.Timestamp(seen) == index[fold.train.stop - 1] == index[fold.test.start - 6]
     # The ledger is the stitched out-of-sample curve: every test bar once, in order.
     ledger = result.ledger
     for name in ("sma", "drl", "buy_and_hold"):

@@ -202,7 +202,9 @@ def test_the_cli_progress_shows_training(
 ) -> None:
     config = _config(samples_dir / "SP500.parquet", tmp_path / "runs", tmp_path / "models")
     run(config, progress=True, write=False)
-    assert "train ppo (PPO)" in capsys.readouterr().out
+    # Not on a terminal (captured): plain lines on stderr, the last one when it is done.
+    err = capsys.readouterr().err
+    assert "[progress] train ppo (PPO): done (512)" in err
 
 
 _SMALL = {
@@ -234,7 +236,7 @@ def test_batched_and_dummy_vec_envs_train_identical_weights(
 def test_the_model_cache_key_holds_the_training_code_and_n_envs(
     samples_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import strategies.drl as drl
+    import strategies.drl_train as drl
 
     bars = _train_bars(samples_dir)
     settings = {"algo": "PPO", "n_envs": 1}
@@ -274,7 +276,7 @@ def test_an_env_code_edit_changes_the_model_cache_key(
 ) -> None:
     import shutil
 
-    import strategies.drl as drl
+    import strategies.drl_train as drl
 
     # The real hashing path (find the modules' sources, hash their bytes), over a copy of
     # backtest/env.py standing in for the installed one, so that it can be edited.
@@ -291,3 +293,37 @@ def test_an_env_code_edit_changes_the_model_cache_key(
     after = drl._training_key(bars.frame, EnvConfig(), settings)
     drl._code_sha256.cache_clear()  # leave the real modules' hash for the other tests
     assert before != after
+
+
+def test_the_manifest_keeps_the_training_and_validation_curves(
+    samples_dir: Path, tmp_path: Path
+) -> None:
+    bars = _train_bars(samples_dir)
+    agent = train_agent(bars, EnvConfig(), cache_dir=tmp_path / "models", **_SMALL)  # type: ignore[arg-type]
+    train, validation = agent.manifest["train_curve"], agent.manifest["validation_curve"]
+    steps = train["timesteps"]
+    assert len(steps) == len(train["episode_return"]) >= 2  # 256 steps of 64-bar episodes
+    assert steps == sorted(steps) and steps[-1] <= 256
+    # Evaluated every 128 timesteps; the kept model is the best of those scores.
+    assert validation["timesteps"] == [128, 256]
+    assert max(validation["mean_reward"]) == agent.manifest["best_validation_reward"]
+    # The episode returns are those Monitor reports: the log growth of equity per episode.
+    assert all(-5 < r < 5 for r in train["episode_return"])
+    # Loaded from the cache, the curves are still there (and the same).
+    again = train_agent(bars, EnvConfig(), cache_dir=tmp_path / "models", **_SMALL)  # type: ignore[arg-type]
+    assert again.manifest["train_curve"] == train
+
+
+def test_tensorboard_log_needs_the_package(samples_dir: Path, tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed here")
+    with pytest.raises(ConfigError, match="tensorboard_log"):
+        train_agent(
+            _train_bars(samples_dir),
+            EnvConfig(),
+            cache_dir=tmp_path / "models",
+            tensorboard_log=str(tmp_path / "tb"),
+            **_SMALL,  # type: ignore[arg-type]
+        )

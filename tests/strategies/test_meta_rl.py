@@ -122,14 +122,36 @@ def test_meta_rl_run_trains_once_repeats_and_pays_only_when_consulting(
     import json
 
     manifest = json.loads((tmp_path / "models" / metas[0] / "manifest.json").read_text())
-    # Trained on the DRL agent's validation split, before the first evaluated bar.
-    _, hi = manifest["train_bars"]
-    assert hi <= len(load_bars(samples_dir / "SP500.parquet", end="2016-01-05"))
+    # Three disjoint slices of the history, oldest first: the DRL agent's train and
+    # validation (checkpoint selection) splits, then the meta slice, ending at the first
+    # decision (its close is the last one seen; the test's first return comes after it).
+    layout = manifest["layout"]
+    (a, b), (c, d), (e, f) = layout["drl_train"], layout["drl_validation"], layout["meta"]
+    first_decision = len(load_bars(samples_dir / "SP500.parquet", end="2015-12-31"))
+    assert 0 == a < b == c < d == e < f == first_decision + 1
+    assert f - e == round(f * 0.2)  # meta_fraction's default
+    assert manifest["train_bars"][0] >= e and manifest["train_bars"][1] == f
+    drl_manifest = next(
+        json.loads((p / "manifest.json").read_text())
+        for p in (tmp_path / "models").iterdir()
+        if not p.name.startswith("meta-")
+    )
+    assert drl_manifest["validation_bars"] == [c, d]
     assert manifest["settings"]["training_llm"] == "offline"
+    report = first.summary["strategies"]["meta"]["policy_report"]
+    assert report["meta"]["layout"] == layout and report["training"]["validation_bars"] == [c, d]
 
 
 def test_meta_rl_settings_are_checked() -> None:
     routing = str(REPO / "experiments/routing/seed_stack.toml")
+    with pytest.raises(ConfigError, match="meta_fraction"):
+        MetaRLPolicy(meta_fraction=0.95, llm={"routing": routing})
+    with pytest.raises(ConfigError, match="meta_fraction"):
+        MetaRLPolicy(llm={"routing": routing}).layout(40)  # 8 bars to the meta slice
+    assert MetaRLPolicy(meta_fraction=0.25, llm={"routing": routing}).layout(400) == {
+        "drl": (0, 300),
+        "meta": (300, 400),
+    }
     with pytest.raises(ConfigError, match="DQN cannot"):
         MetaRLPolicy(algo="DQN", llm={"routing": routing})
     policy = MetaRLPolicy(llm={"routing": routing})

@@ -125,7 +125,7 @@ def test_a_local_profile_costs_nothing_by_rule(
 
 
 def test_the_report_reprices_an_alias_as_the_model_requested() -> None:
-    from reports.run import _priced_as, _reprice
+    from reports.cost import _priced_as, _reprice
 
     table = PriceTable.load(table="openrouter")
     chat = "deepseek/deepseek-chat"
