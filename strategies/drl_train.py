@@ -283,67 +283,75 @@ def _train(
     staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    model = cls(
-        "MlpPolicy",
-        train_env,
-        seed=seed,
-        device="cpu",
-        verbose=0,
-        tensorboard_log=tensorboard_log,
-        **settings["hyperparameters"],
-    )
-    snapshot_cls, progress_cls, curve_cls, validation_cls = _callbacks()
-    curve, validation = curve_cls(), validation_cls()
-    snapshot = snapshot_cls(train_env)
-    callback = EvalCallback(
-        eval_env,
-        best_model_save_path=str(staging),
-        n_eval_episodes=1,
-        # Counted in calls, each n_envs timesteps: keep eval_every in timesteps.
-        eval_freq=max(1, settings["eval_every"] // n_envs),
-        deterministic=True,
-        verbose=0,
-        callback_on_new_best=snapshot,
-        callback_after_eval=validation,
-    )
-    callbacks: list[Any] = [callback, curve]
-    task = None
-    if progress is not None:
-        task = progress.add_task(label, total=settings["timesteps"])
-        callbacks.append(progress_cls(progress, task, settings["timesteps"] // 100))
-    model.learn(
-        total_timesteps=settings["timesteps"],
-        callback=CallbackList(callbacks),
-        tb_log_name=label.replace(" ", "_").replace("/", "_"),
-    )
-    if task is not None:
-        progress.update(task, completed=settings["timesteps"])
-    if snapshot.mean is None:  # no evaluation happened: keep the last model and statistics
-        model.save(staging / "best_model.zip")
-        rms: Any = train_env.obs_rms  # one RunningMeanStd for a Box observation space
-        mean, var = rms.mean, rms.var
-    else:
-        mean, var = snapshot.mean, snapshot.var
-    np.savez(staging / "normalisation.npz", mean=mean, var=var)
-    manifest = {
-        "key": key,
-        "data_sha256": _data_sha256(bars.frame),
-        "env": env_config.model_dump(mode="json"),
-        "versions": _versions(),
-        "code_sha256": _code_sha256(),
-        "normalisation": "VecNormalize statistics of the train split when the kept model "
-        "was scored",
-        **settings,
-        "train_bars": [0, split],
-        "validation_bars": [split, n],
-        "best_validation_reward": float(callback.best_mean_reward),
-        "first_train_bar": str(bars.frame.index[0]),
-        "last_train_bar": str(bars.frame.index[split - 1]),
-        "last_validation_bar": str(bars.frame.index[-1]),
-        "train_curve": {"timesteps": curve.timesteps, "episode_return": curve.returns},
-        "validation_curve": {"timesteps": validation.timesteps, "mean_reward": validation.rewards},
-    }
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    try:
+        model = cls(
+            "MlpPolicy",
+            train_env,
+            seed=seed,
+            device="cpu",
+            verbose=0,
+            tensorboard_log=tensorboard_log,
+            **settings["hyperparameters"],
+        )
+        snapshot_cls, progress_cls, curve_cls, validation_cls = _callbacks()
+        curve, validation = curve_cls(), validation_cls()
+        snapshot = snapshot_cls(train_env)
+        callback = EvalCallback(
+            eval_env,
+            best_model_save_path=str(staging),
+            n_eval_episodes=1,
+            # Counted in calls, each n_envs timesteps: keep eval_every in timesteps.
+            eval_freq=max(1, settings["eval_every"] // n_envs),
+            deterministic=True,
+            verbose=0,
+            callback_on_new_best=snapshot,
+            callback_after_eval=validation,
+        )
+        callbacks: list[Any] = [callback, curve]
+        task = None
+        if progress is not None:
+            task = progress.add_task(label, total=settings["timesteps"])
+            callbacks.append(progress_cls(progress, task, settings["timesteps"] // 100))
+        model.learn(
+            total_timesteps=settings["timesteps"],
+            callback=CallbackList(callbacks),
+            tb_log_name=label.replace(" ", "_").replace("/", "_"),
+        )
+        if task is not None:
+            progress.update(task, completed=settings["timesteps"])
+        if snapshot.mean is None:  # no evaluation happened: keep the last model and statistics
+            model.save(staging / "best_model.zip")
+            rms: Any = train_env.obs_rms  # one RunningMeanStd for a Box observation space
+            mean, var = rms.mean, rms.var
+        else:
+            mean, var = snapshot.mean, snapshot.var
+        np.savez(staging / "normalisation.npz", mean=mean, var=var)
+        manifest = {
+            "key": key,
+            "data_sha256": _data_sha256(bars.frame),
+            "env": env_config.model_dump(mode="json"),
+            "versions": _versions(),
+            "code_sha256": _code_sha256(),
+            "normalisation": "VecNormalize statistics of the train split when the kept model "
+            "was scored",
+            **settings,
+            "train_bars": [0, split],
+            "validation_bars": [split, n],
+            "best_validation_reward": float(callback.best_mean_reward),
+            "first_train_bar": str(bars.frame.index[0]),
+            "last_train_bar": str(bars.frame.index[split - 1]),
+            "last_validation_bar": str(bars.frame.index[-1]),
+            "train_curve": {"timesteps": curve.timesteps, "episode_return": curve.returns},
+            "validation_curve": {
+                "timesteps": validation.timesteps,
+                "mean_reward": validation.rewards,
+            },
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    except BaseException:
+        # Ctrl-C (or any failure) mid-training: no half-written model is left behind.
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if folder.exists():  # another process finished the same training first
         shutil.rmtree(staging)
         return

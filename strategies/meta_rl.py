@@ -292,21 +292,25 @@ class MetaRLPolicy:
             self._progress.update(task, completed=1)
         staging = folder.with_name(folder.name + f".tmp-{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        model.save(staging / "model.zip")
-        rms: Any = env.obs_rms
-        np.savez(staging / "normalisation.npz", mean=rms.mean, var=rms.var)
-        manifest = {
-            "key": key,
-            **key_source,
-            "train_bars": [drl.start, drl.start + drl.target.size],
-            "llm_training_cost_usd": float(llm.cost_usd.sum()),
-        }
-        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        if folder.exists():
-            shutil.rmtree(staging)
-            return
-        staging.rename(folder)
+        try:
+            staging.mkdir(parents=True)
+            model.save(staging / "model.zip")
+            rms: Any = env.obs_rms
+            np.savez(staging / "normalisation.npz", mean=rms.mean, var=rms.var)
+            manifest = {
+                "key": key,
+                **key_source,
+                "train_bars": [drl.start, drl.start + drl.target.size],
+                "llm_training_cost_usd": float(llm.cost_usd.sum()),
+            }
+            (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+            if folder.exists():
+                shutil.rmtree(staging)
+                return
+            staging.rename(folder)
+        except BaseException:  # Ctrl-C mid-write: no half-written model is left
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
     def _load(self, folder: Path) -> None:
         import stable_baselines3 as sb3

@@ -397,11 +397,19 @@ def _write_run_dir(
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-    for name, table in tables.items():
-        pq.write_table(table, staging / f"{name}.parquet", compression="zstd")
-    (staging / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    refuse_to_replace(run_dir)  # a live run's spend is never overwritten
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    staging.rename(run_dir)
+    try:
+        for name, table in tables.items():
+            pq.write_table(table, staging / f"{name}.parquet", compression="zstd")
+        text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+        (staging / "summary.json").write_text(text)
+        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        (staging / "manifest.json").write_text(text)
+        refuse_to_replace(run_dir)  # a live run's spend is never overwritten
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        staging.rename(run_dir)
+    except BaseException:
+        # Ctrl-C or a failure while writing: the staging folder goes, nothing half-written
+        # is left (a killed writer's is cleared by the next write, above).
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
