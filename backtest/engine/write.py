@@ -202,14 +202,28 @@ def _git_revision() -> str | None:
     return None
 
 
+def _version(name: str) -> str | None:
+    """``importlib.metadata.version(name)`` without parsing the whole metadata file as an
+    e-mail message (that parse was ~1.4 ms a package, 14 ms of a run's first call): the
+    ``Version:`` header is read from the header block directly."""
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO")
+    for line in (text or "").splitlines():
+        if not line:  # end of the headers
+            break
+        if line.startswith("Version:"):
+            return line[len("Version:") :].strip()
+    return dist.version
+
+
 @functools.lru_cache(maxsize=1)
 def _versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in _VERSIONED_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
+        versions[name] = _version(name)
     return versions
 
 
