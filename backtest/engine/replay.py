@@ -35,6 +35,7 @@ from backtest._env_nb import (
     RISK_CODE,
     UNITS,
 )
+from backtest._env_nb import advance as nb_advance
 from backtest.calendars import bar_close_times
 from backtest.config import StrategyConfig
 from backtest.data import Bars, Fold, TextFeed, load_text
@@ -118,9 +119,13 @@ def _replay(
     start, stop = env.t, env.end_bar
     tr = _Track(stop - start)
     # Bound methods, fetched once: this loop runs once per bar per strategy.
-    act, advance, observe, seek = policy.act, env.advance, env.observation_for, view._seek
+    act, observe = policy.act, env.observation_for
     rec_target, rec_units, rec_exposure = tr.target.append, tr.units.append, tr.exposure.append
     rec_cash, rec_equity, rec_decision = tr.cash.append, tr.equity.append, tr.decisions.append
+    # The compiled accounting step with its fixed arguments bound: env.advance without its
+    # end-of-range check, which the loop below makes itself (t + 1 < stop before a step).
+    advance = functools.partial(nb_advance, env._state, env._params, env._bars)
+    nan, partial = math.nan, functools.partial
 
     terminated = False
     step_every = max(1, (stop - start) // 100)
@@ -133,19 +138,13 @@ def _replay(
         s = snapshot()
         if s[FILL_UNITS] or s[EXIT_UNITS] or s[FEES] or s[FINANCING] or s[RISK_CODE]:
             tr.event(k, env)
-        seek(t)
+        view._t = t  # view._seek(t), inlined
         units, equity, exposure = s[UNITS], s[EQUITY], s[EXPOSURE]
         unrealised = (
             units * (closes[t] - s[ENTRY]) / equity if units != 0.0 and equity > 0.0 else 0.0
         )
         decision = act(
-            Observation(
-                t,
-                functools.partial(observe, t, exposure, unrealised),
-                exposure,
-                equity,
-                view,
-            )
+            Observation(t, partial(observe, t, exposure, unrealised), exposure, equity, view)
         )
         rec_decision(decision)
         calls = decision.llm_calls
@@ -158,7 +157,9 @@ def _replay(
         if decision.abstain:
             tr.abstain[k] = True
         target = decision.target_position
-        rec_target(math.nan if target is None else target)
+        if target is None:
+            target = nan
+        rec_target(target)
         rec_units(s[UNITS])
         rec_exposure(s[EXPOSURE])
         rec_cash(s[CASH])

@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -411,10 +412,19 @@ def _write_run_dir(
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir()
-    for name, table in tables.items():
-        pq.write_table(table, staging / f"{name}.parquet", compression="zstd")
-    (staging / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    # The Parquet files are encoded and compressed concurrently (Arrow releases the GIL
+    # while it writes), the JSON files meanwhile: the same bytes, less wall time.
+    with ThreadPoolExecutor(max_workers=len(tables) or 1) as pool:
+        pending = [
+            pool.submit(pq.write_table, table, staging / f"{name}.parquet", compression="zstd")
+            for name, table in tables.items()
+        ]
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        (staging / "manifest.json").write_text(
+            json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+        )
+        for done in pending:
+            done.result()
     refuse_to_replace(run_dir)  # a live run's spend is never overwritten
     if run_dir.exists():
         shutil.rmtree(run_dir)
