@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from backtest import _env_nb as nb
 from backtest._env_nb import (
     CASH,
     ENTRY,
@@ -35,7 +36,6 @@ from backtest._env_nb import (
     RISK_CODE,
     UNITS,
 )
-from backtest._env_nb import advance as nb_advance
 from backtest.calendars import bar_close_times
 from backtest.config import StrategyConfig
 from backtest.data import Bars, Fold, TextFeed, load_text
@@ -124,7 +124,8 @@ def _replay(
     rec_cash, rec_equity, rec_decision = tr.cash.append, tr.equity.append, tr.decisions.append
     # The compiled accounting step with its fixed arguments bound: env.advance without its
     # end-of-range check, which the loop below makes itself (t + 1 < stop before a step).
-    advance = functools.partial(nb_advance, env._state, env._params, env._bars)
+    fixed = (env._state, env._params, env._bars)
+    advance = functools.partial(nb.entry_point(nb.advance, *fixed, 0.0), *fixed)
     nan, partial = math.nan, functools.partial
 
     terminated = False
