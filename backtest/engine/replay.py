@@ -15,6 +15,7 @@ is bound to the run's env config and reset at the start of its replay
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping
@@ -76,6 +77,25 @@ class _Track:
         self.exit_reason = [""] * n
         self.risk_event = [""] * n
         self.decisions: list[Decision] = []
+        # LLM calls, column by column as they happen (the fields of CALL_FIELDS, then the
+        # bar of each call in ``call_bars``): the call objects themselves are not kept.
+        self.call_columns: dict[str, list[Any]] = {f: [] for f in CALL_FIELDS}
+        self.call_bars: list[int] = []
+        self._strings: dict[str, str] = {}
+
+    def record_calls(self, k: int, calls: tuple[Any, ...]) -> None:
+        """Keep bar ``k``'s LLM calls as column values; equal strings are kept once (a
+        replay parses every answer's model, provider, finish reason... into new strings)."""
+        strings = self._strings
+        columns = self.call_columns
+        for call in calls:
+            row = call_row(call)
+            for field, values in columns.items():
+                value = row.get(field)
+                if type(value) is str:
+                    value = strings.setdefault(value, value)
+                values.append(value)
+            self.call_bars.append(k)
 
     def event(self, k: int, env: TradingEnv) -> None:
         """Record what happened at bar ``k`` besides marking to market."""
@@ -97,6 +117,41 @@ class _Track:
             values.extend([values[-1]] * missing)
             setattr(self, name, np.asarray(values, dtype=np.float64))
         self.target = np.asarray(self.target, dtype=np.float64)  # type: ignore[assignment]
+
+
+#: The fields of an LLM call kept per call (the columns of ``llm_calls.parquet`` after
+#: ``strategy`` and ``timestamp``; :mod:`backtest.engine.write` checks they match).
+CALL_FIELDS: tuple[str, ...] = (
+    "role",
+    "model_requested",
+    "model_served",
+    "provider",
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "spend_usd",
+    "cost_source",
+    "cache",
+    "fallback_from",
+    "retries",
+    "error",
+    "latency_ms",
+    "prompt_version",
+    "finish_reason",
+    "http_status",
+    "answer_error",
+    "raw_answer",
+)
+
+
+def call_row(call: Any) -> dict[str, Any]:
+    """One LLM call record (an ``LLMCall``, a dataclass or a mapping) as a dict."""
+    if hasattr(call, "to_row"):
+        return dict(call.to_row())
+    if dataclasses.is_dataclass(call):
+        return dataclasses.asdict(call)  # type: ignore[arg-type]
+    return dict(call)
 
 
 def _call_cost(call: Any) -> float:
@@ -147,14 +202,18 @@ def _replay(
         decision = act(
             Observation(t, partial(observe, t, exposure, unrealised), exposure, equity, view)
         )
-        rec_decision(decision)
         calls = decision.llm_calls
         if calls:
             cost = math.fsum(_call_cost(c) for c in calls)
             env.charge(cost)
             tr.llm_cost[k] = cost
             tr.llm_calls[k] = len(calls)
+            tr.record_calls(k, calls)
+            # The decision is kept (decisions.parquet, controls) without its call objects,
+            # which the columns above now hold: ~0.5 KB less per call over a long replay.
+            decision = dataclasses.replace(decision, llm_calls=())
             s = snapshot()
+        rec_decision(decision)
         if decision.abstain:
             tr.abstain[k] = True
         target = decision.target_position
@@ -197,6 +256,12 @@ def _concat_tracks(parts: list[_Track]) -> _Track:
         "abstain",
     ):
         setattr(out, name, np.concatenate([getattr(p, name) for p in parts]))
+    offset = 0
+    for p in parts:
+        for field, values in p.call_columns.items():
+            out.call_columns[field] += values
+        out.call_bars += [offset + k for k in p.call_bars]
+        offset += len(p.decisions)  # call bars index the decisions (a ruined fold's stop early)
     out.exit_reason = [r for p in parts for r in p.exit_reason]
     out.risk_event = [r for p in parts for r in p.risk_event]
     out.decisions = [d for p in parts for d in p.decisions]

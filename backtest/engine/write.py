@@ -8,7 +8,6 @@ and renamed into place, so a reader never sees half a run.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.metadata
 import json
@@ -27,7 +26,7 @@ import pyarrow.parquet as pq
 
 from backtest.config import RunConfig, canonical_json
 from backtest.data import Bars
-from backtest.engine.replay import _Track
+from backtest.engine.replay import CALL_FIELDS, _Track
 from backtest.engine.reuse import refuse_to_replace
 from backtest.policy import Decision
 
@@ -109,6 +108,8 @@ LLM_CALL_COLUMNS: dict[str, pa.DataType] = {
 
 #: Schema of ``llm_calls.parquet``.
 LLM_CALL_SCHEMA = pa.schema([pa.field(c, t) for c, t in LLM_CALL_COLUMNS.items()])
+if tuple(LLM_CALL_COLUMNS)[2:] != CALL_FIELDS:  # the replay keeps exactly these fields
+    raise ImportError("backtest.engine.replay.CALL_FIELDS differs from LLM_CALL_COLUMNS")
 
 _VERSIONED_PACKAGES = (
     "hybrid-backtest",
@@ -260,14 +261,6 @@ def _signals_json(decision: Decision) -> str:
     )
 
 
-def _call_row(call: Any) -> dict[str, Any]:
-    if hasattr(call, "to_row"):
-        return dict(call.to_row())
-    if dataclasses.is_dataclass(call):
-        return dataclasses.asdict(call)  # type: ignore[arg-type]
-    return dict(call)
-
-
 def _repeat(value: str, n: int) -> pa.Array:
     return pa.DictionaryArray.from_arrays(
         pa.array(np.zeros(n, dtype=np.int32)), pa.array([value])
@@ -325,7 +318,6 @@ def _decision_row(d: Decision) -> tuple[Any, ...]:
         bool(d.abstain),
         d.reasoning,
         _signals_json(d),
-        len(d.llm_calls),
     )
 
 
@@ -341,8 +333,10 @@ def _decisions_table(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pa.T
             if row is None:
                 row = seen[id(d)] = _decision_row(d)
             rows.append(row)
-        columns = list(zip(*rows, strict=True)) if rows else [()] * 7
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 6
         n = len(ds)
+        # The replay keeps a decision without its call objects and counts them per bar.
+        columns.append(tr.llm_calls[:n].tolist())
         parts.append(
             pa.Table.from_arrays(
                 [
@@ -363,21 +357,19 @@ def _decisions_table(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pa.T
 
 
 def _llm_calls_table(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pa.Table:
-    # Column by column: a run of 100,000 bars makes 400,000 calls, and a dict per row
-    # (about 1 KB each) would be the run's largest allocation.
+    # From the columns the replay kept (a run of 100,000 bars makes 400,000 calls: a dict
+    # or an object per call would be the run's largest allocation).
     columns: dict[str, list[Any]] = {c: [] for c in LLM_CALL_COLUMNS}
     stamps: list[int] = []
     names: list[str] = []
+    asi8 = index.asi8
     for name, tr in tracks.items():
-        if not tr.llm_calls.any():
+        if not tr.call_bars:
             continue
-        for k, decision in enumerate(tr.decisions):
-            for call in decision.llm_calls:
-                row = _call_row(call)
-                for column, values in columns.items():
-                    values.append(row.get(column))
-                names.append(name)
-                stamps.append(int(index.asi8[k]))
+        for field, values in tr.call_columns.items():
+            columns[field] += values
+        names += [name] * len(tr.call_bars)
+        stamps += asi8[tr.call_bars].tolist()
     if not names:
         return LLM_CALL_SCHEMA.empty_table()
     columns["strategy"] = names
