@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 
 from backtest.config import RunConfig, canonical_json
 from backtest.data import Bars
-from backtest.engine.replay import CALL_FIELDS, _Track
 from backtest.engine.reuse import refuse_to_replace
+from backtest.engine.track import CALL_FIELDS, _Track
 from backtest.policy import Decision
 
 __all__ = [
