@@ -225,7 +225,9 @@ def make_ours(path: str, detail: bool = False, write: bool = True) -> Callable[[
         return None
 
     def run():
-        result = backtest_run(config, write=write)
+        # force: the same inputs land in the same run directory, and without it every call
+        # after the first would read that complete run back (~6 ms) instead of running.
+        result = backtest_run(config, write=write, force=write)
         equity = _our_final_equity(result)
         if not detail:
             return equity

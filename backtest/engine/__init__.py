@@ -64,6 +64,7 @@ The package is the stages a run goes through, one module each, in the order data
 ``reuse``       a complete run with the same inputs read back; live runs never overwritten
 ``replay``      the bar loop: features, the policies' market view, the LLM cost estimate,
                 one track per strategy (fold by fold for walk-forward runs)
+``track``       a strategy's per-bar record, its LLM calls kept as columns
 ``score``       metrics, seed groups, comparisons, fold summaries, LLM counts, the
                 temporal-leakage guard
 ``write``       ledger, decisions and LLM-call tables, manifest, the run directory

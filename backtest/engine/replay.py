@@ -15,6 +15,7 @@ is bound to the run's env config and reset at the start of its replay
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from backtest import _env_nb as nb
 from backtest._env_nb import (
     CASH,
     ENTRY,
@@ -40,6 +42,7 @@ from backtest.config import StrategyConfig
 from backtest.data import Bars, Fold, TextFeed, load_text
 from backtest.engine.folds import carry_into, training_stop
 from backtest.engine.plan import Member, build_policy, parent_of
+from backtest.engine.track import _Track
 from backtest.env import TradingEnv
 from backtest.errors import ConfigError
 from backtest.features import Features, compute_features
@@ -47,59 +50,6 @@ from backtest.llm.budget import format_usd
 from backtest.policy import Decision, MarketView, Observation, Policy
 
 __all__: list[str] = []
-
-
-class _Track:
-    """Per-bar records of one strategy.
-
-    Dense values (position, cash, equity, target) are appended every bar; events (fills,
-    exits, fees, financing, risk interventions, LLM calls, abstains) are rare and are
-    written into arrays that start at their no-event values.
-    """
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self.target: list[float] = []
-        self.units: list[float] = []
-        self.exposure: list[float] = []
-        self.cash: list[float] = []
-        self.equity: list[float] = []
-        self.fill_units = np.zeros(n)
-        self.fill_price = np.full(n, np.nan)
-        self.exit_units = np.zeros(n)
-        self.exit_price = np.full(n, np.nan)
-        self.fees = np.zeros(n)
-        self.financing = np.zeros(n)
-        self.llm_cost = np.zeros(n)
-        self.llm_calls = np.zeros(n, dtype=np.int64)
-        self.abstain = np.zeros(n, dtype=bool)
-        self.exit_reason = [""] * n
-        self.risk_event = [""] * n
-        self.decisions: list[Decision] = []
-        #: What the policy's optional ``run_report()`` returned after its replay (or, for
-        #: walk-forward folds, ``{"folds": [one per fold]}``); None without one.
-        self.policy_report: dict[str, Any] | None = None
-
-    def event(self, k: int, env: TradingEnv) -> None:
-        """Record what happened at bar ``k`` besides marking to market."""
-        self.fill_units[k] = env.fill_units
-        self.fill_price[k] = env.fill_price
-        self.exit_units[k] = env.exit_units
-        self.exit_price[k] = env.exit_price
-        self.fees[k] = env.fees_usd
-        self.financing[k] = env.financing_usd
-        self.exit_reason[k] = env.exit_reason
-        self.risk_event[k] = env.risk_event
-
-    def finish(self) -> None:
-        """Pad a ruined run with its final state, then turn the lists into arrays."""
-        missing = self.n - len(self.equity)
-        self.target.extend([math.nan] * missing)
-        for name in ("units", "exposure", "cash", "equity"):
-            values = getattr(self, name)
-            values.extend([values[-1]] * missing)
-            setattr(self, name, np.asarray(values, dtype=np.float64))
-        self.target = np.asarray(self.target, dtype=np.float64)  # type: ignore[assignment]
 
 
 def _call_cost(call: Any) -> float:
@@ -125,9 +75,14 @@ def _replay(
     start, stop = env.t, env.end_bar
     tr = _Track(stop - start)
     # Bound methods, fetched once: this loop runs once per bar per strategy.
-    act, advance, observe, seek = policy.act, env.advance, env.observation_for, view._seek
+    act, observe = policy.act, env.observation_for
     rec_target, rec_units, rec_exposure = tr.target.append, tr.units.append, tr.exposure.append
     rec_cash, rec_equity, rec_decision = tr.cash.append, tr.equity.append, tr.decisions.append
+    # The compiled accounting step with its fixed arguments bound: env.advance without its
+    # end-of-range check, which the loop below makes itself (t + 1 < stop before a step).
+    fixed = (env._state, env._params, env._bars)
+    advance = functools.partial(nb.entry_point(nb.advance, *fixed, 0.0), *fixed)
+    nan, partial = math.nan, functools.partial
 
     terminated = False
     step_every = max(1, (stop - start) // 100)
@@ -140,32 +95,32 @@ def _replay(
         s = snapshot()
         if s[FILL_UNITS] or s[EXIT_UNITS] or s[FEES] or s[FINANCING] or s[RISK_CODE]:
             tr.event(k, env)
-        seek(t)
+        view._t = t  # view._seek(t), inlined
         units, equity, exposure = s[UNITS], s[EQUITY], s[EXPOSURE]
         unrealised = (
             units * (closes[t] - s[ENTRY]) / equity if units != 0.0 and equity > 0.0 else 0.0
         )
         decision = act(
-            Observation(
-                t,
-                functools.partial(observe, t, exposure, unrealised),
-                exposure,
-                equity,
-                view,
-            )
+            Observation(t, partial(observe, t, exposure, unrealised), exposure, equity, view)
         )
-        rec_decision(decision)
         calls = decision.llm_calls
         if calls:
             cost = math.fsum(_call_cost(c) for c in calls)
             env.charge(cost)
             tr.llm_cost[k] = cost
             tr.llm_calls[k] = len(calls)
+            tr.record_calls(k, calls)
+            # The decision is kept (decisions.parquet, controls) without its call objects,
+            # which the columns above now hold: ~0.5 KB less per call over a long replay.
+            decision = dataclasses.replace(decision, llm_calls=())
             s = snapshot()
+        rec_decision(decision)
         if decision.abstain:
             tr.abstain[k] = True
         target = decision.target_position
-        rec_target(math.nan if target is None else target)
+        if target is None:
+            target = nan
+        rec_target(target)
         rec_units(s[UNITS])
         rec_exposure(s[EXPOSURE])
         rec_cash(s[CASH])
@@ -205,6 +160,12 @@ def _concat_tracks(parts: list[_Track]) -> _Track:
         "abstain",
     ):
         setattr(out, name, np.concatenate([getattr(p, name) for p in parts]))
+    offset = 0
+    for p in parts:
+        for field, values in p.call_columns.items():
+            out.call_columns[field] += values
+        out.call_bars += [offset + k for k in p.call_bars]
+        offset += len(p.decisions)  # call bars index the decisions (a ruined fold's stop early)
     out.exit_reason = [r for p in parts for r in p.exit_reason]
     out.risk_event = [r for p in parts for r in p.risk_event]
     out.decisions = [d for p in parts for d in p.decisions]

@@ -395,10 +395,12 @@ def _model_cutoffs(models: list[str]) -> dict[str, str | None]:
     A published ``training_cutoff`` (the latest, if tables differ) wins; without one, the
     latest release month bounds it (``cutoff_upper_bound``).
     """
+    if not models:  # no LLM strategy: the price tables are not even imported
+        return {}
     from backtest.errors import PricingError
     from backtest.llm.pricing import load_tables
 
-    tables = list(load_tables().values()) if models else []
+    tables = list(load_tables().values())
     out: dict[str, str | None] = {}
     for model in models:
         published: list[str] = []

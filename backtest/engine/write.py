@@ -8,7 +8,6 @@ and renamed into place, so a reader never sees half a run.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.metadata
 import json
@@ -16,6 +15,7 @@ import math
 import os
 import platform
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,8 @@ import pyarrow.parquet as pq
 
 from backtest.config import RunConfig, canonical_json
 from backtest.data import Bars
-from backtest.engine.replay import _Track
 from backtest.engine.reuse import refuse_to_replace
+from backtest.engine.track import CALL_FIELDS, _Track
 from backtest.policy import Decision
 
 __all__ = [
@@ -108,6 +108,8 @@ LLM_CALL_COLUMNS: dict[str, pa.DataType] = {
 
 #: Schema of ``llm_calls.parquet``.
 LLM_CALL_SCHEMA = pa.schema([pa.field(c, t) for c, t in LLM_CALL_COLUMNS.items()])
+if tuple(LLM_CALL_COLUMNS)[2:] != CALL_FIELDS:  # the replay keeps exactly these fields
+    raise ImportError("backtest.engine.replay.CALL_FIELDS differs from LLM_CALL_COLUMNS")
 
 _VERSIONED_PACKAGES = (
     "hybrid-backtest",
@@ -202,14 +204,28 @@ def _git_revision() -> str | None:
     return None
 
 
+def _version(name: str) -> str | None:
+    """``importlib.metadata.version(name)`` without parsing the whole metadata file as an
+    e-mail message (that parse was ~1.4 ms a package, 14 ms of a run's first call): the
+    ``Version:`` header is read from the header block directly."""
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO")
+    for line in (text or "").splitlines():
+        if not line:  # end of the headers
+            break
+        if line.startswith("Version:"):
+            return line[len("Version:") :].strip()
+    return dist.version
+
+
 @functools.lru_cache(maxsize=1)
 def _versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in _VERSIONED_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
+        versions[name] = _version(name)
     return versions
 
 
@@ -243,14 +259,6 @@ def _signals_json(decision: Decision) -> str:
         sort_keys=True,
         default=float,
     )
-
-
-def _call_row(call: Any) -> dict[str, Any]:
-    if hasattr(call, "to_row"):
-        return dict(call.to_row())
-    if dataclasses.is_dataclass(call):
-        return dataclasses.asdict(call)  # type: ignore[arg-type]
-    return dict(call)
 
 
 def _repeat(value: str, n: int) -> pa.Array:
@@ -310,7 +318,6 @@ def _decision_row(d: Decision) -> tuple[Any, ...]:
         bool(d.abstain),
         d.reasoning,
         _signals_json(d),
-        len(d.llm_calls),
     )
 
 
@@ -326,8 +333,10 @@ def _decisions_table(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pa.T
             if row is None:
                 row = seen[id(d)] = _decision_row(d)
             rows.append(row)
-        columns = list(zip(*rows, strict=True)) if rows else [()] * 7
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 6
         n = len(ds)
+        # The replay keeps a decision without its call objects and counts them per bar.
+        columns.append(tr.llm_calls[:n].tolist())
         parts.append(
             pa.Table.from_arrays(
                 [
@@ -348,21 +357,19 @@ def _decisions_table(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pa.T
 
 
 def _llm_calls_table(tracks: dict[str, _Track], index: pd.DatetimeIndex) -> pa.Table:
-    # Column by column: a run of 100,000 bars makes 400,000 calls, and a dict per row
-    # (about 1 KB each) would be the run's largest allocation.
+    # From the columns the replay kept (a run of 100,000 bars makes 400,000 calls: a dict
+    # or an object per call would be the run's largest allocation).
     columns: dict[str, list[Any]] = {c: [] for c in LLM_CALL_COLUMNS}
     stamps: list[int] = []
     names: list[str] = []
+    asi8 = index.asi8
     for name, tr in tracks.items():
-        if not tr.llm_calls.any():
+        if not tr.call_bars:
             continue
-        for k, decision in enumerate(tr.decisions):
-            for call in decision.llm_calls:
-                row = _call_row(call)
-                for column, values in columns.items():
-                    values.append(row.get(column))
-                names.append(name)
-                stamps.append(int(index.asi8[k]))
+        for field, values in tr.call_columns.items():
+            columns[field] += values
+        names += [name] * len(tr.call_bars)
+        stamps += asi8[tr.call_bars].tolist()
     if not names:
         return LLM_CALL_SCHEMA.empty_table()
     columns["strategy"] = names
@@ -398,12 +405,21 @@ def _write_run_dir(
         shutil.rmtree(staging)
     staging.mkdir()
     try:
-        for name, table in tables.items():
-            pq.write_table(table, staging / f"{name}.parquet", compression="zstd")
-        text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
-        (staging / "summary.json").write_text(text)
-        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        (staging / "manifest.json").write_text(text)
+        # The Parquet files are encoded and compressed concurrently (Arrow releases the GIL
+        # while it writes), the JSON files meanwhile: the same bytes, less wall time.
+        with ThreadPoolExecutor(max_workers=len(tables) or 1) as pool:
+            pending = [
+                pool.submit(
+                    pq.write_table, table, staging / f"{name}.parquet", compression="zstd"
+                )
+                for name, table in tables.items()
+            ]
+            text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
+            (staging / "summary.json").write_text(text)
+            text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+            (staging / "manifest.json").write_text(text)
+            for done in pending:
+                done.result()
         refuse_to_replace(run_dir)  # a live run's spend is never overwritten
         if run_dir.exists():
             shutil.rmtree(run_dir)
