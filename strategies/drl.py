@@ -398,6 +398,21 @@ def _train(
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _train_env_overrides(train_env: dict[str, Any] | None) -> dict[str, Any]:
+    """Check ``drl.train_env``'s keys and values against :class:`EnvConfig`."""
+    from pydantic import ValidationError
+
+    overrides = dict(train_env or {})
+    try:
+        EnvConfig.model_validate(overrides)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"drl.train_env: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}. Fix: give "
+            "[env] settings (e.g. turnover_penalty = 0.003) with valid values."
+        ) from exc
+    return overrides
+
+
 class DRLPolicy:
     """Trade with a stable-baselines3 agent trained on the bars before the first decision.
 
@@ -414,6 +429,9 @@ class DRLPolicy:
         n_envs: Training envs stepped together.
         vec_env: ``batched`` or ``dummy`` (see :func:`train_agent`); None picks.
         seed: Training seed; None uses the seed the engine hands to ``reset``.
+        train_env: Environment settings for training (and the validation score that picks
+            the kept model) only, over the run's ``[env]``, e.g. ``{turnover_penalty =
+            0.003}``; trading always uses the run's environment.
     """
 
     def __init__(
@@ -431,8 +449,10 @@ class DRLPolicy:
         n_envs: int = 1,
         vec_env: str | None = None,
         seed: int | None = None,
+        train_env: dict[str, Any] | None = None,
     ) -> None:
         _algorithm(algo)
+        self.train_env = _train_env_overrides(train_env)
         _vec_env_kind(n_envs, vec_env)
         if timesteps < 1:
             raise ValueError(f"timesteps must be >= 1, got {timesteps}")
@@ -480,9 +500,14 @@ class DRLPolicy:
         bars = Bars(frame=frame, meta=BarMeta(symbol=market.symbol, frequency=market.frequency))
         seed = self.seed if self.seed is not None else (self._run_seed or 0)
         settings = dict(self.settings)
+        env_config = self.env_config
+        if self.train_env:
+            env_config = EnvConfig.model_validate(
+                {**env_config.model_dump(), **self.train_env}
+            )
         return train_agent(
             bars,
-            self.env_config,
+            env_config,
             seed=int(seed) % (2**31),
             progress=self._progress,
             label=f"train {self.name} ({self.algo})",
