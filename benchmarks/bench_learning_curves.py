@@ -21,7 +21,9 @@ The grid is fractional so it fits ~75 minutes on a shared 2-core machine:
 * phase B, on phase A's winner (highest mean validation Sharpe over the second half of the
   curve): ``turnover_penalty`` 1e-3, 3e-3 and 1e-2 (3 seeds each). The real costs are
   2 bp per unit of notional traded (fee 1 + half spread 0.5 + slippage 0.5), so these are
-  5x, 15x and 50x the cost the reward already pays.
+  5x, 15x and 50x the cost the reward already pays;
+* phase C, when the winner is not PPO with 8 envs: PPO with 8 envs at phase B's best
+  penalty (the quickstart's DRL is PPO), 3 seeds.
 
 Left out: ``rebalance_band`` above 0.01 (with positions -1 / 0 / +1 every switch moves the
 exposure by >= 1, so a band below 1 only stops the drift rebalancing of a held position; it
@@ -123,7 +125,13 @@ def buy_and_hold(data: Path) -> dict[str, float]:
 
 
 def train_curve(
-    data: Path, algo: str, n_envs: int, penalty: float, band: float, seed: int, budget: int,
+    data: Path,
+    algo: str,
+    n_envs: int,
+    penalty: float,
+    band: float,
+    seed: int,
+    budget: int,
     every: int,
 ) -> dict[str, Any]:
     """Train one agent for ``budget`` timesteps, evaluating on validation every ``every``."""
@@ -317,6 +325,15 @@ def main() -> None:
         for seed in SEEDS:
             for penalty in PENALTIES:
                 run(algo, n_envs, penalty, seed)
+        runs = _load(out)
+        penalty = max(
+            (0.0, *PENALTIES),
+            key=lambda p: _late_sharpe(runs.get(_key(algo, n_envs, p, 0.01), [])),
+        )
+        if (algo, n_envs) != ("PPO", 8) and penalty > 0.0:
+            print(f"phase C: PPO with 8 envs at penalty {penalty:g}", flush=True)
+            for seed in SEEDS:
+                run("PPO", 8, penalty, seed)
 
 
 if __name__ == "__main__":

@@ -502,9 +502,7 @@ class DRLPolicy:
         settings = dict(self.settings)
         env_config = self.env_config
         if self.train_env:
-            env_config = EnvConfig.model_validate(
-                {**env_config.model_dump(), **self.train_env}
-            )
+            env_config = EnvConfig.model_validate({**env_config.model_dump(), **self.train_env})
         return train_agent(
             bars,
             env_config,
