@@ -21,8 +21,8 @@ The grid is fractional so it fits ~75 minutes on a shared 2-core machine:
   the 1-env runs' seeds 1 and 2 last, after phase C, as time allows);
 * phase B, on phase A's winner (highest mean validation Sharpe over the second half of the
   curve, among the configurations with all 3 seeds done): ``turnover_penalty`` 1e-3, 3e-3
-  and 1e-2 (3 seeds each). The real costs are 2 bp per unit of notional traded (fee 1 + half spread 0.5 + slippage 0.5), so these are
-  5x, 15x and 50x the cost the reward already pays;
+  and 1e-2 (3 seeds each). The real costs are 2 bp per unit of notional traded (fee 1 +
+  half spread 0.5 + slippage 0.5), so these are 5x, 15x and 50x what the reward already pays;
 * phase C, when the winner is not PPO with 8 envs: PPO with 8 envs at phase B's best
   penalty (the quickstart's DRL is PPO), 3 seeds.
 
