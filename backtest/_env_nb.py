@@ -26,7 +26,8 @@ STATE_SIZE = 22
 # Parameter slots (NaN where a limit is off).
 HALF, FEE, FIXED, BAND, CAP, STOP_LOSS, TAKE_PROFIT, BORROW, MARGIN, CASH_RATE = range(10)
 MAX_LEV, ALLOW_SHORT, MAX_USD, MAX_TRADES, DSR, ETA, DUST, MIN_RATIO = range(10, 18)
-PARAM_SIZE = 18
+PENALTY = 18
+PARAM_SIZE = 19
 
 # Bar columns.
 OPEN, HIGH, LOW, CLOSE, VOLUME, DT_YEARS, DAY = range(7)
@@ -219,6 +220,16 @@ def advance(state: np.ndarray, p: np.ndarray, bars: np.ndarray, target: float) -
         )
         state[DSR_A] = a + p[ETA] * delta_a
         state[DSR_B] = b + p[ETA] * delta_b
+    if p[PENALTY] != 0.0:
+        # Turnover penalty (training reward only): the notional the fills traded, as a
+        # fraction of the equity the decision was taken on, i.e. |change of exposure|.
+        traded = 0.0
+        if state[FILL_UNITS] != 0.0:
+            traded += abs(state[FILL_UNITS]) * state[FILL_PRICE]
+        if state[EXIT_UNITS] != 0.0:
+            traded += abs(state[EXIT_UNITS]) * state[EXIT_PRICE]
+        if previous_equity > 0.0:
+            state[REWARD] -= p[PENALTY] * traded / previous_equity
     return ruined
 
 

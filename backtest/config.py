@@ -125,6 +125,10 @@ class EnvConfig(Frozen):
         reward: ``log_return`` of equity net of all costs, or ``differential_sharpe``
             (Moody & Saffell, 1998).
         dsr_eta: Adaptation rate of the differential Sharpe ratio's moving moments.
+        turnover_penalty: Subtracted from each step's reward per unit of notional traded as a
+            fraction of equity (the absolute change of exposure the fills made): a
+            turnover control for training on top of the real costs, which the reward
+            already pays. 0 (the default) leaves the reward the log change of equity.
         episode_bars: Bars per training episode with a random start drawn from the env's
             seeded generator; None runs the whole range from its first bar.
         risk: Limits applied after every decision.
@@ -147,6 +151,7 @@ class EnvConfig(Frozen):
     rebalance_band: float = Field(0.01, ge=0)
     reward: Literal["log_return", "differential_sharpe"] = "log_return"
     dsr_eta: float = Field(0.01, gt=0, lt=1)
+    turnover_penalty: float = Field(0.0, ge=0)
     episode_bars: int | None = Field(None, ge=2)
     risk: RiskConfig = RiskConfig()
 

@@ -19,7 +19,10 @@ Timeline of one :meth:`TradingEnv.step`, for a decision taken at the close of ba
 4. **Financing** from bar t to bar t+1 (ACT/365 on calendar time): borrow fee on a short's
    notional, margin interest on negative cash, interest on positive cash.
 5. **Mark to market** at bar t+1's close; the reward is the log change of equity (net of
-   every cost) or the differential Sharpe ratio.
+   every cost) or the differential Sharpe ratio, minus ``turnover_penalty`` times the
+   notional the step's fills traded as a fraction of the equity at bar t's close (the
+   absolute change of exposure the trades made; 0 by default). The penalty shapes training
+   only: cash, equity and fees never see it.
 
 An observation is a copy of the last ``window`` rows of the causal feature matrix
 (:mod:`backtest.features`) followed by the current exposure and the unrealised P&L as a
@@ -152,6 +155,7 @@ class TradingEnv(gym.Env[np.ndarray, Any]):
         params[nb.ETA] = cfg.dsr_eta
         params[nb.DUST] = _DUST
         params[nb.MIN_RATIO] = _MIN_EQUITY_RATIO
+        params[nb.PENALTY] = cfg.turnover_penalty
         params.setflags(write=False)
         self._params = params
         self._bind_state(np.zeros(nb.STATE_SIZE, dtype=np.float64))

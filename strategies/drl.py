@@ -149,6 +149,21 @@ def train_agent(
     return TrainedAgent(model, stats["mean"], stats["var"], manifest, folder)
 
 
+def _train_env_overrides(train_env: dict[str, Any] | None) -> dict[str, Any]:
+    """Check ``drl.train_env``'s keys and values against :class:`EnvConfig`."""
+    from pydantic import ValidationError
+
+    overrides = dict(train_env or {})
+    try:
+        EnvConfig.model_validate(overrides)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"drl.train_env: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}. Fix: give "
+            "[env] settings (e.g. turnover_penalty = 0.003) with valid values."
+        ) from exc
+    return overrides
+
+
 class DRLPolicy:
     """Trade with a stable-baselines3 agent trained on the bars before the first decision.
 
@@ -167,6 +182,9 @@ class DRLPolicy:
         seed: Training seed; None uses the seed the engine hands to ``reset``.
         tensorboard_log: Directory for stable-baselines3's TensorBoard logs (None: none;
             needs the ``tensorboard`` package).
+        train_env: Environment settings for training (and the validation score that picks
+            the kept model) only, over the run's ``[env]``, e.g. ``{turnover_penalty =
+            0.003}``; trading always uses the run's environment.
     """
 
     def __init__(
@@ -185,8 +203,10 @@ class DRLPolicy:
         vec_env: str | None = None,
         seed: int | None = None,
         tensorboard_log: str | None = None,
+        train_env: dict[str, Any] | None = None,
     ) -> None:
         _algorithm(algo)
+        self.train_env = _train_env_overrides(train_env)
         _vec_env_kind(n_envs, vec_env)
         if timesteps < 1:
             raise ValueError(f"timesteps must be >= 1, got {timesteps}")
@@ -270,9 +290,12 @@ class DRLPolicy:
         bars = Bars(frame=frame, meta=BarMeta(symbol=market.symbol, frequency=market.frequency))
         seed = self.seed if self.seed is not None else (self._run_seed or 0)
         settings = dict(self.settings)
+        env_config = self.env_config
+        if self.train_env:
+            env_config = EnvConfig.model_validate({**env_config.model_dump(), **self.train_env})
         return train_agent(
             bars,
-            self.env_config,
+            env_config,
             seed=int(seed) % (2**31),
             progress=self._progress,
             label=f"train {self.name} ({self.algo})",

@@ -26,7 +26,7 @@ def experiment(tmp_path: Path, samples_dir: Path) -> Path:
     text = text.replace('output_dir = "../runs"', 'output_dir = "runs"')
     # A tiny training budget, cached inside the test's folder.
     text = text.replace(
-        "timesteps = 20_000, eval_every = 4_096, episode_bars = 252 }",
+        "timesteps = 98_304, eval_every = 8_192, episode_bars = 252, n_envs = 8 }",
         "timesteps = 256, eval_every = 128, episode_bars = 64, "
         f'hyperparameters = {{ n_steps = 64, batch_size = 32 }}, cache_dir = "{tmp_path / "m"}" }}',
     )

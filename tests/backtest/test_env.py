@@ -13,6 +13,7 @@ import vectorbt as vbt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from backtest import _env_nb as nb
 from backtest.config import EnvConfig, RiskConfig
 from backtest.data import BarMeta, Bars, load_bars
 from backtest.env import TradingEnv
@@ -256,6 +257,58 @@ def test_conservation_and_non_negative_fees(
         + rows["position"].iloc[-1] * closes[-1]
     )
     assert rows["equity"].iloc[-1] == pytest.approx(final, rel=1e-9)
+
+
+@SETTINGS
+@given(
+    frame=bar_frames(min_size=45, max_size=90),
+    targets=st.lists(st.one_of(st.none(), st.floats(-2, 2)), min_size=60, max_size=60),
+    penalty=st.floats(1e-6, 0.1),
+    reward=st.sampled_from(["log_return", "differential_sharpe"]),
+    stop_loss=st.sampled_from([None, 0.01]),
+)
+def test_turnover_penalty_takes_its_share_of_the_traded_notional_off_the_reward(
+    frame: pd.DataFrame,
+    targets: list[float | None],
+    penalty: float,
+    reward: str,
+    stop_loss: float | None,
+) -> None:
+    config = EnvConfig(
+        window=3,
+        fee_bps=3,
+        fixed_fee_usd=0.5,
+        reward=reward,
+        stop_loss=stop_loss,
+        risk=RiskConfig(max_leverage=2.0),
+    )
+    plain = TradingEnv(_bars(frame), config)
+    shaped = TradingEnv(_bars(frame), config.model_copy(update={"turnover_penalty": penalty}))
+    plain.reset(seed=0)
+    shaped.reset(seed=0)
+    previous = config.initial_capital_usd
+    for target in targets:
+        if plain.t + 1 >= plain.end_bar:
+            break
+        _, r0, done0, _, _ = plain.step_target(target)
+        _, r1, done1, _, _ = shaped.step_target(target)
+        # The account is untouched: the penalty shapes the reward only.
+        a, b = np.array(plain.snapshot()), np.array(shaped.snapshot())
+        a[nb.REWARD] = b[nb.REWARD] = 0.0
+        np.testing.assert_array_equal(a, b)
+        traded = 0.0
+        if plain.fill_units != 0.0:
+            traded += abs(plain.fill_units) * plain.fill_price
+        if plain.exit_units != 0.0:
+            traded += abs(plain.exit_units) * plain.exit_price
+        assert r0 - r1 == pytest.approx(penalty * traded / previous, rel=1e-9, abs=1e-15)
+        if reward == "log_return":
+            # Penalty 0 is the log change of equity, as before the penalty existed.
+            assert r0 == pytest.approx(math.log(plain.equity / previous), rel=1e-12, abs=1e-15)
+        previous = plain.equity
+        assert done0 == done1
+        if done0:
+            break
 
 
 def test_frictionless_buy_and_hold_is_the_price_ratio(samples_dir: Path) -> None:

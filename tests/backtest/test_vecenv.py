@@ -115,6 +115,7 @@ def _scenarios(draw: st.DrawFn) -> dict[str, Any]:
         margin_rate=0.05,
         cash_rate=0.01,
         reward=draw(st.sampled_from(["log_return", "differential_sharpe"])),
+        turnover_penalty=draw(st.sampled_from([0.0, 2e-3])),
         risk=RiskConfig(
             max_leverage=leverage,
             allow_short=draw(st.booleans()),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from backtest.config import EnvConfig
 from backtest.data import BarMeta, Bars, load_bars, write_bars
 from backtest.env import TradingEnv
 from backtest.errors import ConfigError
-from strategies.drl import _data_sha256, train_agent
+from strategies.drl import DRLPolicy, _data_sha256, train_agent
 
 TINY = {
     "timesteps": 512,
@@ -327,3 +328,32 @@ def test_tensorboard_log_needs_the_package(samples_dir: Path, tmp_path: Path) ->
             tensorboard_log=str(tmp_path / "tb"),
             **_SMALL,  # type: ignore[arg-type]
         )
+
+
+def test_train_env_overrides_shape_training_only(samples_dir: Path, tmp_path: Path) -> None:
+    path = samples_dir / "SP500.parquet"
+    plain = run(_config(path, tmp_path / "runs", tmp_path / "models"))
+    shaped = run(
+        _config(
+            path,
+            tmp_path / "runs",
+            tmp_path / "models",
+            train_env={"turnover_penalty": 0.01},
+        )
+    )
+    manifests = [
+        json.loads((folder / "manifest.json").read_text())
+        for folder in (tmp_path / "models").iterdir()
+    ]
+    # Two models: the override reached training (and the cache key) ...
+    assert sorted(m["env"]["turnover_penalty"] for m in manifests) == [0.0, 0.01]
+    # ... while the policy trades with the run's environment (the penalty never reaches
+    # the account anyway: both runs traded, each with its own model).
+    policy = DRLPolicy(train_env={"turnover_penalty": 0.01})
+    policy.bind(EnvConfig(window=10))
+    assert policy.env_config == EnvConfig(window=10)
+    assert len(plain.decisions) == len(shaped.decisions) > 0
+    with pytest.raises(ConfigError, match=r"drl.train_env.*Fix"):
+        run(_config(path, tmp_path, tmp_path, train_env={"turnover_penalt": 0.01}), write=False)
+    with pytest.raises(ConfigError, match=r"drl.train_env.*Fix"):
+        run(_config(path, tmp_path, tmp_path, train_env={"turnover_penalty": -1}), write=False)
