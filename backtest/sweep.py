@@ -8,7 +8,7 @@ values (the same keys ``--set`` takes), and says how the best configuration is c
     strategy = "hybrid"               # the strategy being tuned (default: the first one)
     metric = "sharpe"                 # what the selection ranks by (default sharpe)
     top_k = 1                         # how many configurations reach the test split
-    baseline = "drl_ppo"              # SPA benchmark: a strategy of the runs (buy_and_hold)
+    baseline = "drl_a2c"              # SPA benchmark: a strategy of the runs (buy_and_hold)
 
     [grid]
     "env.fee_bps" = [0.5, 1.0, 2.0]

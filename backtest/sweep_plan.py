@@ -72,7 +72,7 @@ class SelectionConfig(Frozen):
         metric: A key of :data:`METRIC_DIRECTIONS`.
         top_k: How many of the best configurations are run on the test split.
         baseline: Strategy of the runs that the SPA test compares against (the DRL-only
-            policy, e.g. ``drl_ppo``); when not set, ``buy_and_hold`` (the runs' default
+            policy, e.g. ``drl_a2c``); when not set, ``buy_and_hold`` (the runs' default
             benchmark), and no SPA test when the runs have none.
         spa_reps: Bootstrap replications of the SPA test.
         spa_seed: Seed of the SPA bootstrap's generator.

@@ -24,7 +24,7 @@ from tests.strategies.test_llm import answer
 
 REPO = Path(__file__).resolve().parents[1]
 BACKTEST = str(Path(sys.executable).with_name("backtest"))
-TINY = "{ n_steps = 64, batch_size = 32 }"
+TINY = "{ n_steps = 8 }"  # A2C's (the quickstart trains A2C)
 
 
 def _quickstart(
@@ -95,8 +95,8 @@ def test_quickstart_replays_smollm2_from_the_committed_cassette(
         "buy_and_hold",
         "sma_10_30",
         "random",
-        "drl_ppo@0",
-        "drl_ppo@1",
+        "drl_a2c@0",
+        "drl_a2c@1",
         "llm_only",
         "hybrid@0",
         "hybrid@1",
@@ -109,9 +109,9 @@ def test_quickstart_replays_smollm2_from_the_committed_cassette(
     assert set(summary["strategies"]) == expected
     assert summary["start"].startswith("2016-01-04") and summary["bars"] == 754
     (comparison,) = summary["comparisons"]
-    assert (comparison["a"], comparison["b"], comparison["n_seeds"]) == ("drl_ppo", "hybrid", 2)
+    assert (comparison["a"], comparison["b"], comparison["n_seeds"]) == ("drl_a2c", "hybrid", 2)
     assert set(summary["seed_groups"]) == {
-        "drl_ppo",
+        "drl_a2c",
         "hybrid",
         "hybrid~llm0",
         "hybrid~random_llm",
@@ -119,7 +119,7 @@ def test_quickstart_replays_smollm2_from_the_committed_cassette(
     # The verdict leads the terminal, labelled underpowered at 2 seeds.
     assert out.index("Verdict") < out.index("sma_10_30")
     assert "Underpowered (2 seeds < 10): hybrid" in " ".join(out.split())
-    assert summary["verdict_context"]["drl_budget"].startswith("PPO, ")  # what it compared
+    assert summary["verdict_context"]["drl_budget"].startswith("A2C, ")  # what it compared
     calls = pd.read_parquet(run_dir / "llm_calls.parquet")
     # 754 bars, every 20th: 38 decisions of 4 roles, for llm_only and both hybrid members.
     assert len(calls) == 3 * 38 * 4
@@ -132,7 +132,7 @@ def test_quickstart_replays_smollm2_from_the_committed_cassette(
     report = (run_dir / "report.html").read_text("utf-8")
     assert "SmolLM2-135M-Instruct (Q4_1)" in report and "replayed (152 answers" in report
     assert "came from the offline analyst" not in report
-    assert "hybrid \u2212 drl_ppo" in report  # the comparison's heading
+    assert "hybrid \u2212 drl_a2c" in report  # the comparison's heading
     for name in expected:
         assert name in report
 

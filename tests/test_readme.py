@@ -26,7 +26,7 @@ TINY_DRL = (
     "timesteps=256",
     "eval_every=128",
     "episode_bars=64",
-    "hyperparameters={ n_steps = 64, batch_size = 32 }",
+    "hyperparameters={ n_steps = 8 }",
 )
 
 

@@ -74,7 +74,7 @@ class RunResult:
         """One row per strategy and seed: every scalar metric of ``summary["strategies"]``.
 
         Index ``(strategy, seed)``: a strategy run with several seeds has a row per member
-        (``drl_ppo@1`` is ``("drl_ppo", 1)``); any other strategy has seed ``-1``.
+        (``drl_a2c@1`` is ``("drl_a2c", 1)``); any other strategy has seed ``-1``.
         """
         rows, index = [], []
         for member, metrics in self.summary.get("strategies", {}).items():

@@ -41,7 +41,7 @@ SUMMARY = {
         }
         for name in (
             "buy_and_hold",
-            "drl_ppo@0",
+            "drl_a2c@0",
             "hybrid~random_llm@0",
             "buy_and_hold~voltarget:hybrid",
         )

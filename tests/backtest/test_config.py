@@ -26,9 +26,10 @@ def experiment(tmp_path: Path, samples_dir: Path) -> Path:
     text = text.replace('output_dir = "../runs"', 'output_dir = "runs"')
     # A tiny training budget, cached inside the test's folder.
     text = text.replace(
-        "timesteps = 98_304, eval_every = 8_192, episode_bars = 252, n_envs = 8 }",
+        "timesteps = 98_304, eval_every = 8_192, episode_bars = 252, n_envs = 8, "
+        "train_env = { turnover_penalty = 0.001 } }",
         "timesteps = 256, eval_every = 128, episode_bars = 64, "
-        f'hyperparameters = {{ n_steps = 64, batch_size = 32 }}, cache_dir = "{tmp_path / "m"}" }}',
+        f'hyperparameters = {{ n_steps = 8 }}, cache_dir = "{tmp_path / "m"}" }}',
     )
     assert text.count("timesteps = 256") == 2
     # SmolLM2's committed answers, replayed strictly from a copy (a miss fails the test).
@@ -126,11 +127,11 @@ def test_cli_run_prints_the_summary_and_writes_the_run(
     out = capsys.readouterr().out
     assert "buy_and_hold" in out and "sma_10_30" in out and "coin" in out and "llm_only" in out
     flat = " ".join(out.split())
-    assert "drl_ppo: Sharpe" in flat and "over 2 seeds" in flat
+    assert "drl_a2c: Sharpe" in flat and "over 2 seeds" in flat
     # The verdict comes first, in words, before the metrics table; 2 seeds is underpowered.
     assert flat.index("Verdict") < flat.index("sma_10_30")
-    assert "Underpowered (2 seeds < 10): hybrid" in flat and "than drl_ppo" not in flat
-    assert "drl_ppo by" in flat and "Sharpe after cost" in flat
+    assert "Underpowered (2 seeds < 10): hybrid" in flat and "than drl_a2c" not in flat
+    assert "drl_a2c by" in flat and "Sharpe after cost" in flat
     runs = list((experiment.parent / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "ledger.parquet").exists()
     assert f"Run {runs[0].name} written to" in out.replace("\n", " ")
