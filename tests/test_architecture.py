@@ -21,12 +21,6 @@ ENGINE_MODULE_MAX_LINES = 500
 MODULE_MAX_LINES = 500
 #: The sentence a longer module's docstring starts its reason with.
 LONG_MODULE_REASON = "Why this module is long:"
-#: Modules over the limit that this branch does not own: another branch is reducing them
-#: (issue 19). Each entry goes when its module is split or explains itself; the test fails
-#: on an entry that is no longer needed.
-TEMPORARILY_LONG = {
-    "backtest.config",  # 610 lines
-}
 
 
 def _module_name(path: Path) -> str:
@@ -235,14 +229,6 @@ def test_modules_stay_small_or_say_why() -> None:
     problems = {
         name: problem
         for name, path in modules.items()
-        if name not in TEMPORARILY_LONG
-        and (problem := _length_problem(path.read_text())) is not None
+        if (problem := _length_problem(path.read_text())) is not None
     }
     assert not problems, f"modules over the size rule: {problems}"
-    # The allowlist only holds modules that still need it.
-    unneeded = sorted(
-        name
-        for name in TEMPORARILY_LONG
-        if name not in modules or _length_problem(modules[name].read_text()) is None
-    )
-    assert not unneeded, f"drop from TEMPORARILY_LONG (now within the rule): {unneeded}"

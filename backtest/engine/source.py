@@ -49,7 +49,7 @@ def _config(experiment: Experiment, overrides: Sequence[str], has_data: bool) ->
         if has_data and "data" not in raw:
             raw["data"] = {"path": _PLACEHOLDER}
         if overrides:
-            from backtest.config import _apply_override, parse_override
+            from backtest.config_files import _apply_override, parse_override
 
             for text in overrides:
                 key_path, value = parse_override(text)
