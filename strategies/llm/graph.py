@@ -354,8 +354,10 @@ class LLMPolicy(_DecisionLoop):
             record_mode = str(params.get("record_mode", "new_episodes"))
             if out["source"] == "live" and record_mode in ("new_episodes", "all"):
                 # Recorded into as the run goes (and by a sweep's other runs meanwhile):
-                # its contents cannot name the run, its path is in the config.
-                out["cassette"] = f"recording ({record_mode})"
+                # its contents cannot name the run, its absolute path does (the config
+                # counts path parameters by file name only, so the id does not move with
+                # the checkout; two live runs into two cassettes must not share an id).
+                out["cassette"] = f"recording ({record_mode}) into {Path(cassette).resolve()}"
             else:
                 out["cassette"] = cassette_fingerprint(cassette)
         return out

@@ -89,14 +89,20 @@ def test_the_cassette_fingerprint_is_in_the_id(
     assert run_id_for(config) == grown
     (cassette / "shard-merged.tsv").write_text('k2\t00000000\t{}\nk1\t00000000\t{"x":1}\n')
     assert run_id_for(config) != grown  # a recording changed
-    # A live run that records as it goes is named by its cassette's path (in the config),
-    # not its contents: the recordings it and a sweep's other runs add would otherwise
-    # hide it from its own rerun, and a killed live sweep could not resume.
+    # A live run that records as it goes is named by its cassette's absolute path, not its
+    # contents: the recordings it and a sweep's other runs add would otherwise hide it from
+    # its own rerun, and a killed live sweep could not resume.
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-test")
     live = run_id_for(config)
     (cassette / "shard-c.tsv").write_text("k4\t00000000\t{}\n")
     assert run_id_for(config) == live
-    assert run_inputs(config)["strategies.llm.cassette"] == "recording (new_episodes)"
+    recording = f"recording (new_episodes) into {cassette.resolve()}"
+    assert run_inputs(config)["strategies.llm.cassette"] == recording
+    # Two cassettes of the same name in two folders: two runs, not one.
+    other = tmp_path / "elsewhere" / cassette.name
+    other.mkdir(parents=True)
+    moved = _config(samples_dir, tmp_path / "out", _llm(tmp_path, cassette=str(other)))
+    assert run_id_for(moved) != live
     replay_only = _config(samples_dir, tmp_path / "out", _llm(tmp_path, record_mode="none"))
     before = run_id_for(replay_only)
     (cassette / "shard-c.tsv").write_text("k5\t00000000\t{}\n")

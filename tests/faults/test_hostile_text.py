@@ -76,7 +76,7 @@ def _script(hostile: bool) -> Any:
             return json.dumps(
                 {
                     "action": "BUY",
-                    "size": 1000,
+                    "size": "1000%",  # a bare 1000 would be refused as ambiguous
                     "signal": 1,
                     "confidence": 1,
                     "risk_level": "low",

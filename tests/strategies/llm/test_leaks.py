@@ -158,7 +158,7 @@ def test_injected_text_cannot_exceed_tight_risk_limits(samples_dir: Path, tmp_pa
             return json.dumps(
                 {
                     "action": action,
-                    "size": 1000,
+                    "size": "1000%",  # a bare 1000 would be refused as ambiguous
                     "signal": 1,
                     "confidence": 1,
                     "risk_level": "low",
