@@ -52,10 +52,10 @@ def test_the_walkthrough_block_is_what_this_test_runs() -> None:
     ]
 
 
-def test_every_walkthrough_command_runs(tmp_path: Path) -> None:
+def test_every_walkthrough_command_runs(tmp_path: Path, samples_dir: Path) -> None:
     shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
     shutil.copytree(ROOT / "cassettes" / "quickstart", tmp_path / "cassettes" / "quickstart")
-    sample = load_bars(ROOT / "data" / "SP500.parquet").frame
+    sample = load_bars(samples_dir / "SP500.parquet").frame
     csv = sample.loc["2008-01-01":].copy()
     csv.index = csv.index.strftime("%Y-%m-%d")
     csv.index.name = "Date"

@@ -16,9 +16,14 @@ from backtest.data import load_bars
 from backtest.errors import BacktestError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
-SP500 = ROOT / "data" / "SP500.parquet"
+SP500 = ROOT / "data" / "SP500.parquet"  # replaced by the session's sample, below
 
-pytestmark = pytest.mark.skipif(not SP500.exists(), reason="make data")
+
+@pytest.fixture(autouse=True)
+def _sample_bars(samples_dir: Path) -> None:
+    """The S&P 500 sample (written for the session: a fresh clone has no data/)."""
+    global SP500
+    SP500 = samples_dir / "SP500.parquet"
 
 
 def _spec(**extra: object) -> dict[str, object]:

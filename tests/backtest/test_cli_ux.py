@@ -20,7 +20,6 @@ from backtest.data import load_bars
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKTEST = str(Path(sys.executable).with_name("backtest"))
-SP500 = ROOT / "data" / "SP500.parquet"
 
 SUMMARY = {
     "symbol": "SP500",
@@ -103,10 +102,8 @@ def test_a_repeated_warning_is_printed_once_then_counted() -> None:
 
 
 @pytest.fixture
-def frame():
-    if not SP500.exists():
-        pytest.skip("make data")
-    bars = load_bars(SP500).frame.loc["2015-01-01":"2015-12-31"]
+def frame(samples_dir: Path):
+    bars = load_bars(samples_dir / "SP500.parquet").frame.loc["2015-01-01":"2015-12-31"]
     out = bars[["open", "high", "low", "close", "volume"]].copy()
     out.index = out.index.strftime("%Y-%m-%d")
     out.index.name = "date"

@@ -30,7 +30,14 @@ from backtest.sweep import expand_grid, load_sweep
 ROOT = Path(__file__).resolve().parents[2]
 BACKTEST = str(Path(sys.executable).with_name("backtest"))
 EXAMPLE = ROOT / "experiments" / "custom_strategy.toml"
-SP500 = ROOT / "data" / "SP500.parquet"
+SP500 = ROOT / "data" / "SP500.parquet"  # replaced by the session's sample, below
+
+
+@pytest.fixture(autouse=True)
+def _sample_bars(samples_dir: Path) -> None:
+    """The S&P 500 sample (written for the session: a fresh clone has no data/)."""
+    global SP500
+    SP500 = samples_dir / "SP500.parquet"
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -78,10 +85,16 @@ class Flip(Strategy):
 # ----------------------------------------------------------------------------- the example
 
 
-@pytest.mark.skipif(not SP500.exists(), reason="make data")
 def test_the_worked_example_runs_from_any_directory(tmp_path: Path) -> None:
+    home = tmp_path / "checkout"
+    shutil.copytree(ROOT / "experiments", home / "experiments")
+    (home / "data").mkdir()
+    shutil.copy(SP500, home / "data" / "SP500.parquet")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
     out = tmp_path / "runs"
-    result = _cli("run", str(EXAMPLE), "--out", str(out), cwd=tmp_path)
+    example = home / "experiments" / EXAMPLE.name
+    result = _cli("run", str(example), "--out", str(out), cwd=elsewhere)
     assert result.returncode == 0, result.stderr
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -96,7 +109,6 @@ def test_the_worked_example_runs_from_any_directory(tmp_path: Path) -> None:
     assert "code.momentum.py" in json.dumps(manifest)
 
 
-@pytest.mark.skipif(not SP500.exists(), reason="make data")
 def test_run_id_is_the_same_wherever_the_checkout_lives(tmp_path: Path) -> None:
     ids = []
     for where in ("a", "b/deeper"):
@@ -170,7 +182,6 @@ def test_a_sweeps_grid_paths_follow_the_sweep_file(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- dates
 
 
-@pytest.mark.skipif(not SP500.exists(), reason="make data")
 def test_dates_may_be_quoted_or_not_in_the_file_and_in_set(tmp_path: Path) -> None:
     path = _experiment(tmp_path, "buy_and_hold", extra="")
     text = path.read_text().replace('start = "2015-01-01"', "start = 2015-01-01")
@@ -223,7 +234,6 @@ def test_the_cli_reports_a_bad_date_without_a_traceback(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- user code
 
 
-@pytest.mark.skipif(not SP500.exists(), reason="make data")
 def test_a_strategy_file_beside_the_experiment_runs(tmp_path: Path) -> None:
     (tmp_path / "mine.py").write_text(GOOD)
     path = _experiment(tmp_path, "mine.py:Flip", "{ every = 3 }")
