@@ -41,10 +41,6 @@ __all__ = [
 USER_MODULE_PREFIX = "_hybrid_backtest_user"
 #: Absolute path of each strategy file loaded in this process -> its module.
 _LOADED: dict[Path, ModuleType] = {}
-#: The files of the project's own packages: frames there are not "user code".
-_PROJECT_DIRS = tuple(
-    str(Path(__file__).resolve().parents[1] / package) for package in ("backtest", "strategies")
-)
 
 
 def _module_name(path: Path) -> str:
@@ -53,27 +49,12 @@ def _module_name(path: Path) -> str:
     return f"{USER_MODULE_PREFIX}.{stem}_{digest}"
 
 
-def user_code_location(tb: TracebackType | None, *, files: tuple[str, ...] = ()) -> str | None:
-    """``file:line in function`` of the innermost frame of ``tb`` in user code.
-
-    User code is ``files`` when given, else any file outside the project's ``backtest`` and
-    ``strategies`` packages, the standard library and installed packages.
-    """
+def user_code_location(tb: TracebackType | None, *, files: tuple[str, ...]) -> str | None:
+    """``file:line in function`` of the innermost frame of ``tb`` in one of ``files``."""
     found = None
     for frame in traceback.extract_tb(tb):
-        name = frame.filename
-        if files:
-            mine = name in files
-        else:
-            mine = (
-                not name.startswith(_PROJECT_DIRS)
-                and "site-packages" not in name
-                and not name.startswith(sys.prefix)
-                and not name.startswith(sys.base_prefix)
-                and not name.startswith("<")
-            )
-        if mine:
-            found = f"{name}:{frame.lineno} in {frame.name}"
+        if frame.filename in files:
+            found = f"{frame.filename}:{frame.lineno} in {frame.name}"
     return found
 
 

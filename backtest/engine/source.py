@@ -74,26 +74,18 @@ def _store_frame(frame: pd.DataFrame, folder: Path, symbol: str) -> Path:
     from backtest.data import import_bars
 
     folder.mkdir(parents=True, exist_ok=True)
-    incoming = folder / f".incoming-{os.getpid()}.parquet"
-    table = frame if "timestamp" in frame.columns or "date" in frame.columns else None
-    if table is None:
-        table = frame.reset_index(names="timestamp")
-    try:
-        table.to_parquet(incoming, index=False)
-        staged = folder / f".staged-{os.getpid()}"
-        out, _ = import_bars(incoming, symbol=symbol, dest=staged, source="DataFrame")
-        digest = hashlib.sha256(out.read_bytes()).hexdigest()[:16]
-        final = folder / digest / out.name
+    has_time = "timestamp" in frame.columns or "date" in frame.columns
+    table = frame if has_time else frame.reset_index(names="timestamp")
+    # Scratch files live beside the store and go with it, whatever happens.
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".incoming-") as scratch:
+        source = Path(scratch) / ".source.parquet"
+        table.to_parquet(source, index=False)
+        out, _ = import_bars(source, symbol=symbol, dest=scratch, source="DataFrame")
+        final = folder / hashlib.sha256(out.read_bytes()).hexdigest()[:16] / out.name
         if not final.exists():
             final.parent.mkdir(parents=True, exist_ok=True)
             out.replace(final)
-        return final
-    finally:
-        incoming.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            for leftover in (folder / f".staged-{os.getpid()}").glob("*"):
-                leftover.unlink()
-            (folder / f".staged-{os.getpid()}").rmdir()
+    return final
 
 
 @contextlib.contextmanager
