@@ -409,9 +409,7 @@ def _write_run_dir(
         # while it writes), the JSON files meanwhile: the same bytes, less wall time.
         with ThreadPoolExecutor(max_workers=len(tables) or 1) as pool:
             pending = [
-                pool.submit(
-                    pq.write_table, table, staging / f"{name}.parquet", compression="zstd"
-                )
+                pool.submit(pq.write_table, table, staging / f"{name}.parquet", compression="zstd")
                 for name, table in tables.items()
             ]
             text = json.dumps(summary, indent=2, sort_keys=True) + "\n"
